@@ -1,0 +1,67 @@
+//! Throughput of the per-packet path: `Session::seal` and `Session::open` in place, for a
+//! small (64 B) and a full-MTU (1400 B) payload. Open needs a fresh counter per packet (the
+//! replay window refuses repeats), so the open bench re-seals outside the timed section.
+
+// A benchmark aborts on the first failure; there is no caller to hand an error to.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use mesh_crypto::{ClusterPsk, Handshake, HandshakePattern, Session, StaticKeypair, TAG_LEN};
+
+fn sessions(now: Instant) -> (Session, Session) {
+    let (a, b) = (
+        StaticKeypair::generate([1; 32]),
+        StaticKeypair::generate([2; 32]),
+    );
+    let psk = ClusterPsk::derive(b"bench");
+    let mut i = Handshake::initiate_ik(&a, &b.public(), &psk, [3; 32]).expect("initiator");
+    let mut r = Handshake::respond(HandshakePattern::IK, &b, &psk, [4; 32]).expect("responder");
+    let (mut msg, mut payload) = ([0_u8; 256], [0_u8; 256]);
+    let len = i.write_message(&[], &mut msg).expect("message 1");
+    r.read_message(&msg[..len], &mut payload).expect("read 1");
+    let len = r.write_message(&[], &mut msg).expect("message 2");
+    i.read_message(&msg[..len], &mut payload).expect("read 2");
+    (
+        i.into_session(now).expect("initiator session"),
+        r.into_session(now).expect("responder session"),
+    )
+}
+
+fn seal_open(c: &mut Criterion) {
+    let now = Instant::now();
+    let aad = [0_u8; 16];
+    for size in [64_usize, 1400] {
+        let (mut tx, mut rx) = sessions(now);
+        let mut group = c.benchmark_group(format!("{size}B"));
+        group.throughput(Throughput::Bytes(size as u64));
+
+        let mut buf = vec![0xab_u8; size + TAG_LEN];
+        let mut counter = 0_u64;
+        group.bench_function("seal", |bench| {
+            bench.iter(|| {
+                counter += 1;
+                black_box(tx.seal(counter, &aad, &mut buf, size).expect("seal"))
+            })
+        });
+
+        group.bench_function("open", |bench| {
+            bench.iter_batched_ref(
+                || {
+                    let c = tx.next_counter(now).expect("counter");
+                    let mut packet = vec![0xab_u8; size + TAG_LEN];
+                    tx.seal(c, &aad, &mut packet, size).expect("seal");
+                    (c, packet)
+                },
+                |(c, packet)| black_box(rx.open(now, *c, &aad, packet).expect("open")),
+                BatchSize::SmallInput,
+            )
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, seal_open);
+criterion_main!(benches);

@@ -1,0 +1,26 @@
+//! mesh's cryptography, sans-I/O: Noise handshakes (snow), the transport sessions they yield
+//! with in-place ChaCha20-Poly1305 packet sealing (ring), the anti-replay window and the
+//! rekey/expiry timers.
+//!
+//! Nothing here reads a clock, the OS RNG, a file or a socket: callers pass `now` and 32-byte
+//! random seeds, and move the bytes. This crate does not define packet framing (`mesh-proto`),
+//! choose peers or sessions, rate-limit handshakes, or store keys on disk.
+
+#![forbid(unsafe_code)]
+
+mod handshake;
+mod keys;
+mod replay;
+mod session;
+pub mod timers;
+
+pub use handshake::{
+    HANDSHAKE_OVERHEAD_MAX, Handshake, HandshakeError, HandshakePattern, MAX_HANDSHAKE_MSG,
+    MAX_HANDSHAKE_PAYLOAD,
+};
+pub use keys::{ClusterPsk, KEY_LEN, PublicKey, PublicKeyParseError, StaticKeypair, StaticSecret};
+pub use replay::{REPLAY_WINDOW, ReplayError, ReplayWindow};
+pub use session::{OpenError, SealError, Session, TAG_LEN};
+
+#[cfg(test)]
+mod tests;

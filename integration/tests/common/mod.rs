@@ -1,0 +1,94 @@
+//! Set-ups shared by the tests that run `meshd`.
+#![allow(dead_code)] // each test binary uses a different part
+#![allow(clippy::expect_used)] // helpers of tests fail by panicking, like the tests
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use mesh_api::{PeerState, Status};
+use mesh_integration::{Host, MeshdOpts, Pod, Topology, require_root, wait_until};
+
+/// How often pings and status are polled.
+pub(crate) const POLL: Duration = Duration::from_millis(200);
+
+/// Host names and blocks used by the tests.
+pub(crate) const BLOCKS: [(&str, &str, &str); 3] = [
+    ("a", "10.32.1.0/24", "10.32.1.10"),
+    ("b", "10.32.2.0/24", "10.32.2.10"),
+    ("c", "10.32.3.0/24", "10.32.3.10"),
+];
+
+/// A topology of `n` hosts (a, b, c…), each with `meshd` peering every other host and
+/// one pod; returns it, its hosts and pods, and when the first `meshd` was started.
+pub(crate) fn full_mesh(test: &str, n: usize) -> (Topology, Vec<Host>, Vec<Pod>, Instant) {
+    require_root();
+    let mut topo = Topology::new(test).expect("topology");
+    let hosts: Vec<Host> = BLOCKS[..n]
+        .iter()
+        .map(|(name, _, _)| topo.add_host(name).expect("host"))
+        .collect();
+    let started = Instant::now();
+    for (i, host) in hosts.iter().enumerate() {
+        let others = hosts
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, h)| h);
+        topo.start_meshd(host, MeshdOpts::new(BLOCKS[i].1).peers(others))
+            .expect("start meshd");
+    }
+    let pods = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| topo.add_pod(host, "p1", BLOCKS[i].2).expect("pod"))
+        .collect();
+    (topo, hosts, pods, started)
+}
+
+/// Polls `ping -c1 -W1` from `from` to `to` every [`POLL`] until one succeeds, at most
+/// until `deadline`.
+pub(crate) fn wait_ping(from: &Pod, to: &Pod, deadline: Instant) -> Result<(), String> {
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    wait_until(
+        &format!(
+            "ping {}@{} -> {} ({})",
+            from.name, from.host, to.ip, to.host
+        ),
+        timeout,
+        POLL,
+        || from.ping(to.ip, 1).map(drop),
+    )
+}
+
+/// Waits until `host` has a peer at `peer`'s underlay address in state `established`.
+pub(crate) fn wait_established(
+    topo: &Topology,
+    host: &Host,
+    peer: &Host,
+    timeout: Duration,
+) -> Status {
+    wait_until(
+        &format!("{} to establish a session with {}", host.name, peer.name),
+        timeout,
+        POLL,
+        || {
+            let status = topo.status(host)?;
+            if peer_state(&status, peer.underlay_ip) == Some(PeerState::Established) {
+                Ok(status)
+            } else {
+                Err(format!("{:?}", status.peers))
+            }
+        },
+    )
+    .expect("session established")
+}
+
+/// The state of the peer whose endpoint is at `ip`, if `status` lists one.
+pub(crate) fn peer_state(status: &Status, ip: Ipv4Addr) -> Option<PeerState> {
+    let prefix = format!("{ip}:");
+    status
+        .peers
+        .iter()
+        .find(|p| p.endpoint.starts_with(&prefix))
+        .map(|p| p.state)
+}

@@ -1,0 +1,105 @@
+//! Pod-to-pod traffic through real `meshd`s: reachability and bulk TCP integrity.
+#![allow(clippy::expect_used)] // helpers of tests fail by panicking, like the tests
+
+mod common;
+
+use std::time::Duration;
+
+use common::{full_mesh, wait_ping};
+use mesh_integration::Pod;
+
+/// Bound of the first successful ping after `meshd` starts.
+const FIRST_PING_BOUND: Duration = Duration::from_secs(10);
+/// Bytes sent each way by the transfer test.
+const TRANSFER_BYTES: u64 = 100_000_000;
+/// Bound of one transfer (a debug build on two cores is slow; this is no measurement).
+const TRANSFER_BOUND: Duration = Duration::from_secs(600);
+
+#[test]
+fn two_hosts_pods_ping_both_ways() {
+    let (_topo, _hosts, pods, started) = full_mesh("two_hosts_pods_ping_both_ways", 2);
+    wait_ping(&pods[0], &pods[1], started + FIRST_PING_BOUND).expect("a -> b");
+    wait_ping(&pods[1], &pods[0], started + FIRST_PING_BOUND).expect("b -> a");
+}
+
+#[test]
+fn tcp_transfers_arrive_intact_both_ways() {
+    let (topo, _hosts, pods, started) = full_mesh("tcp_transfers_arrive_intact_both_ways", 2);
+    wait_ping(&pods[0], &pods[1], started + FIRST_PING_BOUND).expect("a -> b");
+    let file = topo.dir().join("random.bin");
+    let file_arg = file.to_string_lossy().into_owned();
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("head -c {TRANSFER_BYTES} /dev/urandom > '{file_arg}'"),
+        ])
+        .output()
+        .expect("run head");
+    assert!(out.status.success(), "{out:?}");
+    let out = std::process::Command::new("sha256sum")
+        .arg(&file)
+        .output()
+        .expect("run sha256sum");
+    let sent = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned();
+    transfer(&pods[0], &pods[1], &file_arg, &sent);
+    transfer(&pods[1], &pods[0], &file_arg, &sent);
+}
+
+/// Sends `file` from `from` to `to` over TCP and checks the receiver's sha256 is `digest`.
+fn transfer(from: &Pod, to: &Pod, file: &str, digest: &str) {
+    let receiver = to
+        .spawn(&[
+            "sh",
+            "-c",
+            "socat -u TCP-LISTEN:5001,reuseaddr STDOUT | sha256sum",
+        ])
+        .expect("start receiver");
+    let target = format!("TCP:{}:5001,retry=100,interval=0.1", to.ip);
+    let sender = from
+        .exec_timeout(
+            &["socat", "-u", &format!("OPEN:{file},rdonly"), &target],
+            TRANSFER_BOUND,
+        )
+        .expect("sender finishes");
+    assert!(
+        sender.status.success(),
+        "socat {} -> {}: {}",
+        from.host,
+        to.host,
+        String::from_utf8_lossy(&sender.stderr)
+    );
+    let received = receiver
+        .wait_output(Duration::from_secs(60))
+        .expect("receiver finishes");
+    let got = String::from_utf8_lossy(&received.stdout);
+    assert_eq!(
+        got.split_whitespace().next(),
+        Some(digest),
+        "sha256 of what {} received from {} (stderr: {})",
+        to.host,
+        from.host,
+        String::from_utf8_lossy(&received.stderr)
+    );
+}
+
+#[test]
+fn three_hosts_every_pod_pair_pings() {
+    let (_topo, _hosts, pods, started) = full_mesh("three_hosts_every_pod_pair_pings", 3);
+    let deadline = started + FIRST_PING_BOUND;
+    let mut failures = Vec::new();
+    for from in &pods {
+        for to in &pods {
+            if from.netns == to.netns {
+                continue;
+            }
+            if let Err(e) = wait_ping(from, to, deadline) {
+                failures.push(e);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

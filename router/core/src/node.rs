@@ -1,0 +1,1176 @@
+//! [`Node`]: one mesh node as a state machine.
+//!
+//! Handshakes follow WireGuard's shape on top of Noise: an initiator that knows the peer's
+//! static key runs `IKpsk2` (two messages), one that only has an address runs `XXpsk3`
+//! (three). A responder's `IK` session is *unconfirmed* until the first data message on it
+//! arrives — that proves the initiator holds the cluster secret — so a replayed initiation
+//! can neither add a peer nor move traffic to a session the real initiator does not have.
+//! Each peer has a `current` session (we send on it) and a `previous` one (still accepted),
+//! so packets in flight across a rekey are not lost.
+
+use crate::drops::{DropCounters, DropReason};
+use crate::peer::Peer;
+use crate::ratelimit::HandshakeLimiter;
+use crate::route::RouteTable;
+use ipnet::Ipv4Net;
+use mesh_crypto::timers::{
+    KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_TIMEOUT,
+    RESPONDER_REKEY_AFTER_TIME, handshake_retry_delay,
+};
+use mesh_crypto::{
+    ClusterPsk, HANDSHAKE_OVERHEAD_MAX, Handshake, HandshakePattern, PublicKey, Session,
+    StaticKeypair, TAG_LEN,
+};
+use mesh_proto::control::{CONTROL_PEER_INFO, MAX_PEER_INFO_LEN, PeerInfo};
+use mesh_proto::datagram::{
+    DATA_HEADER_LEN, Datagram, INIT_HEADER_LEN, Pattern, REPLY_HEADER_LEN, emit_data_header,
+    emit_init_header, emit_reply_header,
+};
+use mesh_proto::inner::Inner;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Peer info is sent again this often until the peer acknowledges it.
+const INFO_RETRANSMIT: Duration = Duration::from_secs(1);
+/// A peer we sent to but have not heard from for this long gets a new handshake.
+const DEAD_AFTER: Duration = Duration::from_secs(15); // KEEPALIVE_TIMEOUT + REKEY_TIMEOUT
+/// An XX responder waits this long for the third message.
+const RESPONDER_HANDSHAKE_TIMEOUT: Duration = REKEY_TIMEOUT;
+/// An unconfirmed responder session is forgotten after this long.
+const UNCONFIRMED_TIMEOUT: Duration = Duration::from_secs(10);
+/// Consecutive unanswered IK attempts after which a bootstrap address is tried with XX
+/// again (the node behind it may have a new key).
+const IK_FAILURES_BEFORE_XX: u32 = 3;
+
+/// What a node is told at start.
+#[derive(Debug)]
+pub struct NodeConfig {
+    /// Human name announced to peers.
+    pub name: String,
+    /// This node's static key pair.
+    pub keypair: StaticKeypair,
+    /// Pre-shared key derived from the cluster secret.
+    pub psk: ClusterPsk,
+    /// Blocks this node owns.
+    pub blocks: Vec<Ipv4Net>,
+    /// Addresses to contact without knowing who is there (`--peer`).
+    pub bootstrap: Vec<SocketAddr>,
+    /// Peers remembered from an earlier run: key and last endpoint.
+    pub known_peers: Vec<(PublicKey, SocketAddr)>,
+}
+
+/// Result of [`Node::encapsulate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encap {
+    /// Send `buf[..len]` to `to`.
+    Send {
+        /// Underlay destination.
+        to: SocketAddr,
+        /// Datagram length at the start of the buffer.
+        len: usize,
+    },
+    /// Kept until a session with the owner exists (a handshake was started).
+    Queued,
+    /// Dropped and counted.
+    Dropped(DropReason),
+}
+
+/// Result of [`Node::decapsulate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decap {
+    /// Write `buf[start..start + len]` (an IP packet) to the TUN device.
+    Deliver {
+        /// Offset of the packet in the buffer.
+        start: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// Handled inside the node (handshake, keepalive, control). Check
+    /// [`Node::poll_transmit`].
+    Consumed,
+    /// Dropped and counted.
+    Dropped(DropReason),
+}
+
+/// A datagram the node wants sent (handshakes, keepalives, control, flushed queues).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Underlay destination.
+    pub to: SocketAddr,
+    /// The whole datagram.
+    pub payload: Vec<u8>,
+}
+
+/// Things the owner of the node may want to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A session with this peer was established (persist it to reconnect after a restart).
+    PeerEstablished {
+        /// The peer's static key.
+        key: PublicKey,
+        /// Where it is.
+        endpoint: SocketAddr,
+    },
+    /// A peer announced a block that overlaps one already routed; it was not routed.
+    BlockConflict {
+        /// The peer.
+        key: PublicKey,
+        /// The block it announced.
+        block: Ipv4Net,
+        /// The block it collides with.
+        existing: Ipv4Net,
+    },
+}
+
+/// Who an initiator handshake is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Peer(PublicKey),
+    Bootstrap(usize),
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// Our handshake, waiting for the response.
+    Initiating {
+        hs: Box<Handshake>,
+        target: Target,
+        started: Instant,
+    },
+    /// An XX handshake we answered, waiting for the third message.
+    RespondingXx {
+        hs: Box<Handshake>,
+        remote_index: u32,
+        started: Instant,
+    },
+    /// A session. `confirmed == false` for an IK responder session before its first data.
+    Session {
+        session: Box<Session>,
+        peer: PublicKey,
+        remote_index: u32,
+        confirmed: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Bootstrap {
+    addr: SocketAddr,
+    handshake: Option<u32>,
+    attempts: u32,
+    next_attempt: Instant,
+    /// Who answered there last.
+    resolved: Option<PublicKey>,
+    /// The address is this node itself.
+    is_self: bool,
+}
+
+/// One mesh node. See the crate docs.
+#[derive(Debug)]
+pub struct Node {
+    name: String,
+    keypair: StaticKeypair,
+    psk: ClusterPsk,
+    blocks: Vec<Ipv4Net>,
+    info_version: u64,
+    rng: ChaCha20Rng,
+    peers: HashMap<PublicKey, Peer>,
+    bootstrap: Vec<Bootstrap>,
+    slots: HashMap<u32, Slot>,
+    routes: RouteTable<PublicKey>,
+    limiter: HandshakeLimiter,
+    drops: DropCounters,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    next_timeout: Option<Instant>,
+}
+
+impl Node {
+    /// A node at time `now`; `seed` feeds every random choice it makes (session indices,
+    /// ephemeral keys, jitter).
+    pub fn new(config: NodeConfig, now: Instant, seed: [u8; 32]) -> Self {
+        let mut node = Self {
+            name: config.name,
+            keypair: config.keypair,
+            psk: config.psk,
+            blocks: config.blocks,
+            info_version: 1,
+            rng: ChaCha20Rng::from_seed(seed),
+            peers: HashMap::new(),
+            bootstrap: Vec::new(),
+            slots: HashMap::new(),
+            routes: RouteTable::new(),
+            limiter: HandshakeLimiter::default(),
+            drops: DropCounters::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            next_timeout: Some(now),
+        };
+        let own = node.keypair.public();
+        for (key, endpoint) in config.known_peers {
+            if key != own {
+                node.peers.insert(key, Peer::new(key, endpoint, now));
+            }
+        }
+        for addr in config.bootstrap {
+            if node.bootstrap.iter().any(|b| b.addr == addr) {
+                continue;
+            }
+            let resolved = node
+                .peers
+                .values()
+                .find(|p| p.endpoint == addr)
+                .map(|p| p.key);
+            node.bootstrap.push(Bootstrap {
+                addr,
+                handshake: None,
+                attempts: 0,
+                next_attempt: now,
+                resolved,
+                is_self: false,
+            });
+        }
+        node.rebuild_routes();
+        node
+    }
+
+    /// This node's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.keypair.public()
+    }
+
+    /// Blocks this node owns.
+    pub fn blocks(&self) -> &[Ipv4Net] {
+        &self.blocks
+    }
+
+    /// The earliest time [`Node::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timeout
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn schedule(&mut self, at: Instant) {
+        self.next_timeout = Some(self.next_timeout.map_or(at, |t| t.min(at)));
+    }
+
+    fn new_index(&mut self) -> u32 {
+        loop {
+            let i = self.rng.next_u32();
+            if i != 0 && !self.slots.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+
+    fn seed(&mut self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        self.rng.fill_bytes(&mut s);
+        s
+    }
+
+    // ---------------------------------------------------------------- TUN -> underlay
+
+    /// Seals a packet read from the TUN device for the peer that owns its destination.
+    ///
+    /// The packet must be at `buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]`, and `buf` must
+    /// have `TAG_LEN` more bytes after it: the header and tag are written around it in
+    /// place, so on [`Encap::Send`] the datagram is `buf[..len]` with no copy.
+    pub fn encapsulate(&mut self, now: Instant, buf: &mut [u8], packet_len: usize) -> Encap {
+        let end = DATA_HEADER_LEN + packet_len;
+        if buf.len() < end + TAG_LEN {
+            self.drops.add(DropReason::BufferTooSmall);
+            return Encap::Dropped(DropReason::BufferTooSmall);
+        }
+        let dst = match Inner::classify(&buf[DATA_HEADER_LEN..end]) {
+            Inner::Ipv4 { dst, .. } => dst,
+            _ => {
+                self.drops.add(DropReason::UnsupportedPacket);
+                return Encap::Dropped(DropReason::UnsupportedPacket);
+            }
+        };
+        let Some((_, key)) = self.routes.lookup(dst) else {
+            self.drops.add(DropReason::NoRoute);
+            return Encap::Dropped(DropReason::NoRoute);
+        };
+        let key = *key;
+        if key == self.keypair.public() {
+            // Our own block: the kernel delivers it on the bridge, never to the TUN.
+            self.drops.add(DropReason::NoRoute);
+            return Encap::Dropped(DropReason::NoRoute);
+        }
+        match self.seal_for(now, key, buf, packet_len) {
+            Some((to, len)) => Encap::Send { to, len },
+            None => {
+                let Some(peer) = self.peers.get_mut(&key) else {
+                    self.drops.add(DropReason::NoRoute);
+                    return Encap::Dropped(DropReason::NoRoute);
+                };
+                if peer.enqueue(&buf[DATA_HEADER_LEN..end]) {
+                    peer.drops.add(DropReason::QueueFull);
+                }
+                self.ensure_handshake(now, key);
+                Encap::Queued
+            }
+        }
+    }
+
+    /// Seals `buf[DATA_HEADER_LEN..][..len]` on the peer's current session in place.
+    /// `None` when there is no usable session.
+    fn seal_for(
+        &mut self,
+        now: Instant,
+        key: PublicKey,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<(SocketAddr, usize)> {
+        let peer = self.peers.get_mut(&key)?;
+        let index = peer.current?;
+        let Some(Slot::Session {
+            session,
+            remote_index,
+            ..
+        }) = self.slots.get_mut(&index)
+        else {
+            peer.current = None;
+            return None;
+        };
+        let counter = session.next_counter(now).ok()?;
+        let (header, rest) = buf.split_at_mut(DATA_HEADER_LEN);
+        let header: &mut [u8; DATA_HEADER_LEN] = header.try_into().ok()?;
+        emit_data_header(header, *remote_index, counter);
+        let sealed = session.seal(counter, header, rest, len).ok()?;
+        let rekey = needs_rekey(session, now);
+        peer.tx_packets += 1;
+        peer.tx_bytes += len as u64;
+        peer.last_tx = Some(now);
+        let to = peer.endpoint;
+        if rekey {
+            self.ensure_handshake(now, key);
+        }
+        Some((to, DATA_HEADER_LEN + sealed))
+    }
+
+    /// Seals a node-made plaintext (keepalive, control) and queues it as a transmit.
+    fn send_plaintext(&mut self, now: Instant, key: PublicKey, plaintext: &[u8]) -> bool {
+        let mut buf = vec![0u8; DATA_HEADER_LEN + plaintext.len() + TAG_LEN];
+        buf[DATA_HEADER_LEN..DATA_HEADER_LEN + plaintext.len()].copy_from_slice(plaintext);
+        match self.seal_for(now, key, &mut buf, plaintext.len()) {
+            Some((to, len)) => {
+                buf.truncate(len);
+                self.transmits.push_back(Transmit { to, payload: buf });
+                true
+            }
+            None => false,
+        }
+    }
+
+    // ---------------------------------------------------------------- underlay -> TUN
+
+    /// Handles one datagram from the underlay, decrypting data in place.
+    pub fn decapsulate(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Decap {
+        let header: [u8; DATA_HEADER_LEN];
+        let (receiver, counter) = match Datagram::parse(buf) {
+            Err(_) => return self.drop_node(DropReason::Malformed),
+            Ok(Datagram::HandshakeInit {
+                pattern,
+                sender,
+                noise,
+            }) => {
+                let noise = noise.to_vec();
+                return self.on_init(now, from, pattern, sender, &noise);
+            }
+            Ok(Datagram::HandshakeResponse {
+                sender,
+                receiver,
+                noise,
+            }) => {
+                let noise = noise.to_vec();
+                return self.on_response(now, from, sender, receiver, &noise);
+            }
+            Ok(Datagram::HandshakeFinal {
+                sender,
+                receiver,
+                noise,
+            }) => {
+                let noise = noise.to_vec();
+                return self.on_final(now, from, sender, receiver, &noise);
+            }
+            Ok(Datagram::Data {
+                receiver,
+                counter,
+                header: h,
+                ..
+            }) => {
+                header = *h;
+                (receiver, counter)
+            }
+        };
+        self.on_data(now, from, receiver, counter, &header, buf)
+    }
+
+    fn drop_node(&mut self, reason: DropReason) -> Decap {
+        self.drops.add(reason);
+        Decap::Dropped(reason)
+    }
+
+    fn on_data(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        receiver: u32,
+        counter: u64,
+        header: &[u8; DATA_HEADER_LEN],
+        buf: &mut [u8],
+    ) -> Decap {
+        let Some(Slot::Session {
+            session,
+            peer: key,
+            confirmed,
+            ..
+        }) = self.slots.get_mut(&receiver)
+        else {
+            return self.drop_node(DropReason::UnknownSession);
+        };
+        let key = *key;
+        let opened = session.open(now, counter, header, &mut buf[DATA_HEADER_LEN..]);
+        let len = match opened {
+            Ok(len) => len,
+            Err(e) => {
+                let reason = DropReason::from_open(&e);
+                match self.peers.get_mut(&key) {
+                    Some(peer) => peer.drops.add(reason),
+                    None => self.drops.add(reason),
+                }
+                return Decap::Dropped(reason);
+            }
+        };
+        if !*confirmed {
+            *confirmed = true;
+            self.install_session(now, key, receiver, from, None);
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return self.drop_node(DropReason::UnknownSession);
+        };
+        peer.last_rx = Some(now);
+        if peer.endpoint != from {
+            tracing::info!(peer = %peer.key.fingerprint(), old = %peer.endpoint, new = %from, "peer endpoint changed");
+            peer.endpoint = from;
+        }
+        let plain = &buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len];
+        match Inner::classify(plain) {
+            Inner::Keepalive => Decap::Consumed,
+            Inner::Ipv4 { src, dst } => {
+                if !peer.blocks.iter().any(|b| b.contains(&src)) {
+                    peer.drops.add(DropReason::SourceNotAllowed);
+                    return Decap::Dropped(DropReason::SourceNotAllowed);
+                }
+                if !self.blocks.iter().any(|b| b.contains(&dst)) {
+                    peer.drops.add(DropReason::WrongDestination);
+                    return Decap::Dropped(DropReason::WrongDestination);
+                }
+                peer.rx_packets += 1;
+                peer.rx_bytes += len as u64;
+                Decap::Deliver {
+                    start: DATA_HEADER_LEN,
+                    len,
+                }
+            }
+            Inner::Control(CONTROL_PEER_INFO, msg) => match PeerInfo::parse(msg) {
+                Ok(info) => {
+                    self.on_peer_info(now, key, info);
+                    Decap::Consumed
+                }
+                Err(_) => {
+                    peer.drops.add(DropReason::BadControl);
+                    Decap::Dropped(DropReason::BadControl)
+                }
+            },
+            Inner::Control(..) => {
+                peer.drops.add(DropReason::BadControl);
+                Decap::Dropped(DropReason::BadControl)
+            }
+            Inner::Ipv6 | Inner::Invalid => {
+                peer.drops.add(DropReason::UnsupportedPacket);
+                Decap::Dropped(DropReason::UnsupportedPacket)
+            }
+        }
+    }
+
+    fn on_peer_info(&mut self, now: Instant, key: PublicKey, info: PeerInfo) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.acked_our_info = peer.acked_our_info.max(info.acked_version);
+        let changed = info.info_version > peer.info_version;
+        let answer = changed || info.acked_version < self.info_version;
+        if changed {
+            peer.info_version = info.info_version;
+            if peer.name != info.name || peer.blocks != info.blocks {
+                tracing::info!(peer = %key.fingerprint(), name = %info.name, blocks = ?info.blocks, "peer announced");
+            }
+            peer.name = info.name;
+            peer.blocks = info.blocks;
+            self.rebuild_routes();
+        }
+        if answer {
+            // Acknowledge at once, so the peer stops retransmitting.
+            self.send_info(now, key);
+        }
+    }
+
+    fn send_info(&mut self, now: Instant, key: PublicKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let info = PeerInfo {
+            info_version: self.info_version,
+            acked_version: peer.info_version,
+            name: self.name.clone(),
+            blocks: self.blocks.clone(),
+        };
+        peer.info_next_send = now + INFO_RETRANSMIT;
+        let mut buf = [0u8; MAX_PEER_INFO_LEN];
+        if let Some(n) = info.emit(&mut buf) {
+            self.send_plaintext(now, key, &buf[..n]);
+        }
+        self.schedule(now + INFO_RETRANSMIT);
+    }
+
+    /// Routes every peer's blocks. Peers with a live session claim first, then by how
+    /// recently they completed a handshake, so a stale entry (a node that came back under a
+    /// new key) cannot shadow the live owner of a block. Our own blocks always win.
+    fn rebuild_routes(&mut self) {
+        let own = self.keypair.public();
+        let mut table = RouteTable::new();
+        for b in &self.blocks {
+            let _ = table.insert(*b, own);
+        }
+        let mut order: Vec<&Peer> = self.peers.values().collect();
+        order.sort_by_key(|p| {
+            (
+                p.current.is_none(),
+                std::cmp::Reverse(p.last_handshake),
+                p.key,
+            )
+        });
+        for p in order {
+            for b in &p.blocks {
+                if let Err(existing) = table.insert(*b, p.key) {
+                    if !self
+                        .routes
+                        .lookup(b.network())
+                        .is_some_and(|(_, k)| *k == p.key)
+                    {
+                        tracing::warn!(peer = %p.key.fingerprint(), block = %b, %existing, "peer announced a block that overlaps one already routed; not routed");
+                    }
+                    self.events.push_back(Event::BlockConflict {
+                        key: p.key,
+                        block: *b,
+                        existing,
+                    });
+                }
+            }
+        }
+        self.routes = table;
+    }
+
+    // ---------------------------------------------------------------- handshakes
+
+    fn on_init(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        pattern: Pattern,
+        sender: u32,
+        noise: &[u8],
+    ) -> Decap {
+        if !self.limiter.allow(from.ip(), now) {
+            return self.drop_node(DropReason::HandshakeRateLimited);
+        }
+        let pattern = match pattern {
+            Pattern::Ik => HandshakePattern::IK,
+            Pattern::Xx => HandshakePattern::XX,
+        };
+        let seed = self.seed();
+        let mut payload = [0u8; 256];
+        let mut hs = match Handshake::respond(pattern, &self.keypair, &self.psk, seed) {
+            Ok(hs) => hs,
+            Err(_) => return self.drop_node(DropReason::HandshakeFailed),
+        };
+        if hs.read_message(noise, &mut payload).is_err() {
+            return self.drop_node(DropReason::HandshakeFailed);
+        }
+        if pattern == HandshakePattern::IK && hs.remote_static() == Some(self.keypair.public()) {
+            return self.drop_node(DropReason::HandshakeFailed);
+        }
+        let index = self.new_index();
+        let mut out = vec![0u8; REPLY_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX];
+        let Ok(n) = hs.write_message(&[], &mut out[REPLY_HEADER_LEN..]) else {
+            return self.drop_node(DropReason::HandshakeFailed);
+        };
+        out.truncate(REPLY_HEADER_LEN + n);
+        if let Ok(h) = (&mut out[..REPLY_HEADER_LEN]).try_into() {
+            emit_reply_header(h, false, index, sender);
+        }
+        self.transmits.push_back(Transmit {
+            to: from,
+            payload: out,
+        });
+        match pattern {
+            HandshakePattern::IK => {
+                let Some(remote) = hs.remote_static() else {
+                    return self.drop_node(DropReason::HandshakeFailed);
+                };
+                let Ok(session) = hs.into_session(now) else {
+                    return self.drop_node(DropReason::HandshakeFailed);
+                };
+                self.slots.insert(
+                    index,
+                    Slot::Session {
+                        session: Box::new(session),
+                        peer: remote,
+                        remote_index: sender,
+                        confirmed: false,
+                    },
+                );
+                self.schedule(now + UNCONFIRMED_TIMEOUT);
+            }
+            HandshakePattern::XX => {
+                self.slots.insert(
+                    index,
+                    Slot::RespondingXx {
+                        hs: Box::new(hs),
+                        remote_index: sender,
+                        started: now,
+                    },
+                );
+                self.schedule(now + RESPONDER_HANDSHAKE_TIMEOUT);
+            }
+        }
+        Decap::Consumed
+    }
+
+    fn on_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sender: u32,
+        receiver: u32,
+        noise: &[u8],
+    ) -> Decap {
+        let Some(Slot::Initiating { .. }) = self.slots.get(&receiver) else {
+            return self.drop_node(DropReason::UnknownSession);
+        };
+        let Some(Slot::Initiating {
+            mut hs,
+            target,
+            started,
+            ..
+        }) = self.slots.remove(&receiver)
+        else {
+            return self.drop_node(DropReason::UnknownSession);
+        };
+        self.clear_handshake(target, receiver);
+        let mut payload = [0u8; 256];
+        if hs.read_message(noise, &mut payload).is_err() {
+            self.count_handshake_failure(target);
+            return Decap::Dropped(DropReason::HandshakeFailed);
+        }
+        if hs.pattern() == HandshakePattern::XX {
+            let mut out = vec![0u8; REPLY_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX];
+            let Ok(n) = hs.write_message(&[], &mut out[REPLY_HEADER_LEN..]) else {
+                self.count_handshake_failure(target);
+                return Decap::Dropped(DropReason::HandshakeFailed);
+            };
+            out.truncate(REPLY_HEADER_LEN + n);
+            if let Ok(h) = (&mut out[..REPLY_HEADER_LEN]).try_into() {
+                emit_reply_header(h, true, receiver, sender);
+            }
+            self.transmits.push_back(Transmit {
+                to: from,
+                payload: out,
+            });
+        }
+        let Some(remote) = hs.remote_static() else {
+            self.count_handshake_failure(target);
+            return Decap::Dropped(DropReason::HandshakeFailed);
+        };
+        let Ok(session) = hs.into_session(now) else {
+            self.count_handshake_failure(target);
+            return Decap::Dropped(DropReason::HandshakeFailed);
+        };
+        if remote == self.keypair.public() {
+            if let Target::Bootstrap(i) = target {
+                tracing::warn!(addr = %self.bootstrap[i].addr, "bootstrap address is this node itself; ignoring it");
+                self.bootstrap[i].is_self = true;
+            }
+            return Decap::Consumed;
+        }
+        if let Target::Bootstrap(i) = target {
+            let b = &mut self.bootstrap[i];
+            b.resolved = Some(remote);
+            b.attempts = 0;
+        }
+        self.slots.insert(
+            receiver,
+            Slot::Session {
+                session: Box::new(session),
+                peer: remote,
+                remote_index: sender,
+                confirmed: true,
+            },
+        );
+        self.install_session(
+            now,
+            remote,
+            receiver,
+            from,
+            Some(now.saturating_duration_since(started)),
+        );
+        Decap::Consumed
+    }
+
+    fn on_final(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sender: u32,
+        receiver: u32,
+        noise: &[u8],
+    ) -> Decap {
+        let Some(Slot::RespondingXx { remote_index, .. }) = self.slots.get(&receiver) else {
+            return self.drop_node(DropReason::UnknownSession);
+        };
+        if *remote_index != sender {
+            return self.drop_node(DropReason::UnknownSession);
+        }
+        let Some(Slot::RespondingXx { mut hs, .. }) = self.slots.remove(&receiver) else {
+            return self.drop_node(DropReason::UnknownSession);
+        };
+        let mut payload = [0u8; 256];
+        if hs.read_message(noise, &mut payload).is_err() {
+            return self.drop_node(DropReason::HandshakeFailed);
+        }
+        let Some(remote) = hs.remote_static() else {
+            return self.drop_node(DropReason::HandshakeFailed);
+        };
+        if remote == self.keypair.public() {
+            return self.drop_node(DropReason::HandshakeFailed);
+        }
+        let Ok(session) = hs.into_session(now) else {
+            return self.drop_node(DropReason::HandshakeFailed);
+        };
+        self.slots.insert(
+            receiver,
+            Slot::Session {
+                session: Box::new(session),
+                peer: remote,
+                remote_index: sender,
+                confirmed: true,
+            },
+        );
+        self.install_session(now, remote, receiver, from, None);
+        Decap::Consumed
+    }
+
+    fn clear_handshake(&mut self, target: Target, index: u32) {
+        match target {
+            Target::Peer(key) => {
+                if let Some(p) = self.peers.get_mut(&key)
+                    && p.handshake == Some(index)
+                {
+                    p.handshake = None;
+                }
+            }
+            Target::Bootstrap(i) => {
+                if self.bootstrap[i].handshake == Some(index) {
+                    self.bootstrap[i].handshake = None;
+                }
+            }
+        }
+    }
+
+    fn count_handshake_failure(&mut self, target: Target) {
+        match target {
+            Target::Peer(key) => match self.peers.get_mut(&key) {
+                Some(p) => p.drops.add(DropReason::HandshakeFailed),
+                None => self.drops.add(DropReason::HandshakeFailed),
+            },
+            Target::Bootstrap(_) => self.drops.add(DropReason::HandshakeFailed),
+        }
+    }
+
+    /// Makes session `index` the peer's current one (creating the peer if new), flushes
+    /// packets queued for it and announces our info.
+    fn install_session(
+        &mut self,
+        now: Instant,
+        key: PublicKey,
+        index: u32,
+        endpoint: SocketAddr,
+        rtt: Option<Duration>,
+    ) {
+        let peer = self
+            .peers
+            .entry(key)
+            .or_insert_with(|| Peer::new(key, endpoint, now));
+        let was_established = peer.current.is_some();
+        if let Some(old_prev) = peer.previous.take()
+            && old_prev != index
+        {
+            self.slots.remove(&old_prev);
+        }
+        peer.previous = peer.current.replace(index).filter(|i| *i != index);
+        peer.endpoint = endpoint;
+        peer.last_handshake = Some(now);
+        peer.handshakes += 1;
+        peer.attempts = 0;
+        peer.ever_established = true;
+        peer.last_rx = Some(now);
+        if rtt.is_some() {
+            peer.rtt = rtt;
+        }
+        // A fresh session: the peer may have restarted and lost our info.
+        peer.acked_our_info = 0;
+        peer.info_next_send = now;
+        if let Some(h) = peer.handshake.take() {
+            self.slots.remove(&h);
+        }
+        let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
+        if !was_established {
+            tracing::info!(peer = %key.fingerprint(), %endpoint, "session established");
+        }
+        self.events
+            .push_back(Event::PeerEstablished { key, endpoint });
+        self.send_info(now, key);
+        for packet in queued {
+            self.send_plaintext(now, key, &packet);
+        }
+        self.rebuild_routes();
+        self.schedule(now);
+    }
+
+    /// Starts a handshake with a known peer unless one is in flight or backing off.
+    fn ensure_handshake(&mut self, now: Instant, key: PublicKey) {
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        if peer.handshake.is_some() || now < peer.next_attempt {
+            self.schedule(peer.next_attempt);
+            return;
+        }
+        self.initiate(now, Target::Peer(key));
+    }
+
+    fn initiate(&mut self, now: Instant, target: Target) {
+        let seed = self.seed();
+        let jitter = self.rng.next_u64();
+        let (to, hs) = match target {
+            Target::Peer(key) => {
+                let Some(peer) = self.peers.get(&key) else {
+                    return;
+                };
+                (
+                    peer.endpoint,
+                    Handshake::initiate_ik(&self.keypair, &key, &self.psk, seed),
+                )
+            }
+            Target::Bootstrap(i) => (
+                self.bootstrap[i].addr,
+                Handshake::initiate_xx(&self.keypair, &self.psk, seed),
+            ),
+        };
+        let Ok(mut hs) = hs else {
+            return;
+        };
+        let index = self.new_index();
+        let mut out = vec![0u8; INIT_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX];
+        let Ok(n) = hs.write_message(&[], &mut out[INIT_HEADER_LEN..]) else {
+            return;
+        };
+        out.truncate(INIT_HEADER_LEN + n);
+        let pattern = match hs.pattern() {
+            HandshakePattern::IK => Pattern::Ik,
+            HandshakePattern::XX => Pattern::Xx,
+        };
+        if let Ok(h) = (&mut out[..INIT_HEADER_LEN]).try_into() {
+            emit_init_header(h, pattern, index);
+        }
+        let (attempts, old) = match target {
+            Target::Peer(key) => {
+                let Some(peer) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                let old = peer.handshake.replace(index);
+                peer.handshake_started = Some(now);
+                let a = peer.attempts;
+                peer.attempts = peer.attempts.saturating_add(1);
+                peer.next_attempt = now + handshake_retry_delay(a, jitter);
+                (a, old)
+            }
+            Target::Bootstrap(i) => {
+                let b = &mut self.bootstrap[i];
+                let old = b.handshake.replace(index);
+                let a = b.attempts;
+                b.attempts = b.attempts.saturating_add(1);
+                b.next_attempt = now + handshake_retry_delay(a, jitter);
+                (a, old)
+            }
+        };
+        if let Some(old) = old {
+            self.slots.remove(&old);
+        }
+        tracing::trace!(?target, %to, attempts, "handshake initiation");
+        self.slots.insert(
+            index,
+            Slot::Initiating {
+                hs: Box::new(hs),
+                target,
+                started: now,
+            },
+        );
+        self.transmits.push_back(Transmit { to, payload: out });
+        self.schedule(now + handshake_retry_delay(attempts, jitter));
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    /// Runs every timer due at `now`: handshake retries, rekeys, keepalives, info
+    /// retransmits, session expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.next_timeout = None;
+        self.expire_slots(now);
+
+        let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.peer_timers(now, key);
+        }
+        for i in 0..self.bootstrap.len() {
+            self.bootstrap_timers(now, i);
+        }
+    }
+
+    fn expire_slots(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (index, slot) in &self.slots {
+            let gone = match slot {
+                Slot::Initiating { .. } => false, // retried by its owner's timer
+                Slot::RespondingXx { started, .. } => {
+                    now.saturating_duration_since(*started) >= RESPONDER_HANDSHAKE_TIMEOUT
+                }
+                Slot::Session {
+                    session, confirmed, ..
+                } => {
+                    session.is_expired(now)
+                        || (!confirmed
+                            && now.saturating_duration_since(session.created())
+                                >= UNCONFIRMED_TIMEOUT)
+                }
+            };
+            if gone {
+                expired.push(*index);
+            }
+        }
+        for index in expired {
+            self.slots.remove(&index);
+            for peer in self.peers.values_mut() {
+                if peer.current == Some(index) {
+                    peer.current = peer.previous.take();
+                    if peer.current.is_none() {
+                        tracing::info!(peer = %peer.key.fingerprint(), "session expired");
+                    }
+                }
+                if peer.previous == Some(index) {
+                    peer.previous = None;
+                }
+            }
+        }
+        for (index, slot) in &self.slots {
+            let at = match slot {
+                Slot::Initiating { .. } => continue,
+                Slot::RespondingXx { started, .. } => *started + RESPONDER_HANDSHAKE_TIMEOUT,
+                Slot::Session {
+                    session, confirmed, ..
+                } => {
+                    if *confirmed {
+                        session.created() + REJECT_AFTER_TIME
+                    } else {
+                        session.created() + UNCONFIRMED_TIMEOUT
+                    }
+                }
+            };
+            let _ = index;
+            self.next_timeout = Some(self.next_timeout.map_or(at, |t| t.min(at)));
+        }
+    }
+
+    fn peer_timers(&mut self, now: Instant, key: PublicKey) {
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        let session = peer.current.and_then(|i| match self.slots.get(&i) {
+            Some(Slot::Session { session, .. }) => Some(session),
+            _ => None,
+        });
+        let silent = match (peer.last_tx, peer.last_rx) {
+            (Some(tx), Some(rx)) => tx > rx && now.saturating_duration_since(rx) >= DEAD_AFTER,
+            _ => false,
+        };
+        let wants_handshake = match session {
+            None => true,
+            Some(s) => needs_rekey(s, now) || silent,
+        };
+        let has_session = session.is_some();
+        let handshake_due = wants_handshake && now >= peer.next_attempt;
+        let next_attempt = peer.next_attempt;
+        let keepalive_at = peer.last_tx.map_or(now, |t| t + KEEPALIVE_TIMEOUT);
+        let info_due = has_session && peer.acked_our_info < self.info_version;
+        let info_at = peer.info_next_send;
+        let rekey_at = session.map(|s| {
+            s.created()
+                + if s.is_initiator() {
+                    REKEY_AFTER_TIME
+                } else {
+                    RESPONDER_REKEY_AFTER_TIME
+                }
+        });
+
+        if handshake_due {
+            if silent && has_session {
+                tracing::debug!(peer = %key.fingerprint(), "no answer from peer; new handshake");
+            }
+            self.initiate(now, Target::Peer(key));
+        } else if wants_handshake {
+            self.schedule(next_attempt);
+        }
+        if has_session {
+            if now >= keepalive_at {
+                self.send_plaintext(now, key, &[]);
+                self.schedule(now + KEEPALIVE_TIMEOUT);
+            } else {
+                self.schedule(keepalive_at);
+            }
+            if info_due {
+                if now >= info_at {
+                    self.send_info(now, key);
+                } else {
+                    self.schedule(info_at);
+                }
+            }
+            if let Some(at) = rekey_at.filter(|at| *at > now) {
+                self.schedule(at);
+            }
+        }
+    }
+
+    fn bootstrap_timers(&mut self, now: Instant, i: usize) {
+        let b = &self.bootstrap[i];
+        if b.is_self {
+            return;
+        }
+        let needed = match b.resolved.and_then(|k| self.peers.get(&k)) {
+            // Someone answered here: IK with its key takes over, unless it keeps failing
+            // (a new key behind the same address).
+            Some(peer) => peer.current.is_none() && peer.attempts >= IK_FAILURES_BEFORE_XX,
+            None => true,
+        };
+        if !needed {
+            return;
+        }
+        if now >= b.next_attempt {
+            self.initiate(now, Target::Bootstrap(i));
+        } else {
+            let at = b.next_attempt;
+            self.schedule(at);
+        }
+    }
+
+    // ---------------------------------------------------------------- status
+
+    /// Every peer (and every bootstrap address nobody answered yet) in API form.
+    pub fn peer_status(&self, now: Instant) -> Vec<mesh_api::PeerStatus> {
+        let mut out: Vec<mesh_api::PeerStatus> = self
+            .peers
+            .values()
+            .map(|p| mesh_api::PeerStatus {
+                name: p.name.clone(),
+                public_key: p.key.to_string(),
+                endpoint: p.endpoint.to_string(),
+                state: p.state(),
+                blocks: p.blocks.iter().map(ToString::to_string).collect(),
+                last_handshake_secs_ago: p
+                    .last_handshake
+                    .map(|t| now.saturating_duration_since(t).as_secs()),
+                handshakes: p.handshakes,
+                rtt_us: p.rtt.map(|d| d.as_micros() as u64),
+                rx_packets: p.rx_packets,
+                rx_bytes: p.rx_bytes,
+                tx_packets: p.tx_packets,
+                tx_bytes: p.tx_bytes,
+                drops: p.drops.to_api(),
+            })
+            .collect();
+        for b in &self.bootstrap {
+            if b.is_self || b.resolved.is_some_and(|k| self.peers.contains_key(&k)) {
+                continue;
+            }
+            out.push(mesh_api::PeerStatus {
+                name: String::new(),
+                public_key: String::new(),
+                endpoint: b.addr.to_string(),
+                state: if b.handshake.is_some() {
+                    mesh_api::PeerState::Handshaking
+                } else {
+                    mesh_api::PeerState::Idle
+                },
+                blocks: Vec::new(),
+                last_handshake_secs_ago: None,
+                handshakes: 0,
+                rtt_us: None,
+                rx_packets: 0,
+                rx_bytes: 0,
+                tx_packets: 0,
+                tx_bytes: 0,
+                drops: Vec::new(),
+            });
+        }
+        out.sort_by(|a, b| (&a.name, &a.endpoint).cmp(&(&b.name, &b.endpoint)));
+        out
+    }
+
+    /// Node-wide drop counters (drops not charged to a peer).
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// The count of `reason` over the node and all peers.
+    pub fn total_drops(&self, reason: DropReason) -> u64 {
+        self.drops.get(reason)
+            + self
+                .peers
+                .values()
+                .map(|p| p.drops.get(reason))
+                .sum::<u64>()
+    }
+
+    /// Peers with an established session.
+    pub fn established_peers(&self) -> usize {
+        self.peers.values().filter(|p| p.current.is_some()).count()
+    }
+}
+
+fn needs_rekey(session: &Session, now: Instant) -> bool {
+    session.needs_rekey(now)
+}

@@ -1,0 +1,110 @@
+//! What a node keeps per peer: identity, endpoint, announced blocks, which sessions it
+//! sends and receives on, handshake retry state, and counters.
+
+use crate::drops::DropCounters;
+use ipnet::Ipv4Net;
+use mesh_crypto::PublicKey;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Packets kept per peer while its session is being set up.
+pub(crate) const QUEUE_LIMIT: usize = 64;
+
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub(crate) key: PublicKey,
+    pub(crate) name: String,
+    pub(crate) endpoint: SocketAddr,
+    pub(crate) blocks: Vec<Ipv4Net>,
+    /// Highest info version of the peer we applied.
+    pub(crate) info_version: u64,
+    /// Highest version of *our* info the peer acknowledged.
+    pub(crate) acked_our_info: u64,
+    pub(crate) info_next_send: Instant,
+
+    /// Session index we send on.
+    pub(crate) current: Option<u32>,
+    /// The session before it, still accepted for receiving.
+    pub(crate) previous: Option<u32>,
+
+    /// Index of our initiator handshake in flight.
+    pub(crate) handshake: Option<u32>,
+    pub(crate) handshake_started: Option<Instant>,
+    /// Consecutive handshakes that got no answer.
+    pub(crate) attempts: u32,
+    /// No new initiation before this.
+    pub(crate) next_attempt: Instant,
+
+    pub(crate) last_handshake: Option<Instant>,
+    pub(crate) handshakes: u64,
+    pub(crate) rtt: Option<Duration>,
+    pub(crate) ever_established: bool,
+    pub(crate) last_rx: Option<Instant>,
+    pub(crate) last_tx: Option<Instant>,
+
+    pub(crate) queue: VecDeque<Vec<u8>>,
+    pub(crate) rx_packets: u64,
+    pub(crate) rx_bytes: u64,
+    pub(crate) tx_packets: u64,
+    pub(crate) tx_bytes: u64,
+    pub(crate) drops: DropCounters,
+}
+
+impl Peer {
+    pub(crate) fn new(key: PublicKey, endpoint: SocketAddr, now: Instant) -> Self {
+        Self {
+            key,
+            name: String::new(),
+            endpoint,
+            blocks: Vec::new(),
+            info_version: 0,
+            acked_our_info: 0,
+            info_next_send: now,
+            current: None,
+            previous: None,
+            handshake: None,
+            handshake_started: None,
+            attempts: 0,
+            next_attempt: now,
+            last_handshake: None,
+            handshakes: 0,
+            rtt: None,
+            ever_established: false,
+            last_rx: None,
+            last_tx: None,
+            queue: VecDeque::new(),
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            drops: DropCounters::default(),
+        }
+    }
+
+    pub(crate) fn state(&self) -> mesh_api::PeerState {
+        use mesh_api::PeerState;
+        if self.current.is_some() {
+            PeerState::Established
+        } else if self.ever_established {
+            PeerState::Expired
+        } else if self.handshake.is_some() {
+            PeerState::Handshaking
+        } else {
+            PeerState::Idle
+        }
+    }
+
+    /// Keeps `packet` until a session exists; the oldest is dropped when full.
+    /// Returns whether one was dropped.
+    pub(crate) fn enqueue(&mut self, packet: &[u8]) -> bool {
+        let dropped = if self.queue.len() >= QUEUE_LIMIT {
+            self.queue.pop_front();
+            true
+        } else {
+            false
+        };
+        self.queue.push_back(packet.to_vec());
+        dropped
+    }
+}

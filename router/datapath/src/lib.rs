@@ -1,0 +1,30 @@
+//! The operating-system side of mesh's data path, on Linux.
+//!
+//! This crate is the only place in mesh that talks to the kernel about networking, and the only
+//! crate allowed `unsafe` code (a few `setsockopt`/`setns` calls). It:
+//!
+//! - checks that meshd may create network devices ([`check_prerequisites`]);
+//! - binds the underlay UDP socket ([`bind_udp`]) and enables IP forwarding
+//!   ([`enable_ip_forwarding`]);
+//! - through rtnetlink ([`HostNetwork`]), creates the `mesh0` bridge with the node's gateway
+//!   address, opens the TUN device (tun-rs) and routes the cluster range into it.
+//!
+//! It does **not** move packets, seal them, decide where they go, or allocate addresses: the
+//! daemon reads and writes the TUN device and the UDP socket it gets from here, and the sans-I/O
+//! crates decide. It does not attach pods to the bridge (that is the CNI plugin's job), touch
+//! iptables/nftables, or batch and offload (a later fast-path issue).
+//!
+//! Everything acts on the network namespace of the calling thread. The bridge outlives meshd;
+//! the TUN device is not persistent, so when meshd exits the kernel removes it and its routes.
+//! Every setup step is idempotent, so a restarted meshd re-uses what it finds.
+#![allow(unsafe_code)]
+
+mod error;
+mod host;
+mod host_checks;
+mod udp;
+
+pub use error::DatapathError;
+pub use host::HostNetwork;
+pub use host_checks::{check_prerequisites, enable_ip_forwarding, enter_netns};
+pub use udp::{bind_udp, getsockopt_int};
