@@ -568,10 +568,10 @@ impl Node {
         for p in order {
             for b in &p.blocks {
                 if let Err(existing) = table.insert(*b, p.key) {
-                    if !self
+                    if self
                         .routes
                         .lookup(b.network())
-                        .is_some_and(|(_, k)| *k == p.key)
+                        .is_none_or(|(_, k)| *k != p.key)
                     {
                         tracing::warn!(peer = %p.key.fingerprint(), block = %b, %existing, "peer announced a block that overlaps one already routed; not routed");
                     }
@@ -849,6 +849,14 @@ impl Node {
             self.slots.remove(&h);
         }
         let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
+        // A bootstrap address whose node reached us first needs no handshake of its own.
+        for b in self.bootstrap.iter_mut().filter(|b| b.addr == endpoint) {
+            b.resolved = Some(key);
+            b.attempts = 0;
+            if let Some(h) = b.handshake.take() {
+                self.slots.remove(&h);
+            }
+        }
         if !was_established {
             tracing::info!(peer = %key.fingerprint(), %endpoint, "session established");
         }

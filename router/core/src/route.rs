@@ -7,11 +7,14 @@ use ipnet::Ipv4Net;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+/// Blocks of one prefix length, keyed by network address.
+type BlocksOfLen<T> = HashMap<u32, (Ipv4Net, T)>;
+
 /// Longest-prefix-match table from IPv4 blocks to an owner `T`.
 #[derive(Debug, Clone)]
 pub struct RouteTable<T> {
     /// Prefix lengths present, longest first, each with its blocks keyed by network address.
-    by_len: Vec<(u8, HashMap<u32, (Ipv4Net, T)>)>,
+    by_len: Vec<(u8, BlocksOfLen<T>)>,
 }
 
 impl<T> Default for RouteTable<T> {

@@ -1,5 +1,6 @@
 //! Several real `Node`s on a virtual clock and a lossless in-memory network: handshakes,
 //! data both ways, replays, tampering, wrong secrets, rekeys and restarts.
+#![allow(clippy::unwrap_used)]
 
 use mesh_core::{Decap, DropReason, Encap, Node, NodeConfig};
 use mesh_crypto::{ClusterPsk, StaticKeypair, TAG_LEN};

@@ -1,1 +1,96 @@
-fn main() {}
+//! `meshd`: the mesh router daemon. See `meshd --help` and README.md.
+//!
+//! This binary only wires things together: configuration ([`config`]), the state directory
+//! ([`state`]), the runtime loop ([`run`]), the local API ([`api`]) and `meshd reset`
+//! ([`reset`]). Protocol logic lives in `mesh-core`, OS plumbing in `mesh-datapath`.
+#![forbid(unsafe_code)]
+
+mod api;
+mod config;
+mod reset;
+mod run;
+mod state;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// The mesh router: moves this node's pod traffic to other nodes over Noise-encrypted UDP.
+///
+/// With no subcommand, meshd runs in the foreground until SIGTERM. It needs root (or
+/// CAP_NET_ADMIN) and /dev/net/tun. Every flag can also be set by its MESH_* environment
+/// variable or in the --config TOML file; flags win over the environment, which wins over
+/// the file.
+#[derive(Debug, Parser)]
+#[command(name = "meshd", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: config::RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Remove everything meshd created on this host (bridge, TUN device, API socket, node
+    /// key and remembered peers), as when decommissioning it. Refuses while meshd runs.
+    Reset(reset::ResetArgs),
+    /// Print a new random cluster secret (base64) for `--secret-file`.
+    GenSecret,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::GenSecret) => {
+            println!("{}", reset::gen_secret());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Reset(args)) => {
+            finish(runtime().and_then(|rt| rt.block_on(reset::reset(args))))
+        }
+        None => {
+            let config = match cli.run.resolve() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("meshd: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = init_logging(&config.log) {
+                eprintln!("meshd: {e:#}");
+                return ExitCode::from(2);
+            }
+            finish(runtime().and_then(|rt| rt.block_on(run::run(config))))
+        }
+    }
+}
+
+fn finish(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("meshd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("--log {filter:?} is not a valid filter: {e}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    Ok(())
+}

@@ -283,7 +283,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_an_error() {
-        let mut buf = vec![0u8; DATA_HEADER_LEN];
+        let mut buf = [0u8; DATA_HEADER_LEN];
         let hdr: &mut [u8; DATA_HEADER_LEN] = (&mut buf[..]).try_into().unwrap();
         emit_data_header(hdr, 1, 2);
         for len in 0..DATA_HEADER_LEN {

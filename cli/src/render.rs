@@ -1,0 +1,379 @@
+//! Turns API answers into text for people: the `status` view, byte sizes,
+//! durations and aligned tables. Pure functions, no I/O.
+
+use mesh_api::{DropCount, PeerState, PeerStatus, Status};
+
+/// Separator between table columns.
+const GAP: &str = "  ";
+
+/// The whole `meshctl status` view, one `String` per line (no trailing newline).
+pub(crate) fn status_lines(status: &Status) -> Vec<String> {
+    let node = &status.node;
+    let mut lines = key_values(&[
+        ("node", or_dash(&node.name)),
+        ("public key", or_dash(&node.public_key)),
+        ("listen", or_dash(&node.listen)),
+        ("range", or_dash(&node.range)),
+        ("blocks", list_or_dash(&node.blocks)),
+        (
+            "bridge",
+            format!(
+                "{}, gateway {}",
+                or_dash(&node.bridge),
+                or_dash(&node.gateway)
+            ),
+        ),
+        ("tun", or_dash(&node.tun)),
+        ("mtu", node.mtu.to_string()),
+        ("cipher", or_dash(&node.cipher)),
+        ("version", or_dash(&node.version)),
+        ("uptime", duration(node.uptime_secs)),
+    ]);
+
+    lines.push(String::new());
+    if status.peers.is_empty() {
+        lines.push("no peers".to_owned());
+    } else {
+        let rows: Vec<Vec<String>> = status.peers.iter().map(peer_row).collect();
+        lines.extend(table(
+            &[
+                "NAME",
+                "ENDPOINT",
+                "STATE",
+                "BLOCKS",
+                "HANDSHAKE",
+                "RTT",
+                "RX",
+                "TX",
+                "DROPS",
+            ],
+            &rows,
+        ));
+    }
+
+    if status.drops.iter().any(|d| d.packets > 0) {
+        lines.push(String::new());
+        lines.push(format!("node drops: {}", drops(&status.drops)));
+    }
+    lines
+}
+
+/// The `meshctl status` view as one string ending in a newline.
+pub(crate) fn status_text(status: &Status) -> String {
+    let mut out = status_lines(status).join("\n");
+    out.push('\n');
+    out
+}
+
+fn peer_row(peer: &PeerStatus) -> Vec<String> {
+    vec![
+        peer_name(peer),
+        or_dash(&peer.endpoint),
+        state(peer.state).to_owned(),
+        list_or_dash(&peer.blocks),
+        peer.last_handshake_secs_ago
+            .map_or_else(|| "never".to_owned(), |s| format!("{} ago", duration(s))),
+        peer.rtt_us.map_or_else(|| "-".to_owned(), rtt),
+        traffic(peer.rx_packets, peer.rx_bytes),
+        traffic(peer.tx_packets, peer.tx_bytes),
+        drops(&peer.drops),
+    ]
+}
+
+/// A peer that has not announced a name yet is "(unknown)"; one known only by
+/// its address (no key yet) is "(unknown)" too, its ENDPOINT tells it apart.
+fn peer_name(peer: &PeerStatus) -> String {
+    if peer.name.is_empty() {
+        "(unknown)".to_owned()
+    } else {
+        peer.name.clone()
+    }
+}
+
+fn state(state: PeerState) -> &'static str {
+    match state {
+        PeerState::Idle => "idle",
+        PeerState::Handshaking => "handshaking",
+        PeerState::Established => "established",
+        PeerState::Expired => "expired",
+    }
+}
+
+/// Round-trip time in milliseconds with two decimals, rounded half up.
+pub(crate) fn rtt(us: u64) -> String {
+    let hundredths = us.saturating_add(5) / 10;
+    format!("{}.{:02} ms", hundredths / 100, hundredths % 100)
+}
+
+/// `packets pkt / size`, e.g. `12 pkt / 1.5 KiB`.
+pub(crate) fn traffic(packets: u64, bytes: u64) -> String {
+    format!("{packets} pkt / {}", human_bytes(bytes))
+}
+
+/// Non-zero drop counters as `reason=packets` separated by spaces, or `-`.
+pub(crate) fn drops(counts: &[DropCount]) -> String {
+    let parts: Vec<String> = counts
+        .iter()
+        .filter(|d| d.packets > 0)
+        .map(|d| format!("{}={}", d.reason, d.packets))
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// Binary units with one decimal: `512 B`, `1.5 KiB`, `3.0 MiB`, ...
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    // Integer arithmetic in tenths of a unit keeps the output exact and testable.
+    let mut unit = 0;
+    let mut scale: u128 = 1024;
+    while unit + 1 < UNITS.len() && u128::from(bytes) >= scale * 1024 {
+        scale *= 1024;
+        unit += 1;
+    }
+    let tenths = (u128::from(bytes) * 10 + scale / 2) / scale;
+    // Rounding can carry into the next unit (1023.96 KiB → 1024.0 KiB); say 1.0 MiB instead.
+    if tenths >= 10240 && unit + 1 < UNITS.len() {
+        return format!("1.0 {}", UNITS[unit + 1]);
+    }
+    format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
+}
+
+/// Short duration for people, two units at most: `42s`, `5m 3s`, `2h 5m`, `3d 4h`.
+pub(crate) fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+fn list_or_dash(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(",")
+    }
+}
+
+/// `label  value` lines with the values aligned.
+fn key_values(pairs: &[(&str, String)]) -> Vec<String> {
+    let width = pairs.iter().map(|(k, _)| width(k)).max().unwrap_or(0);
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}{GAP}{v}", pad(k, width)).trim_end().to_owned())
+        .collect()
+}
+
+/// A left-aligned table: a header line then one line per row, columns as wide as
+/// their widest cell, no trailing spaces.
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(cell));
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| -> String {
+        let joined: Vec<String> = cells.zip(&widths).map(|(cell, &w)| pad(cell, w)).collect();
+        joined.join(GAP).trim_end().to_owned()
+    };
+    let mut out = Vec::with_capacity(rows.len() + 1);
+    out.push(line(&mut headers.iter().copied()));
+    for row in rows {
+        out.push(line(&mut row.iter().map(String::as_str)));
+    }
+    out
+}
+
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+fn pad(s: &str, w: usize) -> String {
+    format!("{s}{}", " ".repeat(w.saturating_sub(width(s))))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use mesh_api::NodeStatus;
+
+    fn drop_count(reason: &str, packets: u64) -> DropCount {
+        DropCount {
+            reason: reason.to_owned(),
+            packets,
+        }
+    }
+
+    /// A node with an established named peer, a peer known only by address, and
+    /// node-wide drops.
+    pub(crate) fn sample_status() -> Status {
+        Status {
+            node: NodeStatus {
+                name: "alpha".to_owned(),
+                public_key: "q2Ms0bVgZ0Vx7yH3nWmJ0k2pKf9cJbQkq3a0Xy1Wm2E=".to_owned(),
+                listen: "198.18.0.1:6788".to_owned(),
+                range: "10.32.0.0/12".to_owned(),
+                blocks: vec!["10.32.1.0/24".to_owned()],
+                bridge: "mesh0".to_owned(),
+                gateway: "10.32.1.1/24".to_owned(),
+                tun: "meshtun0".to_owned(),
+                mtu: 1420,
+                cipher: "chacha20-poly1305".to_owned(),
+                uptime_secs: 3_723,
+                version: "0.1.0".to_owned(),
+            },
+            peers: vec![
+                PeerStatus {
+                    name: "beta".to_owned(),
+                    public_key: "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=".to_owned(),
+                    endpoint: "198.18.0.2:6788".to_owned(),
+                    state: PeerState::Established,
+                    blocks: vec!["10.32.2.0/24".to_owned(), "10.32.9.0/24".to_owned()],
+                    last_handshake_secs_ago: Some(12),
+                    handshakes: 3,
+                    rtt_us: Some(1_234),
+                    rx_packets: 1_200,
+                    rx_bytes: 1_572_864,
+                    tx_packets: 10,
+                    tx_bytes: 1_536,
+                    drops: vec![drop_count("replay", 2), drop_count("authentication", 1)],
+                },
+                PeerStatus {
+                    name: String::new(),
+                    public_key: String::new(),
+                    endpoint: "198.18.0.3:6788".to_owned(),
+                    state: PeerState::Handshaking,
+                    blocks: vec![],
+                    last_handshake_secs_ago: None,
+                    handshakes: 0,
+                    rtt_us: None,
+                    rx_packets: 0,
+                    rx_bytes: 0,
+                    tx_packets: 0,
+                    tx_bytes: 0,
+                    drops: vec![drop_count("replay", 0)],
+                },
+            ],
+            drops: vec![drop_count("no_route", 3), drop_count("malformed", 1)],
+        }
+    }
+
+    #[test]
+    fn status_view_renders_exact_lines() {
+        let expected = [
+            "node        alpha",
+            "public key  q2Ms0bVgZ0Vx7yH3nWmJ0k2pKf9cJbQkq3a0Xy1Wm2E=",
+            "listen      198.18.0.1:6788",
+            "range       10.32.0.0/12",
+            "blocks      10.32.1.0/24",
+            "bridge      mesh0, gateway 10.32.1.1/24",
+            "tun         meshtun0",
+            "mtu         1420",
+            "cipher      chacha20-poly1305",
+            "version     0.1.0",
+            "uptime      1h 2m",
+            "",
+            "NAME       ENDPOINT         STATE        BLOCKS                     HANDSHAKE  RTT      RX                  TX                DROPS",
+            "beta       198.18.0.2:6788  established  10.32.2.0/24,10.32.9.0/24  12s ago    1.23 ms  1200 pkt / 1.5 MiB  10 pkt / 1.5 KiB  replay=2 authentication=1",
+            "(unknown)  198.18.0.3:6788  handshaking  -                          never      -        0 pkt / 0 B         0 pkt / 0 B       -",
+            "",
+            "node drops: no_route=3 malformed=1",
+        ];
+        assert_eq!(status_lines(&sample_status()), expected);
+        assert_eq!(status_text(&sample_status()), expected.join("\n") + "\n");
+    }
+
+    #[test]
+    fn status_view_without_peers_or_drops() {
+        let mut status = sample_status();
+        status.peers.clear();
+        status.drops = vec![drop_count("no_route", 0)];
+        status.node.blocks.clear();
+        let lines = status_lines(&status);
+        assert_eq!(lines[4], "blocks      -");
+        assert_eq!(&lines[11..], ["", "no peers"]);
+    }
+
+    #[test]
+    fn columns_stay_aligned_with_wide_cells() {
+        let rows = vec![
+            vec!["a".to_owned(), "x".to_owned(), "1".to_owned()],
+            vec!["long-name".to_owned(), "".to_owned(), "2".to_owned()],
+        ];
+        assert_eq!(
+            table(&["N", "MID", "Z"], &rows),
+            [
+                "N          MID  Z",
+                "a          x    1",
+                "long-name       2"
+            ]
+        );
+    }
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1024 * 1024 - 1), "1.0 MiB");
+        assert_eq!(human_bytes(10 * 1024 * 1024 + 512 * 1024), "10.5 MiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(60), "1m 0s");
+        assert_eq!(duration(3_599), "59m 59s");
+        assert_eq!(duration(3_600), "1h 0m");
+        assert_eq!(duration(90_061), "1d 1h");
+    }
+
+    #[test]
+    fn rtt_rounds_to_hundredths_of_a_millisecond() {
+        assert_eq!(rtt(0), "0.00 ms");
+        assert_eq!(rtt(4), "0.00 ms");
+        assert_eq!(rtt(5), "0.01 ms");
+        assert_eq!(rtt(1_234), "1.23 ms");
+        assert_eq!(rtt(1_235), "1.24 ms");
+        assert_eq!(rtt(250_000), "250.00 ms");
+    }
+
+    #[test]
+    fn drops_skip_zero_counters() {
+        assert_eq!(drops(&[]), "-");
+        assert_eq!(drops(&[drop_count("replay", 0)]), "-");
+        assert_eq!(
+            drops(&[
+                drop_count("replay", 2),
+                drop_count("mtu", 0),
+                drop_count("authentication", 1)
+            ]),
+            "replay=2 authentication=1"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! mesh fuzz targets' shared bodies. See `README.md` beside `Cargo.toml`.
+//!
+//! Each parser's properties live in one function, used by the fuzz target of the same name
+//! in `fuzz_targets/` and, without a fuzzer, by the workspace's tests, which include these
+//! files by path: `router/proto/tests/fuzz_corpus.rs` ([`proto_checks`]) and
+//! `router/core/tests/decap_garbage.rs` ([`decap_checks`]).
+#![forbid(unsafe_code)]
+
+pub mod decap_checks;
+pub mod proto_checks;

@@ -1,0 +1,195 @@
+//! The checks behind the `datagram`, `peer_info` and `inner` fuzz targets.
+//!
+//! One body per parser, shared by the fuzz targets (through this crate) and by the
+//! deterministic corpus test `router/proto/tests/fuzz_corpus.rs`, which includes this file
+//! by path, so `cargo test` runs the very same assertions on every CI run without a
+//! fuzzer. It therefore depends on `mesh-proto` alone. Each function panics when a
+//! property fails, and returns whether the parser accepted the input (the corpus test uses
+//! that to make sure its inputs reach past the length checks).
+
+use mesh_proto::ParseError;
+use mesh_proto::control::{CONTROL_PEER_INFO, MAX_BLOCKS, MAX_NAME_LEN, MAX_PEER_INFO_LEN, PeerInfo};
+use mesh_proto::datagram::{
+    DATA_HEADER_LEN, Datagram, INIT_HEADER_LEN, REPLY_HEADER_LEN, emit_data_header,
+    emit_init_header, emit_reply_header,
+};
+use mesh_proto::inner::{Inner, ipv4_addrs};
+use std::net::Ipv4Addr;
+
+/// A `Truncated` error describes the input it refused.
+fn check_error(e: ParseError, len: usize) {
+    if let ParseError::Truncated { len: got, need } = e {
+        assert_eq!(got, len, "Truncated reports the wrong length");
+        assert!(need > len, "Truncated but {need} <= {len} bytes were there");
+    }
+}
+
+/// `Datagram::parse` never panics, and what it accepts is canonical: emitting the parsed
+/// header again gives back the input byte for byte, which parses to the same value.
+pub fn fuzz_datagram(data: &[u8]) -> bool {
+    let parsed = match Datagram::parse(data) {
+        Ok(d) => d,
+        Err(e) => {
+            check_error(e, data.len());
+            return false;
+        }
+    };
+    let mut out = Vec::with_capacity(data.len());
+    match parsed {
+        Datagram::HandshakeInit {
+            pattern,
+            sender,
+            noise,
+        } => {
+            let mut h = [0u8; INIT_HEADER_LEN];
+            emit_init_header(&mut h, pattern, sender);
+            out.extend_from_slice(&h);
+            out.extend_from_slice(noise);
+        }
+        Datagram::HandshakeResponse {
+            sender,
+            receiver,
+            noise,
+        }
+        | Datagram::HandshakeFinal {
+            sender,
+            receiver,
+            noise,
+        } => {
+            let final_ = matches!(parsed, Datagram::HandshakeFinal { .. });
+            let mut h = [0u8; REPLY_HEADER_LEN];
+            emit_reply_header(&mut h, final_, sender, receiver);
+            out.extend_from_slice(&h);
+            out.extend_from_slice(noise);
+        }
+        Datagram::Data {
+            receiver,
+            counter,
+            header,
+            sealed,
+        } => {
+            let mut h = [0u8; DATA_HEADER_LEN];
+            emit_data_header(&mut h, receiver, counter);
+            assert_eq!(&h, header, "data header view differs from its fields");
+            out.extend_from_slice(&h);
+            out.extend_from_slice(sealed);
+        }
+    }
+    assert_eq!(out, data, "{} datagram does not round-trip", parsed.kind());
+    assert_eq!(Datagram::parse(&out), Ok(parsed));
+    true
+}
+
+/// `PeerInfo::parse` never panics, and a parsed message respects the limits, emits to the
+/// same bytes (the encoding is canonical), and parses again to the same value.
+pub fn fuzz_peer_info(data: &[u8]) -> bool {
+    let info = match PeerInfo::parse(data) {
+        Ok(info) => info,
+        Err(e) => {
+            check_error(e, data.len());
+            return false;
+        }
+    };
+    assert!(info.name.len() <= MAX_NAME_LEN, "name over the limit");
+    assert!(info.blocks.len() <= MAX_BLOCKS, "blocks over the limit");
+    assert!(
+        info.blocks.iter().all(|b| b.network() == b.addr()),
+        "a block with host bits was accepted"
+    );
+    assert_eq!(info.buffer_len(), data.len());
+    let mut buf = [0u8; MAX_PEER_INFO_LEN];
+    let Some(n) = info.emit(&mut buf) else {
+        panic!("a parsed PeerInfo does not emit: {info:?}");
+    };
+    assert_eq!(&buf[..n], data, "PeerInfo does not round-trip");
+    assert_eq!(PeerInfo::parse(&buf[..n]).as_ref(), Ok(&info));
+    true
+}
+
+/// The other direction: any `PeerInfo` within the limits that `data` describes emits to
+/// exactly `buffer_len()` bytes that parse back to it; one over a limit does not emit.
+pub fn fuzz_peer_info_emit(data: &[u8]) -> bool {
+    let mut r = data.iter().copied();
+    let mut next = || r.next().unwrap_or(0);
+    let mut u64_ = || u64::from_le_bytes([(); 8].map(|()| next()));
+    let info_version = u64_();
+    let acked_version = u64_();
+    let name_len = usize::from(next() & 0x7f);
+    let name_bytes: Vec<u8> = (0..name_len).map(|_| next()).collect();
+    let mut name = String::from_utf8_lossy(&name_bytes).into_owned();
+    // Lossy decoding may lengthen the name; keep it under the limit most of the time.
+    if next() & 1 == 0 {
+        while name.len() > MAX_NAME_LEN {
+            name.pop();
+        }
+    }
+    let count = usize::from(next() & 0x3f);
+    let blocks = (0..count)
+        .filter_map(|_| {
+            let a = Ipv4Addr::new(next(), next(), next(), next());
+            ipnet::Ipv4Net::new(a, next() % 33).ok().map(|n| n.trunc())
+        })
+        .collect();
+    let info = PeerInfo {
+        info_version,
+        acked_version,
+        name,
+        blocks,
+    };
+    let mut buf = [0u8; MAX_PEER_INFO_LEN + 64];
+    let emitted = info.emit(&mut buf);
+    if info.name.len() > MAX_NAME_LEN || info.blocks.len() > MAX_BLOCKS {
+        assert_eq!(emitted, None, "PeerInfo over a limit was emitted");
+        return false;
+    }
+    let Some(n) = emitted else {
+        panic!("PeerInfo within limits does not emit: {info:?}");
+    };
+    assert_eq!(n, info.buffer_len());
+    assert!(n <= MAX_PEER_INFO_LEN);
+    assert_eq!(PeerInfo::parse(&buf[..n]).as_ref(), Ok(&info));
+    // One byte short of the buffer it needs is refused, not truncated.
+    assert_eq!(info.emit(&mut buf[..n - 1]), None);
+    true
+}
+
+/// `Inner::classify` never panics and agrees with the bytes: a keepalive is empty, IPv4
+/// addresses are where the header has them, a control message starts below 0x40. A
+/// PeerInfo control message goes on through [`fuzz_peer_info`], as in the node.
+pub fn fuzz_inner(data: &[u8]) -> bool {
+    match Inner::classify(data) {
+        Inner::Keepalive => {
+            assert!(data.is_empty(), "non-empty plaintext classified as keepalive");
+            true
+        }
+        Inner::Ipv4 { src, dst } => {
+            assert!(data.len() >= 20 && data[0] >> 4 == 4 && data[0] & 0x0f >= 5);
+            assert_eq!(src.octets(), data[12..16]);
+            assert_eq!(dst.octets(), data[16..20]);
+            assert_eq!(ipv4_addrs(data), Some((src, dst)));
+            true
+        }
+        Inner::Ipv6 => {
+            assert!(data.len() >= 40 && data[0] >> 4 == 6);
+            true
+        }
+        Inner::Control(kind, msg) => {
+            assert_eq!(Some(&kind), data.first());
+            assert!(kind < 0x40, "control type {kind:#x} is not below 0x40");
+            assert_eq!(msg, data, "control message is not the whole plaintext");
+            if kind == CONTROL_PEER_INFO {
+                fuzz_peer_info(msg);
+            }
+            true
+        }
+        Inner::Invalid => {
+            assert!(!data.is_empty());
+            let v = data[0] >> 4;
+            assert!(
+                v > 6 || v == 5 || (v == 4 && ipv4_addrs(data).is_none()) || (v == 6 && data.len() < 40),
+                "valid-looking packet classified as invalid: {data:02x?}"
+            );
+            false
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! meshd's configuration: flags, `MESH_*` environment variables and an optional TOML file,
+//! in that order of precedence, over the defaults of `docs/defaults.md`.
+//!
+//! Parse, don't validate: everything is checked here, once, and a bad value is refused at
+//! start with the key, the value and why.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+/// Default UDP port of the mesh.
+pub(crate) const DEFAULT_PORT: u16 = 6788;
+/// Default cluster range.
+pub(crate) const DEFAULT_RANGE: &str = "10.32.0.0/12";
+/// Default overlay MTU: 1500 - IPv4 20 - UDP 8 - mesh header 16 - AEAD tag 16.
+pub(crate) const DEFAULT_MTU: u32 = 1440;
+/// Default state directory.
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/mesh";
+/// Default bridge name.
+pub(crate) const DEFAULT_BRIDGE: &str = "mesh0";
+/// Default TUN name.
+pub(crate) const DEFAULT_TUN: &str = "meshtun0";
+/// Shortest cluster secret accepted, bytes.
+const MIN_SECRET_LEN: usize = 16;
+
+/// Flags of `meshd` (each also read from its `MESH_*` environment variable).
+#[derive(Debug, Args, Default)]
+pub(crate) struct RunArgs {
+    /// TOML config file; its keys are the long flag names with `_` for `-`
+    /// (e.g. `secret_file = "/etc/mesh/secret"`, `peers = ["198.18.0.2:6788"]`).
+    #[arg(long, env = "MESH_CONFIG", value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+    /// Node name announced to peers [default: the hostname].
+    #[arg(long, env = "MESH_NAME")]
+    pub(crate) name: Option<String>,
+    /// Underlay UDP address to listen on [default: 0.0.0.0:6788].
+    #[arg(long, env = "MESH_LISTEN", value_name = "ADDR:PORT")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// A peer to contact at start, HOST:PORT (repeatable; env: comma-separated).
+    #[arg(
+        long = "peer",
+        env = "MESH_PEERS",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    pub(crate) peers: Vec<String>,
+    /// File holding the cluster secret (at least 16 bytes; surrounding whitespace ignored).
+    #[arg(long, env = "MESH_SECRET_FILE", value_name = "PATH")]
+    pub(crate) secret_file: Option<PathBuf>,
+    /// Directory for the node key and remembered peers [default: /var/lib/mesh].
+    #[arg(long, env = "MESH_STATE_DIR", value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Local API socket [default: /run/mesh/meshd.sock].
+    #[arg(long, env = "MESH_API_SOCKET", value_name = "PATH")]
+    pub(crate) api_socket: Option<PathBuf>,
+    /// Cluster range routed into the mesh [default: 10.32.0.0/12].
+    #[arg(long, env = "MESH_RANGE", value_name = "CIDR")]
+    pub(crate) range: Option<String>,
+    /// This node's address block inside the range (required until automatic IPAM lands).
+    #[arg(long, env = "MESH_BLOCK", value_name = "CIDR")]
+    pub(crate) block: Option<String>,
+    /// Overlay MTU for the TUN device and pods [default: 1440].
+    #[arg(long, env = "MESH_MTU", value_name = "N")]
+    pub(crate) mtu: Option<u32>,
+    /// Bridge that pods attach to [default: mesh0].
+    #[arg(long, env = "MESH_BRIDGE", value_name = "NAME")]
+    pub(crate) bridge: Option<String>,
+    /// TUN device name [default: meshtun0].
+    #[arg(long, env = "MESH_TUN", value_name = "NAME")]
+    pub(crate) tun: Option<String>,
+    /// Log filter (tracing syntax, e.g. `info`, `debug`, `mesh_core=trace`) [default: info].
+    #[arg(long, env = "MESH_LOG", value_name = "FILTER")]
+    pub(crate) log: Option<String>,
+}
+
+/// The TOML file: the same keys as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    name: Option<String>,
+    listen: Option<String>,
+    #[serde(default)]
+    peers: Vec<String>,
+    secret_file: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    api_socket: Option<PathBuf>,
+    range: Option<String>,
+    block: Option<String>,
+    mtu: Option<u32>,
+    bridge: Option<String>,
+    tun: Option<String>,
+    log: Option<String>,
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) name: String,
+    pub(crate) listen: SocketAddr,
+    pub(crate) peers: Vec<SocketAddr>,
+    /// The cluster secret's bytes. Never printed.
+    pub(crate) secret: Secret,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) api_socket: PathBuf,
+    pub(crate) range: Ipv4Net,
+    pub(crate) block: Ipv4Net,
+    pub(crate) mtu: u32,
+    pub(crate) bridge: String,
+    pub(crate) tun: String,
+    pub(crate) log: String,
+}
+
+/// Secret bytes whose Debug prints nothing.
+#[derive(Clone)]
+pub(crate) struct Secret(pub(crate) Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl RunArgs {
+    /// Merges flags, file and defaults, and checks every value.
+    pub(crate) fn resolve(self) -> Result<Config> {
+        let file = match &self.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        let name = match self.name.or(file.name) {
+            Some(n) => n,
+            None => hostname(),
+        };
+        check_name(&name)?;
+        let listen = match (self.listen, file.listen) {
+            (Some(l), _) => l,
+            (None, Some(l)) => l
+                .parse()
+                .map_err(|_| anyhow!("listen = {l:?} in the config file is not an ADDR:PORT"))?,
+            (None, None) => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+        };
+        let peer_strs = if self.peers.is_empty() {
+            file.peers
+        } else {
+            self.peers
+        };
+        let mut peers = Vec::new();
+        for p in peer_strs.iter().filter(|p| !p.trim().is_empty()) {
+            peers.push(parse_peer(p.trim())?);
+        }
+        let secret_file = self.secret_file.or(file.secret_file).ok_or_else(|| {
+            anyhow!("no cluster secret: pass --secret-file PATH (create one with `meshd gen-secret > PATH`)")
+        })?;
+        let secret = read_secret(&secret_file)?;
+        let range_s = self
+            .range
+            .or(file.range)
+            .unwrap_or_else(|| DEFAULT_RANGE.into());
+        let range = parse_net("--range", &range_s)?;
+        let block_s = self.block.or(file.block).ok_or_else(|| {
+            anyhow!(
+                "no address block: pass --block CIDR (this node's pod block inside --range {range})"
+            )
+        })?;
+        let block = parse_net("--block", &block_s)?;
+        if !range.contains(&block) {
+            bail!("--block {block} is not inside --range {range}");
+        }
+        if block.prefix_len() > 30 {
+            bail!("--block {block} is too small: a block needs at least 4 addresses (/30)");
+        }
+        let mtu = self.mtu.or(file.mtu).unwrap_or(DEFAULT_MTU);
+        if !(576..=65_000).contains(&mtu) {
+            bail!("--mtu {mtu} is out of range: it must be between 576 and 65000");
+        }
+        let bridge = self
+            .bridge
+            .or(file.bridge)
+            .unwrap_or_else(|| DEFAULT_BRIDGE.into());
+        let tun = self.tun.or(file.tun).unwrap_or_else(|| DEFAULT_TUN.into());
+        check_ifname("--bridge", &bridge)?;
+        check_ifname("--tun", &tun)?;
+        if bridge == tun {
+            bail!("--bridge and --tun are both {bridge:?}: they must differ");
+        }
+        Ok(Config {
+            name,
+            listen,
+            peers,
+            secret,
+            state_dir: self
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            api_socket: self
+                .api_socket
+                .or(file.api_socket)
+                .unwrap_or_else(|| mesh_api::DEFAULT_SOCKET.into()),
+            range,
+            block,
+            mtu,
+            bridge,
+            tun,
+            log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+fn read_file_config(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().to_owned();
+        anyhow!("config file {}: {msg}", path.display())
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "mesh-node".into())
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > mesh_proto_name_max() {
+        bail!(
+            "--name {name:?} must be 1 to {} bytes long",
+            mesh_proto_name_max()
+        );
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        bail!("--name {name:?} must not contain spaces or control characters");
+    }
+    Ok(())
+}
+
+fn mesh_proto_name_max() -> usize {
+    63
+}
+
+fn check_ifname(flag: &str, name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains(['/', ':'])
+        || name.chars().any(char::is_whitespace)
+    {
+        bail!("{flag} {name:?} is not a valid interface name (1-15 bytes, no '/', ':' or spaces)");
+    }
+    Ok(())
+}
+
+fn parse_net(flag: &str, s: &str) -> Result<Ipv4Net> {
+    let net: Ipv4Net = s
+        .parse()
+        .map_err(|_| anyhow!("{flag} {s:?} is not an IPv4 CIDR like 10.32.1.0/24"))?;
+    if net.network() != net.addr() {
+        bail!(
+            "{flag} {s} has host bits set: did you mean {}?",
+            net.trunc()
+        );
+    }
+    Ok(net)
+}
+
+/// `HOST:PORT`, `IP:PORT`, or a bare host/IP (port 6788). Names are resolved once, now.
+pub(crate) fn parse_peer(s: &str) -> Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    let with_port = if s
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        s.to_owned()
+    } else {
+        format!("{s}:{DEFAULT_PORT}")
+    };
+    with_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.find(SocketAddr::is_ipv4).or_else(|| it.next()))
+        .ok_or_else(|| anyhow!("--peer {s:?} is not a HOST:PORT that resolves"))
+}
+
+fn read_secret(path: &Path) -> Result<Secret> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read secret file {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("secret file {} is not a regular file", path.display());
+    }
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read secret file {}", path.display()))?;
+    let trimmed = bytes.trim_ascii();
+    if trimmed.len() < MIN_SECRET_LEN {
+        bail!(
+            "secret file {} holds {} bytes; a cluster secret needs at least {MIN_SECRET_LEN} (make one with `meshd gen-secret`)",
+            path.display(),
+            trimmed.len()
+        );
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:o}"),
+            "secret file is readable by other users; chmod 600 it"
+        );
+    }
+    Ok(Secret(trimmed.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn secret_file(dir: &Path, content: &str) -> PathBuf {
+        let p = dir.join("secret");
+        let mut f = std::fs::File::create(&p).unwrap();
+        f.write_all(content.as_bytes()).unwrap();
+        p
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("meshd-cfg-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn args(dir: &Path) -> RunArgs {
+        RunArgs {
+            secret_file: Some(secret_file(dir, "0123456789abcdef0123\n")),
+            block: Some("10.32.1.0/24".into()),
+            name: Some("n1".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_fill_what_is_not_given() {
+        let d = tmpdir("defaults");
+        let c = args(&d).resolve().unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:6788");
+        assert_eq!(c.range.to_string(), DEFAULT_RANGE);
+        assert_eq!(c.mtu, DEFAULT_MTU);
+        assert_eq!(c.bridge, "mesh0");
+        assert_eq!(c.tun, "meshtun0");
+        assert_eq!(c.api_socket, PathBuf::from("/run/mesh/meshd.sock"));
+        assert_eq!(c.secret.0, b"0123456789abcdef0123");
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn bad_values_name_the_problem() {
+        let d = tmpdir("bad");
+        type Edit = Box<dyn Fn(&mut RunArgs)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|a| a.block = Some("10.64.1.0/24".into())),
+                "not inside --range",
+            ),
+            (
+                Box::new(|a| a.block = Some("10.32.1.7/24".into())),
+                "did you mean 10.32.1.0/24",
+            ),
+            (
+                Box::new(|a| a.block = Some("banana".into())),
+                "is not an IPv4 CIDR",
+            ),
+            (Box::new(|a| a.block = None), "no address block"),
+            (
+                Box::new(|a| a.range = Some("10.32.0.0/33".into())),
+                "--range",
+            ),
+            (Box::new(|a| a.mtu = Some(100)), "--mtu 100 is out of range"),
+            (Box::new(|a| a.secret_file = None), "no cluster secret"),
+            (
+                Box::new(|a| a.secret_file = Some("/nonexistent/secret".into())),
+                "cannot read secret file /nonexistent/secret",
+            ),
+            (Box::new(|a| a.tun = Some("mesh0".into())), "must differ"),
+            (
+                Box::new(|a| a.bridge = Some("a-very-long-bridge-name".into())),
+                "not a valid interface name",
+            ),
+            (
+                Box::new(|a| a.peers = vec!["no such host!:x".into()]),
+                "--peer",
+            ),
+            (Box::new(|a| a.name = Some("two words".into())), "--name"),
+        ];
+        for (edit, want) in cases {
+            let mut a = args(&d);
+            edit(&mut a);
+            let err = a.resolve().unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        let d = tmpdir("short");
+        let mut a = args(&d);
+        a.secret_file = Some(secret_file(&d, "  short \n"));
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(err.contains("holds 5 bytes"), "{err}");
+    }
+
+    #[test]
+    fn file_values_apply_under_flags() {
+        let d = tmpdir("file");
+        let cfg = d.join("meshd.toml");
+        std::fs::write(
+            &cfg,
+            "mtu = 1400\npeers = [\"198.18.0.9:7000\", \"198.18.0.10\"]\nbridge = \"br-x\"\n",
+        )
+        .unwrap();
+        let mut a = args(&d);
+        a.config = Some(cfg.clone());
+        a.bridge = Some("br-flag".into());
+        let c = a.resolve().unwrap();
+        assert_eq!(c.mtu, 1400);
+        assert_eq!(c.bridge, "br-flag", "a flag beats the file");
+        assert_eq!(
+            c.peers,
+            vec![
+                "198.18.0.9:7000".parse::<SocketAddr>().unwrap(),
+                "198.18.0.10:6788".parse().unwrap()
+            ]
+        );
+        std::fs::write(&cfg, "mtuu = 1400\n").unwrap();
+        let mut a = args(&d);
+        a.config = Some(cfg);
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(err.contains("mtuu"), "{err}");
+    }
+}
