@@ -12,7 +12,8 @@ pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
 /// A session is neither used to send nor accepted for receiving once it is this old.
 pub const REJECT_AFTER_TIME: Duration = Duration::from_secs(180);
 
-/// Send an empty (keepalive) packet when we received data but sent nothing for this long.
+/// Send an empty (keepalive) packet on a session that sent nothing for this long, so each
+/// side hears from a live peer at least this often (it doubles as the failure detector).
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// WireGuard's fixed handshake retransmission interval: a handshake message unanswered for

@@ -77,6 +77,26 @@ impl Host {
     pub fn spawn(&self, argv: &[&str]) -> Result<Proc, String> {
         Proc::spawn_argv(&in_netns(&self.netns, argv))
     }
+
+    /// Runs `ip -n NETNS ARGS…` and returns its stdout.
+    pub fn ip(&self, args: &[&str]) -> Result<String, String> {
+        ip(&self.netns, args)
+    }
+
+    /// The names of every link in the host's namespace (`ul0`, `mesh0`, …).
+    pub fn links(&self) -> Result<Vec<String>, String> {
+        let out = ip(&self.netns, &["-o", "link", "show"])?;
+        Ok(out
+            .lines()
+            .filter_map(|line| line.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+            .collect())
+    }
+
+    /// Whether the host's namespace has a link `name`.
+    pub fn has_link(&self, name: &str) -> Result<bool, String> {
+        Ok(self.links()?.iter().any(|l| l == name))
+    }
 }
 
 /// One pod: a network namespace whose `eth0` is a veth to the host's `mesh0` bridge.
@@ -211,7 +231,10 @@ impl PodOpts {
 
 #[derive(Debug)]
 struct Meshd {
-    opts: MeshdOpts,
+    /// `--block`, if known (the prefix length of pods on this host).
+    block: Option<String>,
+    /// Arguments after the binary, reused by [`Topology::restart_meshd`].
+    args: Vec<String>,
     proc: Option<Proc>,
 }
 
@@ -383,7 +406,8 @@ impl Topology {
             None => self
                 .meshd
                 .get(&host.name)
-                .and_then(|m| m.opts.block.split_once('/'))
+                .and_then(|m| m.block.as_deref())
+                .and_then(|b| b.split_once('/'))
                 .and_then(|(_, len)| len.parse().ok())
                 .unwrap_or(24),
         };
@@ -454,39 +478,27 @@ impl Topology {
 
     /// Starts `meshd` in `host`'s namespace and waits until its API answers.
     pub fn start_meshd(&mut self, host: &Host, opts: MeshdOpts) -> Result<(), String> {
-        if self.meshd_pid(host).is_some() {
-            return Err(format!("meshd on {} is running already", host.name));
-        }
-        let meshd = crate::meshd_bin(&self.bin_dir)?;
+        let args = self.meshd_args(host, &opts)?;
+        self.start_meshd_with_args(host, Some(&opts.block), args)
+    }
+
+    /// The arguments (after the binary) [`Topology::start_meshd`] gives `meshd` for `opts`:
+    /// `--name`, `--listen 0.0.0.0:6788`, `--peer`s, `--secret-file` (written now),
+    /// `--state-dir`, `--api-socket`, `--block`, `--range`, `--mtu`, then the extra ones.
+    pub fn meshd_args(&self, host: &Host, opts: &MeshdOpts) -> Result<Vec<String>, String> {
         let secret_file = match &opts.secret {
             Some(secret) => {
                 let path = host.dir.join("secret");
                 write_file(&path, secret.as_bytes())?;
                 path
             }
-            None => self.dir.join("secret"),
+            None => self.secret_file(),
         };
-        let state_dir = host.state_dir();
-        fs::create_dir_all(&state_dir)
-            .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(host.log_file())
-            .map_err(|e| format!("cannot open {}: {e}", host.log_file().display()))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("cannot dup log file: {e}"))?;
-        let listen = format!("0.0.0.0:{MESHD_PORT}");
         let mut args: Vec<String> = vec![
-            "netns".into(),
-            "exec".into(),
-            host.netns.clone(),
-            meshd.to_string_lossy().into_owned(),
             "--name".into(),
             host.name.clone(),
             "--listen".into(),
-            listen,
+            format!("0.0.0.0:{MESHD_PORT}"),
         ];
         for peer in &opts.peers {
             args.extend(["--peer".into(), peer.clone()]);
@@ -495,7 +507,7 @@ impl Topology {
             "--secret-file".into(),
             secret_file.to_string_lossy().into_owned(),
             "--state-dir".into(),
-            state_dir.to_string_lossy().into_owned(),
+            host.state_dir().to_string_lossy().into_owned(),
             "--api-socket".into(),
             host.api_socket().to_string_lossy().into_owned(),
             "--block".into(),
@@ -507,20 +519,61 @@ impl Topology {
             args.extend(["--mtu".into(), mtu.to_string()]);
         }
         args.extend(opts.extra_args.iter().cloned());
-        let _ = writeln!(&log, "=== harness: ip {}", args.join(" "));
-        let proc = Proc::spawn(
-            format!("meshd on {}", host.name),
-            Command::new("ip")
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log_err)
-                .env("RUST_BACKTRACE", "1"),
-        )?;
+        Ok(args)
+    }
+
+    /// The topology's shared secret file.
+    pub fn secret_file(&self) -> PathBuf {
+        self.dir.join("secret")
+    }
+
+    /// Starts `meshd ARGS…` in `host`'s namespace (output appended to its log, no `MESH_*`
+    /// variables) and waits until its API answers on [`Host::api_socket`], which `args` must
+    /// name (flag or config file). `block` is its `--block`, if known, for pods' prefix.
+    /// Creates [`Host::state_dir`] first, as [`Topology::start_meshd`] passes it.
+    pub fn start_meshd_with_args(
+        &mut self,
+        host: &Host,
+        block: Option<&str>,
+        args: Vec<String>,
+    ) -> Result<(), String> {
+        if self.meshd_pid(host).is_some() {
+            return Err(format!("meshd on {} is running already", host.name));
+        }
+        let meshd = crate::meshd_bin(&self.bin_dir)?;
+        let state_dir = host.state_dir();
+        fs::create_dir_all(&state_dir)
+            .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(host.log_file())
+            .map_err(|e| format!("cannot open {}: {e}", host.log_file().display()))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| format!("cannot dup log file: {e}"))?;
+        let mut argv: Vec<String> = vec![
+            "netns".into(),
+            "exec".into(),
+            host.netns.clone(),
+            meshd.to_string_lossy().into_owned(),
+        ];
+        argv.extend(args.iter().cloned());
+        let _ = writeln!(&log, "=== harness: ip {}", argv.join(" "));
+        let mut command = Command::new("ip");
+        command
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .env("RUST_BACKTRACE", "1");
+        without_mesh_env(&mut command);
+        let proc = Proc::spawn(format!("meshd on {}", host.name), &mut command)?;
         self.meshd.insert(
             host.name.clone(),
             Meshd {
-                opts,
+                block: block.map(str::to_owned),
+                args,
                 proc: Some(proc),
             },
         );
@@ -549,6 +602,37 @@ impl Topology {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Starts `meshd ARGS…` (e.g. a subcommand, or flags meant to be refused) in `host`'s
+    /// namespace without `MESH_*` variables, its stdout and stderr collected; the caller
+    /// waits for it (e.g. [`Proc::wait_output`]). Not tracked as the host's `meshd`.
+    pub fn spawn_meshd(&self, host: &Host, args: &[&str]) -> Result<Proc, String> {
+        let meshd = crate::meshd_bin(&self.bin_dir)?;
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &host.netns])
+            .arg(&meshd)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        without_mesh_env(&mut command);
+        Proc::spawn(
+            format!("meshd {} on {}", args.join(" "), host.name),
+            &mut command,
+        )
+    }
+
+    /// Runs `meshd ARGS…` as [`Topology::spawn_meshd`] does and waits up to `timeout` for it
+    /// to exit; a `meshd` still running then is killed and that is an error.
+    pub fn run_meshd(
+        &self,
+        host: &Host,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<Output, String> {
+        self.spawn_meshd(host, args)?.wait_output(timeout)
     }
 
     /// The PID of `host`'s running `meshd`.
@@ -580,8 +664,9 @@ impl Topology {
         if let Some(mut proc) = meshd.proc.take() {
             proc.terminate(TERM_GRACE);
         }
-        let opts = meshd.opts.clone();
-        self.start_meshd(host, opts)
+        let block = meshd.block.clone();
+        let args = meshd.args.clone();
+        self.start_meshd_with_args(host, block.as_deref(), args)
     }
 
     fn meshd_proc(&mut self, host: &Host) -> Result<&mut Proc, String> {
@@ -722,6 +807,16 @@ impl Drop for Topology {
 /// Runs `argv` in `netns` and returns its output, killing it after `timeout`.
 fn exec_in(netns: &str, argv: &[&str], timeout: Duration) -> Result<Output, String> {
     Proc::spawn_argv(&in_netns(netns, argv))?.wait_output(timeout)
+}
+
+/// Removes every `MESH_*` variable from `command`'s environment, so only the arguments
+/// configure `meshd`.
+fn without_mesh_env(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MESH_") && key != "MESH_BIN_DIR" {
+            command.env_remove(&key);
+        }
+    }
 }
 
 fn sysctl(netns: &str, setting: &str) -> Result<(), String> {

@@ -6,9 +6,9 @@
 //! crash reproduces from its input alone) and is read as a script:
 //!
 //! ```text
-//! byte 0      bit 0: 0 = the node under test has only received nothing yet (another node's
-//!             handshake initiation is on hand), 1 = a session with that node is established
-//!             and two sealed data datagrams from it are on hand
+//! byte 0      bit 0: 0 = no session yet (another node's handshake initiation is on hand),
+//!             1 = a session with that node is established and two sealed data datagrams
+//!             from it are on hand
 //! then ops    [op][len][len bytes of argument], the last one cut short by the input's end
 //!   op % 6 == 0  the argument is a datagram, fed as it is
 //!             1  a genuine datagram (chosen by op / 6), each argument byte pair (i, x) XORing x
@@ -42,8 +42,13 @@ fn config(i: u8, bootstrap: Vec<SocketAddr>) -> NodeConfig {
         Ok(b) => b,
         Err(e) => panic!("block: {e}"),
     };
+    let range = match ipnet::Ipv4Net::new(Ipv4Addr::new(10, 32, 0, 0), 16) {
+        Ok(r) => r,
+        Err(e) => panic!("range: {e}"),
+    };
     NodeConfig {
         name: format!("n{i}"),
+        range,
         keypair: StaticKeypair::generate([i + 1; 32]),
         psk: ClusterPsk::derive(SECRET),
         blocks: vec![block],
@@ -75,6 +80,18 @@ struct Pair {
     delivered: Vec<Vec<u8>>,
     /// What `b` sent (never delivered anywhere).
     from_b: Vec<Vec<u8>>,
+    outcome: Outcome,
+}
+
+/// What the node under test answered to one input's datagrams.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// `Decap::Deliver`.
+    pub delivered: usize,
+    /// `Decap::Consumed`.
+    pub consumed: usize,
+    /// `Decap::Dropped(_)`.
+    pub dropped: usize,
 }
 
 impl Pair {
@@ -87,13 +104,17 @@ impl Pair {
             genuine: Vec::new(),
             delivered: Vec::new(),
             from_b: Vec::new(),
+            outcome: Outcome::default(),
         };
         p.a.handle_timeout(now);
         if !established {
             while let Some(t) = p.a.poll_transmit() {
                 p.genuine.push((t.payload, None));
             }
-            assert!(!p.genuine.is_empty(), "a bootstrapping node sends an initiation");
+            assert!(
+                !p.genuine.is_empty(),
+                "a bootstrapping node sends an initiation"
+            );
             return p;
         }
         for _ in 0..SETTLE_STEPS {
@@ -157,6 +178,7 @@ impl Pair {
                 );
                 assert_eq!(&buf[start..end], &packet[..], "delivered other bytes");
                 self.delivered.push(datagram.to_vec());
+                self.outcome.delivered += 1;
             }
             Decap::Dropped(reason) => {
                 let i = DropReason::ALL.iter().position(|&r| r == reason);
@@ -169,8 +191,9 @@ impl Pair {
                     "Dropped({reason:?}) counted {} times",
                     after[i] as i128 - before[i] as i128
                 );
+                self.outcome.dropped += 1;
             }
-            Decap::Consumed => {}
+            Decap::Consumed => self.outcome.consumed += 1,
         }
         self.drain();
     }
@@ -194,13 +217,12 @@ impl Pair {
     }
 }
 
-/// Runs one input (see the module docs). Returns how many datagrams were fed.
-pub fn fuzz_decapsulate(data: &[u8]) -> usize {
+/// Runs one input (see the module docs) and says what the node answered.
+pub fn fuzz_decapsulate(data: &[u8]) -> Outcome {
     let Some((&mode, mut rest)) = data.split_first() else {
-        return 0;
+        return Outcome::default();
     };
     let mut pair = Pair::new(mode & 1 == 1);
-    let mut fed = 0;
     while let [op, len, tail @ ..] = rest {
         let n = usize::from(*len).min(tail.len());
         let (arg, next) = tail.split_at(n);
@@ -224,21 +246,16 @@ pub fn fuzz_decapsulate(data: &[u8]) -> usize {
                 }
                 pair.feed(addr(0), &d);
             }
-            3 => {
-                pair.tick(arg.first().copied().unwrap_or(1));
-                continue;
-            }
+            3 => pair.tick(arg.first().copied().unwrap_or(1)),
             4 => {
-                if pair.from_b.is_empty() {
-                    continue;
+                if !pair.from_b.is_empty() {
+                    let pick = usize::from(op / 6) % pair.from_b.len();
+                    let d = pair.from_b[pick].clone();
+                    pair.feed(addr(1), &d);
                 }
-                let pick = usize::from(op / 6) % pair.from_b.len();
-                let d = pair.from_b[pick].clone();
-                pair.feed(addr(1), &d);
             }
             _ => pair.feed(addr(9), arg),
         }
-        fed += 1;
     }
-    fed
+    pair.outcome
 }

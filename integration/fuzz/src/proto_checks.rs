@@ -8,7 +8,9 @@
 //! that to make sure its inputs reach past the length checks).
 
 use mesh_proto::ParseError;
-use mesh_proto::control::{CONTROL_PEER_INFO, MAX_BLOCKS, MAX_NAME_LEN, MAX_PEER_INFO_LEN, PeerInfo};
+use mesh_proto::control::{
+    CONTROL_PEER_INFO, MAX_BLOCKS, MAX_NAME_LEN, MAX_PEER_INFO_LEN, PeerInfo,
+};
 use mesh_proto::datagram::{
     DATA_HEADER_LEN, Datagram, INIT_HEADER_LEN, REPLY_HEADER_LEN, emit_data_header,
     emit_init_header, emit_reply_header,
@@ -159,7 +161,10 @@ pub fn fuzz_peer_info_emit(data: &[u8]) -> bool {
 pub fn fuzz_inner(data: &[u8]) -> bool {
     match Inner::classify(data) {
         Inner::Keepalive => {
-            assert!(data.is_empty(), "non-empty plaintext classified as keepalive");
+            assert!(
+                data.is_empty(),
+                "non-empty plaintext classified as keepalive"
+            );
             true
         }
         Inner::Ipv4 { src, dst } => {
@@ -186,7 +191,10 @@ pub fn fuzz_inner(data: &[u8]) -> bool {
             assert!(!data.is_empty());
             let v = data[0] >> 4;
             assert!(
-                v > 6 || v == 5 || (v == 4 && ipv4_addrs(data).is_none()) || (v == 6 && data.len() < 40),
+                v > 6
+                    || v == 5
+                    || (v == 4 && ipv4_addrs(data).is_none())
+                    || (v == 6 && data.len() < 40),
                 "valid-looking packet classified as invalid: {data:02x?}"
             );
             false

@@ -1,7 +1,7 @@
 //! [`Node`]: one mesh node as a state machine.
 //!
 //! Handshakes follow WireGuard's shape on top of Noise: an initiator that knows the peer's
-//! static key runs `IKpsk2` (two messages), one that only has an address runs `XXpsk3`
+//! static key runs `IKpsk2` (two messages), one that only has an address runs `XXpsk0`
 //! (three). A responder's `IK` session is *unconfirmed* until the first data message on it
 //! arrives — that proves the initiator holds the cluster secret — so a replayed initiation
 //! can neither add a peer nor move traffic to a session the real initiator does not have.
@@ -56,6 +56,8 @@ pub struct NodeConfig {
     pub psk: ClusterPsk,
     /// Blocks this node owns.
     pub blocks: Vec<Ipv4Net>,
+    /// The cluster range: blocks peers announce outside it are never routed.
+    pub range: Ipv4Net,
     /// Addresses to contact without knowing who is there (`--peer`).
     pub bootstrap: Vec<SocketAddr>,
     /// Peers remembered from an earlier run: key and last endpoint.
@@ -174,12 +176,15 @@ pub struct Node {
     keypair: StaticKeypair,
     psk: ClusterPsk,
     blocks: Vec<Ipv4Net>,
+    range: Ipv4Net,
     info_version: u64,
     rng: ChaCha20Rng,
     peers: HashMap<PublicKey, Peer>,
     bootstrap: Vec<Bootstrap>,
     slots: HashMap<u32, Slot>,
     routes: RouteTable<PublicKey>,
+    /// Announced blocks that are not routed (outside the range or taken), already reported.
+    conflicts: std::collections::HashSet<(PublicKey, Ipv4Net)>,
     limiter: HandshakeLimiter,
     drops: DropCounters,
     transmits: VecDeque<Transmit>,
@@ -196,12 +201,14 @@ impl Node {
             keypair: config.keypair,
             psk: config.psk,
             blocks: config.blocks,
+            range: config.range,
             info_version: 1,
             rng: ChaCha20Rng::from_seed(seed),
             peers: HashMap::new(),
             bootstrap: Vec::new(),
             slots: HashMap::new(),
             routes: RouteTable::new(),
+            conflicts: std::collections::HashSet::new(),
             limiter: HandshakeLimiter::default(),
             drops: DropCounters::default(),
             transmits: VecDeque::new(),
@@ -472,7 +479,10 @@ impl Node {
         match Inner::classify(plain) {
             Inner::Keepalive => Decap::Consumed,
             Inner::Ipv4 { src, dst } => {
-                if !peer.blocks.iter().any(|b| b.contains(&src)) {
+                // The source must be routed to this very peer: a block it announced but
+                // that was refused (outside the range, or owned by another node) does not
+                // count, so a member cannot speak for addresses it does not own.
+                if self.routes.lookup(src).is_none_or(|(_, k)| *k != key) {
                     peer.drops.add(DropReason::SourceNotAllowed);
                     return Decap::Dropped(DropReason::SourceNotAllowed);
                 }
@@ -521,6 +531,9 @@ impl Node {
                 tracing::info!(peer = %key.fingerprint(), name = %info.name, blocks = ?info.blocks, "peer announced");
             }
             peer.name = info.name;
+            if peer.blocks != info.blocks {
+                peer.blocks_since = Some(now);
+            }
             peer.blocks = info.blocks;
             self.rebuild_routes();
         }
@@ -548,41 +561,50 @@ impl Node {
         self.schedule(now + INFO_RETRANSMIT);
     }
 
-    /// Routes every peer's blocks. Peers with a live session claim first, then by how
-    /// recently they completed a handshake, so a stale entry (a node that came back under a
-    /// new key) cannot shadow the live owner of a block. Our own blocks always win.
+    /// Routes every peer's blocks. A block stays with the peer that routes it now while that
+    /// peer has a live session; other claims are taken live peers first, then by who
+    /// announced the block first. Our own blocks always win, and blocks outside the cluster
+    /// range are never routed. So a node that announces somebody else's block cannot take
+    /// its traffic, however recently it handshaked.
     fn rebuild_routes(&mut self) {
         let own = self.keypair.public();
         let mut table = RouteTable::new();
         for b in &self.blocks {
             let _ = table.insert(*b, own);
         }
-        let mut order: Vec<&Peer> = self.peers.values().collect();
-        order.sort_by_key(|p| {
-            (
-                p.current.is_none(),
-                std::cmp::Reverse(p.last_handshake),
-                p.key,
-            )
-        });
-        for p in order {
+        let mut claims: Vec<(bool, bool, Option<Instant>, PublicKey, Ipv4Net)> = Vec::new();
+        for p in self.peers.values() {
+            let live = p.current.is_some();
             for b in &p.blocks {
-                if let Err(existing) = table.insert(*b, p.key) {
-                    if self
-                        .routes
-                        .lookup(b.network())
-                        .is_none_or(|(_, k)| *k != p.key)
-                    {
-                        tracing::warn!(peer = %p.key.fingerprint(), block = %b, %existing, "peer announced a block that overlaps one already routed; not routed");
-                    }
+                let incumbent = self
+                    .routes
+                    .lookup(b.network())
+                    .is_some_and(|(net, k)| *k == p.key && net == b);
+                // Sort key: live incumbents first, then live peers, then the earliest claim.
+                claims.push((!(live && incumbent), !live, p.blocks_since, p.key, *b));
+            }
+        }
+        claims.sort();
+        let mut conflicts = std::collections::HashSet::new();
+        for (_, _, _, key, block) in claims {
+            let refused = if !self.range.contains(&block) {
+                Some(self.range)
+            } else {
+                table.insert(block, key).err()
+            };
+            if let Some(existing) = refused {
+                if !self.conflicts.contains(&(key, block)) {
+                    tracing::warn!(peer = %key.fingerprint(), %block, %existing, "peer announced a block outside the range or owned by another node; not routed");
                     self.events.push_back(Event::BlockConflict {
-                        key: p.key,
-                        block: *b,
+                        key,
+                        block,
                         existing,
                     });
                 }
+                conflicts.insert((key, block));
             }
         }
+        self.conflicts = conflicts;
         self.routes = table;
     }
 
@@ -842,8 +864,10 @@ impl Node {
         if rtt.is_some() {
             peer.rtt = rtt;
         }
-        // A fresh session: the peer may have restarted and lost our info.
+        // A fresh session: the peer may have restarted, lost our info and started its own
+        // versions from scratch, so both sides take the next announcement whatever its version.
         peer.acked_our_info = 0;
+        peer.info_version = 0;
         peer.info_next_send = now;
         if let Some(h) = peer.handshake.take() {
             self.slots.remove(&h);

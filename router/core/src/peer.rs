@@ -17,6 +17,8 @@ pub(crate) struct Peer {
     pub(crate) name: String,
     pub(crate) endpoint: SocketAddr,
     pub(crate) blocks: Vec<Ipv4Net>,
+    /// When the peer first announced its current blocks.
+    pub(crate) blocks_since: Option<Instant>,
     /// Highest info version of the peer we applied.
     pub(crate) info_version: u64,
     /// Highest version of *our* info the peer acknowledged.
@@ -58,6 +60,7 @@ impl Peer {
             name: String::new(),
             endpoint,
             blocks: Vec::new(),
+            blocks_since: None,
             info_version: 0,
             acked_our_info: 0,
             info_next_send: now,

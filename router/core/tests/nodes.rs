@@ -44,6 +44,7 @@ fn config(i: usize, secret: &[u8], bootstrap: Vec<usize>) -> NodeConfig {
         keypair: keypair(i),
         psk: ClusterPsk::derive(secret),
         blocks: vec![block(i)],
+        range: "10.32.0.0/12".parse().unwrap(),
         bootstrap: bootstrap.into_iter().map(addr).collect(),
         known_peers: Vec::new(),
     }
@@ -432,4 +433,50 @@ fn same_seed_same_wire() {
             .collect::<Vec<_>>()
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn a_member_announcing_another_nodes_block_gets_neither_its_traffic_nor_its_sources() {
+    let mut c2 = config(2, b"owner secret", vec![0]);
+    c2.blocks.push(block(1)); // node 2 also claims node 1's block
+    c2.blocks.push("10.99.0.0/24".parse().unwrap()); // and one outside the range
+    let mut sim = Sim::new(vec![
+        config(0, b"owner secret", vec![1]),
+        config(1, b"owner secret", vec![]),
+        c2,
+    ]);
+    sim.cut.push(2); // node 2 comes later: node 1 owns its block first
+    sim.run_for(Duration::from_secs(3));
+    sim.cut.clear();
+    // Long enough for several rekeys, so a fresher handshake cannot move the block.
+    sim.run_for(Duration::from_secs(400));
+    assert_eq!(sim.established(0), 2);
+    let to_one = ipv4(pod(0, 1), pod(1, 7), b"for node 1");
+    assert!(matches!(sim.send(0, &to_one), Encap::Send { .. }));
+    assert_eq!(sim.tun[1].last().unwrap(), &to_one);
+    assert!(sim.tun[2].iter().all(|p| p != &to_one));
+    let outside = ipv4(pod(0, 1), Ipv4Addr::new(10, 99, 0, 5), b"x");
+    assert_eq!(sim.send(0, &outside), Encap::Dropped(DropReason::NoRoute));
+    // Node 2 speaking for node 1's addresses is refused at node 0.
+    let spoof = ipv4(pod(1, 7), pod(0, 1), b"pretending");
+    assert!(matches!(sim.send(2, &spoof), Encap::Send { .. }));
+    assert!(sim.tun[0].iter().all(|p| p != &spoof));
+    assert_eq!(sim.node(0).total_drops(DropReason::SourceNotAllowed), 1);
+}
+
+#[test]
+fn a_restarted_peer_with_a_new_block_is_routed_to_its_new_block() {
+    let mut sim = Sim::new(vec![
+        config(0, b"renumber secret", vec![1]),
+        config(1, b"renumber secret", vec![]),
+    ]);
+    sim.run_for(Duration::from_secs(2));
+    let mut c = config(1, b"renumber secret", vec![0]);
+    c.blocks = vec!["10.32.9.0/24".parse().unwrap()];
+    let now = sim.now;
+    sim.nodes[1] = Some(Node::new(c, now, [0x77; 32]));
+    sim.run_for(Duration::from_secs(3));
+    let p = ipv4(pod(0, 1), Ipv4Addr::new(10, 32, 9, 9), b"renumbered");
+    assert!(matches!(sim.send(0, &p), Encap::Send { .. }));
+    assert_eq!(sim.tun[1].last().unwrap(), &p);
 }

@@ -39,7 +39,8 @@ pub(crate) struct RunArgs {
     /// Underlay UDP address to listen on [default: 0.0.0.0:6788].
     #[arg(long, env = "MESH_LISTEN", value_name = "ADDR:PORT")]
     pub(crate) listen: Option<SocketAddr>,
-    /// A peer to contact at start, HOST:PORT (repeatable; env: comma-separated).
+    /// A peer to contact at start: HOST:PORT, IP:PORT, or a bare host or IP for port 6788
+    /// (repeatable; env: comma-separated).
     #[arg(
         long = "peer",
         env = "MESH_PEERS",
@@ -103,6 +104,9 @@ pub(crate) struct Config {
     pub(crate) peers: Vec<SocketAddr>,
     /// The cluster secret's bytes. Never printed.
     pub(crate) secret: Secret,
+    pub(crate) secret_file: PathBuf,
+    /// Permission bits of the secret file (meshd warns when others may read it).
+    pub(crate) secret_mode: u32,
     pub(crate) state_dir: PathBuf,
     pub(crate) api_socket: PathBuf,
     pub(crate) range: Ipv4Net,
@@ -154,7 +158,7 @@ impl RunArgs {
         let secret_file = self.secret_file.or(file.secret_file).ok_or_else(|| {
             anyhow!("no cluster secret: pass --secret-file PATH (create one with `meshd gen-secret > PATH`)")
         })?;
-        let secret = read_secret(&secret_file)?;
+        let (secret, secret_mode) = read_secret(&secret_file)?;
         let range_s = self
             .range
             .or(file.range)
@@ -191,6 +195,8 @@ impl RunArgs {
             listen,
             peers,
             secret,
+            secret_file,
+            secret_mode,
             state_dir: self
                 .state_dir
                 .or(file.state_dir)
@@ -290,7 +296,7 @@ pub(crate) fn parse_peer(s: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("--peer {s:?} is not a HOST:PORT that resolves"))
 }
 
-fn read_secret(path: &Path) -> Result<Secret> {
+fn read_secret(path: &Path) -> Result<(Secret, u32)> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read secret file {}", path.display()))?;
@@ -308,14 +314,7 @@ fn read_secret(path: &Path) -> Result<Secret> {
         );
     }
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        tracing::warn!(
-            path = %path.display(),
-            mode = format!("{mode:o}"),
-            "secret file is readable by other users; chmod 600 it"
-        );
-    }
-    Ok(Secret(trimmed.to_vec()))
+    Ok((Secret(trimmed.to_vec()), mode))
 }
 
 #[cfg(test)]

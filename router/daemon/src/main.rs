@@ -69,7 +69,6 @@ fn finish(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("meshd: {e:#}");
             ExitCode::FAILURE
         }

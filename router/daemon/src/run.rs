@@ -99,6 +99,13 @@ pub(crate) fn gateway(c: &Config) -> ipnet::Ipv4Net {
 
 /// Runs meshd until SIGTERM/SIGINT.
 pub(crate) async fn run(config: Config) -> Result<()> {
+    if config.secret_mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %config.secret_file.display(),
+            mode = format!("{:o}", config.secret_mode),
+            "secret file is readable by other users; chmod 600 it"
+        );
+    }
     mesh_datapath::check_prerequisites()?;
     let udp = mesh_datapath::bind_udp(config.listen, SOCKET_BUFFER)?;
     let api_listener = crate::api::bind(&config.api_socket)?;
@@ -147,6 +154,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             keypair,
             psk: ClusterPsk::derive(&config.secret.0),
             blocks: vec![config.block],
+            range: config.range,
             bootstrap: config.peers.clone(),
             known_peers: known_peers.clone(),
         },
@@ -183,7 +191,10 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         Some(res) = tasks.join_next() => {
-            tracing::error!(?res, "a meshd task stopped unexpectedly");
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            drop(tun);
+            anyhow::bail!("a meshd task stopped unexpectedly ({res:?}); see the log above");
         }
     }
     tasks.abort_all();

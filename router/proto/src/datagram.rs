@@ -34,7 +34,7 @@ pub const DATA_HEADER_LEN: usize = 16;
 pub enum Pattern {
     /// `Noise_IKpsk2`: the initiator knows the responder's static key.
     Ik = 1,
-    /// `Noise_XXpsk3`: first contact with a bare address.
+    /// `Noise_XXpsk0`: first contact with a bare address.
     Xx = 2,
 }
 

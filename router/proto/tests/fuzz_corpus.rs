@@ -1,0 +1,251 @@
+//! The fuzz targets' checks on a fixed pseudo-random corpus, so `cargo test` exercises the
+//! same code paths and properties on every run without a fuzzer.
+//!
+//! The checks themselves live in `integration/fuzz/src/proto_checks.rs` (one body per
+//! parser, shared with the `datagram`, `peer_info` and `inner` fuzz targets). Inputs are
+//! random bytes and mutations of valid messages, from a seeded xorshift: a failure names
+//! its case number and input, and reproduces on every run.
+
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../../integration/fuzz/src/proto_checks.rs"]
+mod proto_checks;
+
+use mesh_proto::control::{CONTROL_PEER_INFO, MAX_BLOCKS, MAX_NAME_LEN, PeerInfo};
+use mesh_proto::datagram::{
+    DATA_HEADER_LEN, INIT_HEADER_LEN, Pattern, REPLY_HEADER_LEN, emit_data_header,
+    emit_init_header, emit_reply_header,
+};
+use proto_checks::{fuzz_datagram, fuzz_inner, fuzz_peer_info, fuzz_peer_info_emit};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+/// Inputs per parser.
+const CASES: usize = 4000;
+
+/// xorshift64*: tiny, seeded, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn byte(&mut self) -> u8 {
+        // Often a value the parsers care about, otherwise any byte.
+        const INTERESTING: [u8; 16] = [
+            0, 1, 2, 3, 4, 5, 6, 0x3f, 0x40, 0x45, 0x60, 32, 33, 63, 64, 0xff,
+        ];
+        if self.below(3) == 0 {
+            INTERESTING[self.below(INTERESTING.len())]
+        } else {
+            self.next() as u8
+        }
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.byte()).collect()
+    }
+}
+
+/// One to four random edits: flip a bit, set a byte, insert, remove, truncate, append.
+fn mutate(rng: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
+    for _ in 0..=rng.below(4) {
+        match rng.below(6) {
+            0 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] ^= 1 << rng.below(8);
+            }
+            1 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] = rng.byte();
+            }
+            2 => {
+                let i = rng.below(v.len() + 1);
+                let b = rng.byte();
+                v.insert(i, b);
+            }
+            3 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v.remove(i);
+            }
+            4 => {
+                let n = rng.below(v.len() + 1);
+                v.truncate(n);
+            }
+            _ => {
+                let n = rng.below(8);
+                let tail = rng.bytes(n);
+                v.extend_from_slice(&tail);
+            }
+        }
+    }
+    v
+}
+
+/// Runs `check` over `CASES` inputs: a third random bytes, the rest `valid` inputs, half of
+/// those mutated. Returns how many the parser accepted.
+fn run(
+    name: &str,
+    seed: u64,
+    valid: impl Fn(&mut Rng) -> Vec<u8>,
+    check: impl Fn(&[u8]) -> bool,
+) -> usize {
+    let mut rng = Rng::new(seed);
+    let mut accepted = 0;
+    for case in 0..CASES {
+        let input = match case % 3 {
+            0 => {
+                let n = rng.below(300);
+                rng.bytes(n)
+            }
+            1 => valid(&mut rng),
+            _ => {
+                let v = valid(&mut rng);
+                mutate(&mut rng, v)
+            }
+        };
+        match catch_unwind(AssertUnwindSafe(|| check(&input))) {
+            Ok(true) => accepted += 1,
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("{name}: case {case} (seed {seed:#x}) failed on {input:02x?}");
+                resume_unwind(e);
+            }
+        }
+    }
+    accepted
+}
+
+fn valid_datagram(rng: &mut Rng) -> Vec<u8> {
+    let body_len = rng.below(200);
+    let body = rng.bytes(body_len);
+    let mut out = match rng.below(4) {
+        0 => {
+            let mut h = [0u8; INIT_HEADER_LEN];
+            let pattern = if rng.below(2) == 0 {
+                Pattern::Ik
+            } else {
+                Pattern::Xx
+            };
+            emit_init_header(&mut h, pattern, rng.next() as u32);
+            h.to_vec()
+        }
+        1 | 2 => {
+            let mut h = [0u8; REPLY_HEADER_LEN];
+            let final_ = rng.below(2) == 0;
+            emit_reply_header(&mut h, final_, rng.next() as u32, rng.next() as u32);
+            h.to_vec()
+        }
+        _ => {
+            let mut h = [0u8; DATA_HEADER_LEN];
+            emit_data_header(&mut h, rng.next() as u32, rng.next());
+            h.to_vec()
+        }
+    };
+    out.extend_from_slice(&body);
+    out
+}
+
+fn valid_peer_info(rng: &mut Rng) -> Vec<u8> {
+    let name_len = rng.below(MAX_NAME_LEN + 1);
+    let mut name: String = (0..name_len)
+        .map(|_| match rng.below(8) {
+            0 => 'é',
+            1 => '-',
+            _ => char::from(b'a' + rng.below(26) as u8),
+        })
+        .collect();
+    while name.len() > MAX_NAME_LEN {
+        name.pop();
+    }
+    let blocks = (0..rng.below(MAX_BLOCKS + 1))
+        .map(|_| {
+            let addr = std::net::Ipv4Addr::from(rng.next() as u32);
+            // The prefix length is at most 32, so `new` cannot fail.
+            ipnet::Ipv4Net::new(addr, rng.below(33) as u8)
+                .map_or_else(|e| panic!("{e}"), |n| n.trunc())
+        })
+        .collect();
+    let info = PeerInfo {
+        info_version: rng.next(),
+        acked_version: rng.next(),
+        name,
+        blocks,
+    };
+    let mut buf = vec![0u8; info.buffer_len()];
+    assert_eq!(info.emit(&mut buf), Some(buf.len()));
+    buf
+}
+
+fn valid_inner(rng: &mut Rng) -> Vec<u8> {
+    match rng.below(5) {
+        0 => Vec::new(),
+        1 => valid_peer_info(rng),
+        2 => {
+            let n = 40 + rng.below(60);
+            let mut p = rng.bytes(n);
+            p[0] = 0x60;
+            p
+        }
+        3 => {
+            let n = 1 + rng.below(40);
+            let mut p = rng.bytes(n);
+            p[0] = rng.below(0x40) as u8;
+            p
+        }
+        _ => {
+            let n = 20 + rng.below(60);
+            let mut p = rng.bytes(n);
+            p[0] = 0x45;
+            p
+        }
+    }
+}
+
+#[test]
+fn datagram_parse_never_panics_and_round_trips() {
+    let accepted = run("datagram", 0xd47a_6a3e, valid_datagram, fuzz_datagram);
+    assert!(accepted > CASES / 3, "only {accepted} inputs parsed");
+}
+
+#[test]
+fn peer_info_parse_never_panics_and_round_trips() {
+    let accepted = run("peer_info", 0x09ee_41f0, valid_peer_info, fuzz_peer_info);
+    assert!(accepted > CASES / 4, "only {accepted} inputs parsed");
+}
+
+#[test]
+fn peer_info_emit_round_trips() {
+    let accepted = run(
+        "peer_info_emit",
+        0xe317,
+        |rng| {
+            let n = rng.below(260);
+            rng.bytes(n)
+        },
+        fuzz_peer_info_emit,
+    );
+    assert!(accepted > CASES / 2, "only {accepted} infos emitted");
+}
+
+#[test]
+fn inner_classify_never_panics() {
+    let accepted = run("inner", 0x0001_a2e5, valid_inner, fuzz_inner);
+    assert!(accepted > CASES / 3, "only {accepted} inputs classified");
+}
+
+#[test]
+fn a_peer_info_control_message_goes_through_both_checks() {
+    let mut rng = Rng::new(7);
+    let info = valid_peer_info(&mut rng);
+    assert_eq!(info[0], CONTROL_PEER_INFO);
+    assert!(fuzz_inner(&info));
+    assert!(fuzz_peer_info(&info));
+    assert!(!fuzz_peer_info(&info[..info.len() - 1]));
+}
