@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{full_mesh, wait_ping};
+use common::{full_mesh, full_mesh_with, wait_ping};
 use mesh_integration::Pod;
 
 /// Bound of the first successful ping after `meshd` starts.
@@ -24,7 +24,44 @@ fn two_hosts_pods_ping_both_ways() {
 
 #[test]
 fn tcp_transfers_arrive_intact_both_ways() {
-    let (topo, _hosts, pods, started) = full_mesh("tcp_transfers_arrive_intact_both_ways", 2);
+    let (topo, hosts, pods, started) = full_mesh("tcp_transfers_arrive_intact_both_ways", 2);
+    transfers_both_ways(&topo, &pods, started);
+    // Offloads are on by default: the TUN device hands over TCP super-packets, so reads
+    // yield several packets each, and full-size datagrams leave in segmented sends.
+    let dp = topo.status(&hosts[0]).expect("status").datapath;
+    assert!(dp.tun_offload, "{dp:?}");
+    assert!(
+        dp.tun_read_packets > dp.tun_reads,
+        "no batching from the TUN: {dp:?}"
+    );
+    assert!(
+        dp.udp_send_datagrams > dp.udp_sends,
+        "no segmented UDP sends: {dp:?}"
+    );
+}
+
+#[test]
+fn tcp_transfers_arrive_intact_with_offloads_off() {
+    let (topo, hosts, pods, started) = full_mesh_with(
+        "tcp_transfers_arrive_intact_with_offloads_off",
+        2,
+        &["--offload", "off"],
+    );
+    transfers_both_ways(&topo, &pods, started);
+    let dp = topo.status(&hosts[1]).expect("status").datapath;
+    assert!(!dp.tun_offload, "{dp:?}");
+    assert_eq!(
+        dp.tun_read_packets, dp.tun_reads,
+        "one packet per read: {dp:?}"
+    );
+    assert!(dp.tun_reads > 0 && dp.udp_recv_datagrams > 0, "{dp:?}");
+}
+
+fn transfers_both_ways(
+    topo: &mesh_integration::Topology,
+    pods: &[Pod],
+    started: std::time::Instant,
+) {
     wait_ping(&pods[0], &pods[1], started + FIRST_PING_BOUND).expect("a -> b");
     let file = topo.dir().join("random.bin");
     let file_arg = file.to_string_lossy().into_owned();

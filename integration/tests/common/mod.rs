@@ -21,6 +21,15 @@ pub(crate) const BLOCKS: [(&str, &str, &str); 3] = [
 /// A topology of `n` hosts (a, b, c…), each with `meshd` peering every other host and
 /// one pod; returns it, its hosts and pods, and when the first `meshd` was started.
 pub(crate) fn full_mesh(test: &str, n: usize) -> (Topology, Vec<Host>, Vec<Pod>, Instant) {
+    full_mesh_with(test, n, &[])
+}
+
+/// [`full_mesh`] with extra `meshd` flags on every host.
+pub(crate) fn full_mesh_with(
+    test: &str,
+    n: usize,
+    extra: &[&str],
+) -> (Topology, Vec<Host>, Vec<Pod>, Instant) {
     require_root();
     let mut topo = Topology::new(test).expect("topology");
     let hosts: Vec<Host> = BLOCKS[..n]
@@ -34,8 +43,9 @@ pub(crate) fn full_mesh(test: &str, n: usize) -> (Topology, Vec<Host>, Vec<Pod>,
             .enumerate()
             .filter(|&(j, _)| j != i)
             .map(|(_, h)| h);
-        topo.start_meshd(host, MeshdOpts::new(BLOCKS[i].1).peers(others))
-            .expect("start meshd");
+        let mut opts = MeshdOpts::new(BLOCKS[i].1).peers(others);
+        opts.extra_args = extra.iter().map(|s| (*s).to_owned()).collect();
+        topo.start_meshd(host, opts).expect("start meshd");
     }
     let pods = hosts
         .iter()

@@ -23,6 +23,37 @@ pub struct Status {
     /// Packets dropped before a peer could be told apart (unknown session index,
     /// malformed datagram, no route for a TUN packet, ...), by reason.
     pub drops: Vec<DropCount>,
+    /// Counters of the packet path: batch sizes and offload state (explains a slow link).
+    #[serde(default)]
+    pub datapath: DatapathStatus,
+}
+
+/// How the node moves packets, and how much per system call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatapathStatus {
+    /// The TUN device hands over TCP super-packets (`IFF_VNET_HDR` + TSO) and takes coalesced
+    /// ones back.
+    pub tun_offload: bool,
+    /// Datagrams the kernel sends per segmented UDP send (UDP GSO); 1 means off.
+    pub udp_gso_segments: u64,
+    /// Datagrams the kernel may coalesce per receive (UDP GRO); 1 means off.
+    pub udp_gro_segments: u64,
+    /// Reads from the TUN device.
+    pub tun_reads: u64,
+    /// Packets read from the TUN device.
+    pub tun_read_packets: u64,
+    /// Batches written to the TUN device (each one or more writes of coalesced packets).
+    pub tun_writes: u64,
+    /// Packets written to the TUN device.
+    pub tun_write_packets: u64,
+    /// UDP send calls (one call may carry a run of datagrams with GSO).
+    pub udp_sends: u64,
+    /// Datagrams sent.
+    pub udp_send_datagrams: u64,
+    /// UDP receive calls (one call may return many datagrams).
+    pub udp_recvs: u64,
+    /// Datagrams received.
+    pub udp_recv_datagrams: u64,
 }
 
 /// This node's identity and configuration.
@@ -133,4 +164,145 @@ impl Status {
             .sum();
         node + peers
     }
+}
+
+/// `GET` — 200 with [`Ready`] once meshd serves its API (the bridge, the TUN device and the
+/// address pool are set up by then). `mesh-cni` asks it for CNI STATUS.
+pub const PATH_READY: &str = "/v1/ready";
+/// `GET` — the node's address pool ([`IpamStatus`]).
+pub const PATH_IPAM: &str = "/v1/ipam";
+/// `POST` [`IpamAllocateRequest`] — an address for a pod attachment ([`IpamAllocated`]).
+pub const PATH_IPAM_ALLOCATE: &str = "/v1/ipam/allocate";
+/// `POST` [`IpamReleaseRequest`] — frees an attachment's address ([`IpamReleased`]).
+pub const PATH_IPAM_RELEASE: &str = "/v1/ipam/release";
+/// `POST` [`IpamGcRequest`] — frees every attachment not listed ([`IpamGcResult`]).
+pub const PATH_IPAM_GC: &str = "/v1/ipam/gc";
+
+/// Answer of [`PATH_READY`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// Always `true` in a 200 answer.
+    pub ready: bool,
+}
+
+/// One CNI attachment: the container and its interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRef {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+}
+
+/// Body of [`PATH_IPAM_ALLOCATE`]. Asking again for the same attachment returns the same
+/// address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamAllocateRequest {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// `K8S_POD_NAME` from `CNI_ARGS`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// `K8S_POD_NAMESPACE` from `CNI_ARGS`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    /// The CNI network name; scopes [`PATH_IPAM_GC`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// Answer of [`PATH_IPAM_ALLOCATE`]: everything the plugin needs to wire the pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamAllocated {
+    /// The pod's address with its block's prefix, e.g. `10.32.1.5/24`.
+    pub address: String,
+    /// The gateway (the bridge's address in that block), e.g. `10.32.1.1`.
+    pub gateway: String,
+    /// MTU for the pod's interface.
+    pub mtu: u32,
+    /// The bridge to attach the pod to.
+    pub bridge: String,
+    /// The cluster range (a non-primary interface routes only this via the gateway).
+    pub range: String,
+    /// `false` if the attachment had this address already (a retried ADD).
+    #[serde(default)]
+    pub fresh: bool,
+}
+
+/// Body of [`PATH_IPAM_RELEASE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamReleaseRequest {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+}
+
+/// Answer of [`PATH_IPAM_RELEASE`]; releasing an attachment that holds nothing is fine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamReleased {
+    /// The address freed, `None` if the attachment held none.
+    pub released: Option<String>,
+}
+
+/// Body of [`PATH_IPAM_GC`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamGcRequest {
+    /// The attachments that stay; every other one (of `network`, if given) is freed.
+    pub keep: Vec<AttachmentRef>,
+    /// Only consider allocations made for this CNI network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// Answer of [`PATH_IPAM_GC`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamGcResult {
+    /// The allocations freed.
+    pub released: Vec<IpamAllocation>,
+}
+
+/// One address handed out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamAllocation {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// Address with prefix, e.g. `10.32.1.5/24`.
+    pub address: String,
+    /// Pod name, if the runtime gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Pod namespace, if the runtime gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    /// CNI network name, if the plugin gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// `true` when the address lies outside the node's current blocks (kept from before a
+    /// configuration change; freed like any other, never handed out again).
+    #[serde(default)]
+    pub stranded: bool,
+}
+
+/// Answer of [`PATH_IPAM`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamStatus {
+    /// The cluster range.
+    pub range: String,
+    /// The bridge pods attach to.
+    pub bridge: String,
+    /// MTU given to pods.
+    pub mtu: u32,
+    /// Blocks this node hands addresses out of.
+    pub blocks: Vec<String>,
+    /// Every allocation.
+    pub allocations: Vec<IpamAllocation>,
+    /// Usable addresses handed out.
+    pub used: u64,
+    /// Usable addresses still free.
+    pub free: u64,
 }

@@ -72,6 +72,11 @@ pub(crate) struct RunArgs {
     /// TUN device name [default: meshtun0].
     #[arg(long, env = "MESH_TUN", value_name = "NAME")]
     pub(crate) tun: Option<String>,
+    /// Kernel offloads on the TUN device (TSO/GRO super-packets) and UDP socket (GSO/GRO):
+    /// `on` uses what the kernel supports, `off` moves one packet per system call
+    /// [default: on].
+    #[arg(long, env = "MESH_OFFLOAD", value_name = "on|off")]
+    pub(crate) offload: Option<OnOff>,
     /// Log filter (tracing syntax, e.g. `info`, `debug`, `mesh_core=trace`) [default: info].
     #[arg(long, env = "MESH_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,
@@ -93,7 +98,18 @@ struct FileConfig {
     mtu: Option<u32>,
     bridge: Option<String>,
     tun: Option<String>,
+    offload: Option<OnOff>,
     log: Option<String>,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// A checked configuration.
@@ -114,6 +130,7 @@ pub(crate) struct Config {
     pub(crate) mtu: u32,
     pub(crate) bridge: String,
     pub(crate) tun: String,
+    pub(crate) offload: bool,
     pub(crate) log: String,
 }
 
@@ -210,6 +227,7 @@ impl RunArgs {
             mtu,
             bridge,
             tun,
+            offload: self.offload.or(file.offload).unwrap_or(OnOff::On) == OnOff::On,
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
         })
     }

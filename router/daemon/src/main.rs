@@ -1,12 +1,14 @@
 //! `meshd`: the mesh router daemon. See `meshd --help` and README.md.
 //!
 //! This binary only wires things together: configuration ([`config`]), the state directory
-//! ([`state`]), the runtime loop ([`run`]), the local API ([`api`]) and `meshd reset`
-//! ([`reset`]). Protocol logic lives in `mesh-core`, OS plumbing in `mesh-datapath`.
+//! ([`state`]), the runtime loop ([`run`]), the local API ([`api`]), the pod address pool
+//! ([`ipam`]) and `meshd reset` ([`reset`]). Protocol logic lives in `mesh-core` and
+//! `mesh-ipam`, OS plumbing in `mesh-datapath`.
 #![forbid(unsafe_code)]
 
 mod api;
 mod config;
+mod ipam;
 mod reset;
 mod run;
 mod state;

@@ -1,5 +1,6 @@
-//! The state directory: the node's static key (`node.key`, created once, mode 0600) and the
-//! peers it has had sessions with (`peers.json`), so a restarted node reconnects at once.
+//! The state directory: the node's static key (`node.key`, created once, mode 0600), the
+//! peers it has had sessions with (`peers.json`), so a restarted node reconnects at once, and
+//! the pod addresses it handed out (`ipam.json`), so a restart never hands one out twice.
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 pub(crate) const KEY_FILE: &str = "node.key";
 /// File name of the remembered peers.
 pub(crate) const PEERS_FILE: &str = "peers.json";
+/// File name of the address pool's allocations.
+pub(crate) const IPAM_FILE: &str = "ipam.json";
 
 /// Creates the state directory (0700) if it does not exist.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
@@ -114,6 +117,53 @@ pub(crate) fn save_peers(dir: &Path, peers: &[(PublicKey, SocketAddr)]) -> Resul
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Reads `ipam.json`; `None` when there is none yet. Unlike the peers file it is no cache:
+/// an unreadable file is an error, since starting empty could hand a live pod's address to
+/// another pod.
+pub(crate) fn load_ipam(dir: &Path) -> Result<Option<mesh_ipam::PoolState>> {
+    let path = dir.join(IPAM_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let state: mesh_ipam::PoolState = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a valid address pool file; fix it, or move it away to start with no \
+             allocations (pods still running would then clash with new ones)",
+            path.display()
+        )
+    })?;
+    if state.version != mesh_ipam::PoolState::VERSION {
+        bail!(
+            "{} has format version {}, this meshd reads version {}: use the meshd that wrote it",
+            path.display(),
+            state.version,
+            mesh_ipam::PoolState::VERSION
+        );
+    }
+    Ok(Some(state))
+}
+
+/// Writes `ipam.json` atomically and durably (temp file, fsync, rename), so a crash leaves
+/// either the old or the new allocations, never a torn file.
+pub(crate) fn save_ipam(dir: &Path, state: &mesh_ipam::PoolState) -> Result<()> {
+    let path = dir.join(IPAM_FILE);
+    let tmp: PathBuf = dir.join(format!("{IPAM_FILE}.tmp"));
+    let text = serde_json::to_string_pretty(state)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +195,25 @@ mod tests {
         std::fs::set_permissions(d.join(KEY_FILE), std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = load_or_create_key(&d, [8; 32]).unwrap_err().to_string();
         assert!(err.contains("not a base64 32-byte key"), "{err}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ipam_round_trips_and_garbage_is_refused() {
+        let d = tmpdir("ipam");
+        ensure_dir(&d).unwrap();
+        assert_eq!(load_ipam(&d).unwrap(), None);
+        let mut pool = mesh_ipam::LocalPool::new(["10.32.1.0/24".parse().unwrap()]);
+        let key = mesh_ipam::AttachmentKey::new("c1", "eth0").unwrap();
+        pool.allocate(key, mesh_ipam::PodRef::default()).unwrap();
+        save_ipam(&d, &pool.state()).unwrap();
+        assert_eq!(load_ipam(&d).unwrap(), Some(pool.state()));
+        std::fs::write(d.join(IPAM_FILE), "{").unwrap();
+        let err = format!("{:#}", load_ipam(&d).unwrap_err());
+        assert!(err.contains("not a valid address pool file"), "{err}");
+        std::fs::write(d.join(IPAM_FILE), r#"{"version":9}"#).unwrap();
+        let err = format!("{:#}", load_ipam(&d).unwrap_err());
+        assert!(err.contains("format version 9"), "{err}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -24,12 +24,12 @@ pub enum DatapathError {
     NoTunDevice,
     /// `/dev/net/tun` exists but cannot be opened.
     #[error(
-        "/dev/net/tun cannot be opened ({source}): give the container access to the device \
+        "/dev/net/tun cannot be opened ({cause}): give the container access to the device \
          (--device /dev/net/tun) and run meshd as root"
     )]
     TunUnavailable {
-        /// What the kernel said.
-        source: io::Error,
+        /// What the kernel said (printed in the message, so not also a `source()`).
+        cause: io::Error,
     },
     /// The TUN device exists and another process has it open.
     #[error("TUN device {name} is in use by another process: is another meshd running?")]
@@ -90,20 +90,21 @@ pub enum DatapathError {
         what: &'static str,
     },
     /// A netlink request failed.
-    #[error("netlink: cannot {what}: {source}")]
+    #[error("netlink: cannot {what}: {cause}")]
     Netlink {
         /// What we were doing, e.g. "add address 10.32.1.1/24 to mesh0".
         what: String,
-        /// The error from rtnetlink (the kernel's errno for a refused request).
-        source: rtnetlink::Error,
+        /// The error from rtnetlink (the kernel's errno for a refused request), printed in the
+        /// message rather than chained, so it appears once.
+        cause: rtnetlink::Error,
     },
     /// A system call or file operation failed.
-    #[error("cannot {what}: {source}")]
+    #[error("cannot {what}: {cause}")]
     Io {
         /// What we were doing.
         what: String,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error, printed in the message rather than chained, so it appears once.
+        cause: io::Error,
     },
 }
 
@@ -111,14 +112,14 @@ impl DatapathError {
     pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
         Self::Io {
             what: what.into(),
-            source,
+            cause: source,
         }
     }
 
     pub(crate) fn netlink(what: impl Into<String>, source: rtnetlink::Error) -> Self {
         Self::Netlink {
             what: what.into(),
-            source,
+            cause: source,
         }
     }
 }

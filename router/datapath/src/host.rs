@@ -46,6 +46,11 @@ impl HostNetwork {
         &self.handle
     }
 
+    /// Wraps a handle whose connection task already runs (see `connect_in_netns`).
+    pub(crate) fn from_handle(handle: rtnetlink::Handle) -> Self {
+        Self { handle }
+    }
+
     /// Creates bridge `name` if absent, sets its MTU, adds `gateway` (address and prefix, e.g.
     /// 10.32.1.1/24) unless it is already there, and sets the bridge up. Other addresses on the
     /// bridge are left alone. Returns whether this call created the bridge.
@@ -166,6 +171,29 @@ impl HostNetwork {
     /// dropped, the kernel deletes it together with its routes. Must be called inside a tokio
     /// runtime; the device belongs to the network namespace of the calling thread.
     pub fn create_tun(name: &str, mtu: u32) -> Result<tun_rs::AsyncDevice, DatapathError> {
+        Self::open_tun(name, mtu, false)
+    }
+
+    /// Like [`HostNetwork::create_tun`], but asks for the kernel's offloads (`IFF_VNET_HDR`
+    /// with TSO/USO): reads then hand over TCP super-packets of up to 64 KB, which
+    /// `recv_multiple` splits into MTU-sized segments, and `send_multiple` coalesces written
+    /// segments back. When the kernel refuses, falls back to a plain device. Returns the
+    /// device and whether offloads are on.
+    pub fn create_tun_offload(
+        name: &str,
+        mtu: u32,
+    ) -> Result<(tun_rs::AsyncDevice, bool), DatapathError> {
+        match Self::open_tun(name, mtu, true) {
+            Ok(dev) => Ok((dev, true)),
+            Err(e @ (DatapathError::TunBusy { .. } | DatapathError::NoTunDevice)) => Err(e),
+            Err(e) => {
+                tracing::warn!(tun = name, error = %e, "TUN offloads refused; using a plain TUN device");
+                Ok((Self::open_tun(name, mtu, false)?, false))
+            }
+        }
+    }
+
+    fn open_tun(name: &str, mtu: u32, offload: bool) -> Result<tun_rs::AsyncDevice, DatapathError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(DatapathError::NoRuntime {
                 what: "HostNetwork::create_tun",
@@ -185,7 +213,7 @@ impl HostNetwork {
             .name(name)
             .layer(Layer::L3)
             .packet_information(false)
-            .offload(false)
+            .offload(offload)
             .multi_queue(false)
             .mtu(mtu16)
             .enable(true)
@@ -197,7 +225,7 @@ impl HostNetwork {
                 Some(libc::ENOENT | libc::ENODEV) => DatapathError::NoTunDevice,
                 _ => DatapathError::io(format!("create TUN device {name}"), e),
             })?;
-        tracing::info!(tun = name, mtu, "opened TUN device");
+        tracing::info!(tun = name, mtu, offload, "opened TUN device");
         Ok(device)
     }
 

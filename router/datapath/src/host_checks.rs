@@ -50,7 +50,7 @@ fn check_tun_device(path: &Path) -> Result<(), DatapathError> {
     match OpenOptions::new().read(true).write(true).open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(DatapathError::NoTunDevice),
-        Err(source) => Err(DatapathError::TunUnavailable { source }),
+        Err(cause) => Err(DatapathError::TunUnavailable { cause }),
     }
 }
 

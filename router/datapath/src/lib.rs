@@ -9,9 +9,12 @@
 //! - through rtnetlink ([`HostNetwork`]), creates the `mesh0` bridge with the node's gateway
 //!   address, opens the TUN device (tun-rs) and routes the cluster range into it.
 //!
+//! - for `mesh-cni`, attaches pods: a veth pair from a pod's namespace to the bridge with the
+//!   pod's address, MTU and routes ([`HostNetwork::attach_pod`], [`PodSpec`]).
+//!
 //! It does **not** move packets, seal them, decide where they go, or allocate addresses: the
 //! daemon reads and writes the TUN device and the UDP socket it gets from here, and the sans-I/O
-//! crates decide. It does not attach pods to the bridge (that is the CNI plugin's job), touch
+//! crates decide. It does not decide a pod's address or routes (the CNI plugin and meshd do), touch
 //! iptables/nftables, or batch and offload (a later fast-path issue).
 //!
 //! Everything acts on the network namespace of the calling thread. The bridge outlives meshd;
@@ -19,12 +22,16 @@
 //! Every setup step is idempotent, so a restarted meshd re-uses what it finds.
 #![allow(unsafe_code)]
 
+mod batch;
 mod error;
 mod host;
 mod host_checks;
+mod pod;
 mod udp;
 
+pub use batch::{BATCH_SIZE, BatchUdp, RecvMeta};
 pub use error::DatapathError;
 pub use host::HostNetwork;
 pub use host_checks::{check_prerequisites, enable_ip_forwarding, enter_netns};
+pub use pod::{LinkSummary, PodAttachment, PodSpec, RouteSummary};
 pub use udp::{bind_udp, getsockopt_int};

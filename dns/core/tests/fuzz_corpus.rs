@@ -1,0 +1,154 @@
+//! The `dns_answer` fuzz target's check on a fixed pseudo-random corpus, so `cargo test`
+//! exercises the same properties on every run without a fuzzer.
+//!
+//! The check lives in `integration/fuzz/src/dns_checks.rs`. Inputs are valid queries built
+//! with hickory (every type, class, opcode and EDNS shape we handle), one to four random
+//! edits of those, and random bytes, from a seeded xorshift: a failure names its case
+//! number and input, and reproduces on every run.
+#![allow(clippy::unwrap_used)]
+
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../../integration/fuzz/src/dns_checks.rs"]
+mod dns_checks;
+
+use dns_checks::{dns_server, fuzz_answer};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+const CASES: usize = 6000;
+
+/// xorshift64*: tiny, seeded, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn byte(&mut self) -> u8 {
+        const INTERESTING: [u8; 12] = [0, 1, 2, 0x0c, 0x29, 0x3f, 0x40, 0x80, 0xc0, 0xc0 | 12, 0xfe, 0xff];
+        if self.below(3) == 0 {
+            INTERESTING[self.below(INTERESTING.len())]
+        } else {
+            self.next() as u8
+        }
+    }
+}
+
+fn valid_query(rng: &mut Rng) -> Vec<u8> {
+    const NAMES: [&str; 12] = [
+        "web.mesh.local.",
+        "WEB.Mesh.Local.",
+        "many.mesh.local.",
+        "b.c.mesh.local.",
+        "nothere.mesh.local.",
+        "mesh.local.",
+        "example.com.",
+        "1.0.32.10.in-addr.arpa.",
+        "9.9.33.10.in-addr.arpa.",
+        "32.10.in-addr.arpa.",
+        "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.",
+        ".",
+    ];
+    const TYPES: [RecordType; 9] = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::PTR,
+        RecordType::SOA,
+        RecordType::ANY,
+        RecordType::MX,
+        RecordType::TXT,
+        RecordType::AXFR,
+        RecordType::NS,
+    ];
+    let mut m = Message::new(rng.next() as u16, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = rng.below(2) == 0;
+    if rng.below(10) == 0 {
+        m.metadata.op_code = OpCode::from_u8(rng.below(16) as u8);
+    }
+    for _ in 0..[1, 1, 1, 1, 0, 2][rng.below(6)] {
+        let mut q = Query::query(
+            Name::from_ascii(NAMES[rng.below(NAMES.len())]).unwrap(),
+            TYPES[rng.below(TYPES.len())],
+        );
+        if rng.below(10) == 0 {
+            q.set_query_class([DNSClass::CH, DNSClass::ANY, DNSClass::HS][rng.below(3)]);
+        }
+        m.queries.push(q);
+    }
+    if rng.below(2) == 0 {
+        let mut e = Edns::new();
+        e.set_max_payload([0, 512, 700, 1232, 4096, 65535][rng.below(6)] as u16);
+        e.set_version(if rng.below(10) == 0 { 1 } else { 0 });
+        m.edns = Some(e);
+    }
+    m.to_vec().unwrap()
+}
+
+fn mutate(rng: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
+    for _ in 0..=rng.below(4) {
+        match rng.below(6) {
+            0 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] ^= 1 << rng.below(8);
+            }
+            1 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] = rng.byte();
+            }
+            2 => {
+                let i = rng.below(v.len() + 1);
+                let b = rng.byte();
+                v.insert(i, b);
+            }
+            3 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v.remove(i);
+            }
+            4 => {
+                let n = rng.below(v.len() + 1);
+                v.truncate(n);
+            }
+            _ => {
+                for _ in 0..rng.below(8) {
+                    v.push(rng.byte());
+                }
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn answer_survives_random_and_mutated_queries() {
+    let server = dns_server();
+    let mut rng = Rng(0x00d0_5eed_1234_5678);
+    let mut parsed = 0;
+    for case in 0..CASES {
+        let input = match case % 3 {
+            0 => valid_query(&mut rng),
+            1 => {
+                let v = valid_query(&mut rng);
+                mutate(&mut rng, v)
+            }
+            _ => {
+                let n = rng.below(64);
+                (0..n).map(|_| rng.byte()).collect()
+            }
+        };
+        match catch_unwind(AssertUnwindSafe(|| fuzz_answer(&server, &input))) {
+            Ok(p) => parsed += usize::from(p),
+            Err(e) => {
+                eprintln!("case {case} failed on input {input:02x?}");
+                resume_unwind(e);
+            }
+        }
+    }
+    assert!(parsed > CASES / 3, "only {parsed} of {CASES} inputs parsed");
+}

@@ -1,0 +1,1 @@
+//! Placeholder so the workspace loads while the DNS server is being written; replace me.
