@@ -211,7 +211,8 @@ mod tests {
         m.metadata.response_code = rcode;
         let apex = Name::from_ascii("example.").unwrap();
         let soa = SOA::new(apex.clone(), apex.clone(), 1, 1, 1, 1, minimum);
-        m.authorities.push(Record::from_rdata(apex, soa_ttl, RData::SOA(soa)));
+        m.authorities
+            .push(Record::from_rdata(apex, soa_ttl, RData::SOA(soa)));
         m
     }
 
@@ -220,10 +221,21 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Cache::new(CacheConfig::default());
         assert!(c.insert(t0, key("a.example."), &positive("a.example.", &[60, 40])));
-        let hit = c.get(t0 + Duration::from_secs(15), &key("A.EXAMPLE.")).unwrap();
-        assert_eq!(hit.answers.iter().map(|r| r.ttl).collect::<Vec<_>>(), vec![45, 25]);
-        assert!(c.get(t0 + Duration::from_millis(39_999), &key("a.example.")).is_some());
-        assert!(c.get(t0 + Duration::from_secs(40), &key("a.example.")).is_none());
+        let hit = c
+            .get(t0 + Duration::from_secs(15), &key("A.EXAMPLE."))
+            .unwrap();
+        assert_eq!(
+            hit.answers.iter().map(|r| r.ttl).collect::<Vec<_>>(),
+            vec![45, 25]
+        );
+        assert!(
+            c.get(t0 + Duration::from_millis(39_999), &key("a.example."))
+                .is_some()
+        );
+        assert!(
+            c.get(t0 + Duration::from_secs(40), &key("a.example."))
+                .is_none()
+        );
         assert!(c.is_empty(), "expired entries are dropped on lookup");
     }
 
@@ -234,13 +246,21 @@ mod tests {
         let nx = negative(ResponseCode::NXDomain, 300, 60);
         assert_eq!(c.ttl_of(&nx), Some(60));
         assert!(c.insert(t0, key("gone.example."), &nx));
-        let hit = c.get(t0 + Duration::from_secs(59), &key("gone.example.")).unwrap();
+        let hit = c
+            .get(t0 + Duration::from_secs(59), &key("gone.example."))
+            .unwrap();
         assert_eq!(hit.metadata.response_code, ResponseCode::NXDomain);
-        assert!(c.get(t0 + Duration::from_secs(60), &key("gone.example.")).is_none());
+        assert!(
+            c.get(t0 + Duration::from_secs(60), &key("gone.example."))
+                .is_none()
+        );
         // NODATA: the SOA's own TTL when it is smaller.
         assert_eq!(c.ttl_of(&negative(ResponseCode::NoError, 10, 60)), Some(10));
         // Capped.
-        assert_eq!(c.ttl_of(&negative(ResponseCode::NoError, 99_999, 99_999)), Some(900));
+        assert_eq!(
+            c.ttl_of(&negative(ResponseCode::NoError, 99_999, 99_999)),
+            Some(900)
+        );
         // No SOA, errors, truncation, zero TTL: not cached.
         let mut bare = positive("gone.example.", &[]);
         bare.metadata.response_code = ResponseCode::NXDomain;
@@ -250,7 +270,10 @@ mod tests {
         tc.metadata.truncation = true;
         assert_eq!(c.ttl_of(&tc), None);
         assert_eq!(c.ttl_of(&positive("a.example.", &[0])), None);
-        assert_eq!(c.ttl_of(&positive("a.example.", &[1_000_000])), Some(86_400));
+        assert_eq!(
+            c.ttl_of(&positive("a.example.", &[1_000_000])),
+            Some(86_400)
+        );
     }
 
     #[test]

@@ -379,7 +379,12 @@ mod tests {
     }
 
     fn random_entry(rng: &mut XorShift) -> Entry {
-        let names = ["a.mesh.local.", "B.mesh.local.", "b.mesh.local.", "c.d.mesh.local."];
+        let names = [
+            "a.mesh.local.",
+            "B.mesh.local.",
+            "b.mesh.local.",
+            "c.d.mesh.local.",
+        ];
         Entry {
             name: name(names[rng.below(names.len())]),
             addr: IpAddr::V4(Ipv4Addr::new(10, 32, 0, rng.below(3) as u8)),
@@ -411,7 +416,9 @@ mod tests {
     fn merge_is_a_semilattice_over_random_orders() {
         for seed in 0..300u64 {
             let mut rng = XorShift::new(seed);
-            let ops: Vec<Entry> = (0..1 + rng.below(40)).map(|_| random_entry(&mut rng)).collect();
+            let ops: Vec<Entry> = (0..1 + rng.below(40))
+                .map(|_| random_entry(&mut rng))
+                .collect();
             let mut reference = RecordStore::new();
             for e in &ops {
                 reference.merge(e);
@@ -427,7 +434,11 @@ mod tests {
             for e in &shuffled {
                 other.merge(e);
             }
-            assert_eq!(state(&reference), state(&other), "seed {seed}: order matters");
+            assert_eq!(
+                state(&reference),
+                state(&other),
+                "seed {seed}: order matters"
+            );
             // Associativity: split into three stores, merge as (a ⊔ b) ⊔ c and a ⊔ (b ⊔ c).
             let mut parts = [RecordStore::new(), RecordStore::new(), RecordStore::new()];
             for e in &shuffled {
@@ -461,9 +472,18 @@ mod tests {
         assert!(s.merge(&e(5, false)));
         assert!(!s.merge(&e(4, true)), "older tombstone must lose");
         assert!(s.merge(&e(5, true)), "tombstone wins a tie");
-        assert!(!s.merge(&e(5, false)), "add loses a tie against a tombstone");
+        assert!(
+            !s.merge(&e(5, false)),
+            "add loses a tie against a tombstone"
+        );
         assert!(s.merge(&e(6, false)));
-        assert_eq!(s.stamp(&n, ip, o), Some(Stamp { version: 6, tombstone: false }));
+        assert_eq!(
+            s.stamp(&n, ip, o),
+            Some(Stamp {
+                version: 6,
+                tombstone: false
+            })
+        );
     }
 
     #[test]
@@ -489,7 +509,11 @@ mod tests {
         assert_eq!(back.stamp.version, 1002);
         // Remove all of an owner's records under the name.
         assert_eq!(s.remove(&n, None, a).len(), 2);
-        assert_eq!(s.remove(&n, None, a).len(), 0, "nothing live left to remove");
+        assert_eq!(
+            s.remove(&n, None, a).len(),
+            0,
+            "nothing live left to remove"
+        );
         // Another node applying the same gossip agrees.
         let mut peer = RecordStore::new();
         for e in s.entries() {

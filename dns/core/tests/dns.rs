@@ -1,13 +1,13 @@
 //! Answering and forwarding through the public API: queries built with hickory, replies
 //! parsed with hickory, sections, flags and RCODEs checked.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use mesh_dns::{
-    Answer, DropReason, Event, ForwardQuery, Forwarder, ForwarderConfig, Owner, QueryCtx,
-    Server, Transport, ZoneConfig,
+    Answer, DropReason, Event, ForwardQuery, Forwarder, ForwarderConfig, Owner, QueryCtx, Server,
+    Transport, ZoneConfig,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -104,7 +104,11 @@ fn a_records_are_answered_authoritatively_with_the_ttl() {
     let mut got = addrs(&r);
     got.sort();
     assert_eq!(got, vec![v4(1), v4(2)]);
-    assert!(r.answers.iter().all(|a| a.ttl == 30 && a.dns_class == DNSClass::IN));
+    assert!(
+        r.answers
+            .iter()
+            .all(|a| a.ttl == 30 && a.dns_class == DNSClass::IN)
+    );
     assert!(r.authorities.is_empty());
     assert!(r.edns.is_none(), "no OPT without one in the query");
 }
@@ -186,7 +190,12 @@ fn the_zone_is_configurable() {
     assert_eq!(soa_of(&nx).0, &name("cluster.internal."));
     // The old zone is now someone else's.
     assert!(matches!(
-        ask_bytes(&s, &query("web.mesh.local.", RecordType::A), QueryCtx::udp(), 1),
+        ask_bytes(
+            &s,
+            &query("web.mesh.local.", RecordType::A),
+            QueryCtx::udp(),
+            1
+        ),
         Answer::Forward(_)
     ));
 }
@@ -195,9 +204,18 @@ fn the_zone_is_configurable() {
 fn qualify_turns_user_input_into_zone_names() {
     let c = ZoneConfig::default();
     assert_eq!(c.qualify("Web").unwrap(), name("web.mesh.local."));
-    assert_eq!(c.qualify("web.mesh.local").unwrap(), name("web.mesh.local."));
-    assert_eq!(c.qualify("a.b.mesh.local.").unwrap(), name("a.b.mesh.local."));
-    assert_eq!(c.qualify("web.example").unwrap(), name("web.example.mesh.local."));
+    assert_eq!(
+        c.qualify("web.mesh.local").unwrap(),
+        name("web.mesh.local.")
+    );
+    assert_eq!(
+        c.qualify("a.b.mesh.local.").unwrap(),
+        name("a.b.mesh.local.")
+    );
+    assert_eq!(
+        c.qualify("web.example").unwrap(),
+        name("web.example.mesh.local.")
+    );
     assert!(c.qualify("web.example.").is_err());
     assert!(c.qualify("").is_err());
     assert!(c.qualify("a..b").is_err());
@@ -235,7 +253,11 @@ fn ptr_inside_our_reverse_zone_without_a_record_is_nxdomain_and_outside_is_forwa
     let ent = ask(&s, &query("0.32.10.in-addr.arpa.", RecordType::PTR));
     assert_eq!(ent.metadata.response_code, ResponseCode::NoError);
     // Outside: not ours.
-    for n in ["1.1.168.192.in-addr.arpa.", "10.in-addr.arpa.", "foo.in-addr.arpa."] {
+    for n in [
+        "1.1.168.192.in-addr.arpa.",
+        "10.in-addr.arpa.",
+        "foo.in-addr.arpa.",
+    ] {
         assert!(
             matches!(
                 ask_bytes(&s, &query(n, RecordType::PTR), QueryCtx::udp(), 1),
@@ -251,9 +273,21 @@ fn other_names_are_forwarded_with_the_clients_size_limit() {
     let s = server(ZoneConfig::default());
     let cases = [
         (query("example.com.", RecordType::A), QueryCtx::udp(), 512),
-        (with_edns(query("example.com.", RecordType::A), 4096), QueryCtx::udp(), 1232),
-        (with_edns(query("example.com.", RecordType::A), 700), QueryCtx::udp(), 700),
-        (with_edns(query("example.com.", RecordType::A), 100), QueryCtx::udp(), 512),
+        (
+            with_edns(query("example.com.", RecordType::A), 4096),
+            QueryCtx::udp(),
+            1232,
+        ),
+        (
+            with_edns(query("example.com.", RecordType::A), 700),
+            QueryCtx::udp(),
+            700,
+        ),
+        (
+            with_edns(query("example.com.", RecordType::A), 100),
+            QueryCtx::udp(),
+            512,
+        ),
         (query("example.com.", RecordType::A), QueryCtx::tcp(), 65535),
     ];
     for (q, ctx, limit) in cases {
@@ -270,11 +304,17 @@ fn other_names_are_forwarded_with_the_clients_size_limit() {
 #[test]
 fn edns_is_echoed_with_our_payload_size() {
     let s = server(ZoneConfig::default());
-    let r = ask(&s, &with_edns(query("web.mesh.local.", RecordType::A), 4096));
+    let r = ask(
+        &s,
+        &with_edns(query("web.mesh.local.", RecordType::A), 4096),
+    );
     let e = r.edns.expect("OPT echoed");
     assert_eq!(e.max_payload(), 1232);
     assert_eq!(e.version(), 0);
-    let nx = ask(&s, &with_edns(query("nothere.mesh.local.", RecordType::A), 4096));
+    let nx = ask(
+        &s,
+        &with_edns(query("nothere.mesh.local.", RecordType::A), 4096),
+    );
     assert!(nx.edns.is_some());
     let mut v1 = with_edns(query("web.mesh.local.", RecordType::A), 4096);
     v1.edns.as_mut().unwrap().set_version(1);
@@ -308,8 +348,7 @@ fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     assert!(r.metadata.truncation);
     assert!(!r.answers.is_empty() && r.answers.len() < 100);
     // With EDNS the limit is the client's size (capped at ours).
-    let Answer::Reply(edns) = ask_bytes(&s, &with_edns(q.clone(), 1000), QueryCtx::udp(), 3)
-    else {
+    let Answer::Reply(edns) = ask_bytes(&s, &with_edns(q.clone(), 1000), QueryCtx::udp(), 3) else {
         panic!()
     };
     assert!(edns.len() <= 1000 && edns.len() > 512);
@@ -333,7 +372,11 @@ fn several_addresses_are_shuffled_per_seed_deterministically() {
     let order = |seed| addrs(&ask_with(&s, &q, QueryCtx::udp(), seed));
     assert_eq!(order(42), order(42));
     let distinct: std::collections::BTreeSet<Vec<IpAddr>> = (0..20).map(order).collect();
-    assert!(distinct.len() > 10, "only {} orders in 20 seeds", distinct.len());
+    assert!(
+        distinct.len() > 10,
+        "only {} orders in 20 seeds",
+        distinct.len()
+    );
     let mut sorted = order(5);
     sorted.sort();
     let mut all = order(6);
@@ -369,20 +412,33 @@ fn subset_puts_the_near_node_first_and_limits() {
 fn dead_owners_are_not_served_and_removed_records_go() {
     let mut s = server(ZoneConfig::default());
     s.store.set_node_alive(B_NODE, false);
-    assert_eq!(addrs(&ask(&s, &query("web.mesh.local.", RecordType::A))), vec![v4(1)]);
+    assert_eq!(
+        addrs(&ask(&s, &query("web.mesh.local.", RecordType::A))),
+        vec![v4(1)]
+    );
     let gone = ask(&s, &query("bonly.mesh.local.", RecordType::A));
     assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
     let ptr = ask(&s, &query("20.0.32.10.in-addr.arpa.", RecordType::PTR));
     assert_eq!(ptr.metadata.response_code, ResponseCode::NXDomain);
     s.store.set_node_alive(B_NODE, true);
-    assert_eq!(addrs(&ask(&s, &query("bonly.mesh.local.", RecordType::A))), vec![v4(20)]);
+    assert_eq!(
+        addrs(&ask(&s, &query("bonly.mesh.local.", RecordType::A))),
+        vec![v4(20)]
+    );
     // Removal of one address; deletion of a node.
     let web = name("web.mesh.local.");
     s.store.remove(&web, Some(v4(1)), A_NODE);
-    assert_eq!(addrs(&ask(&s, &query("web.mesh.local.", RecordType::A))), vec![v4(2)]);
+    assert_eq!(
+        addrs(&ask(&s, &query("web.mesh.local.", RecordType::A))),
+        vec![v4(2)]
+    );
     s.store.remove_owner(B_NODE);
     let r = ask(&s, &query("web.mesh.local.", RecordType::A));
-    assert_eq!(r.metadata.response_code, ResponseCode::NoError, "AAAA still there");
+    assert_eq!(
+        r.metadata.response_code,
+        ResponseCode::NoError,
+        "AAAA still there"
+    );
     assert!(r.answers.is_empty());
 }
 
@@ -400,12 +456,16 @@ fn rcodes_for_what_we_do_not_serve() {
     chaos.queries[0].set_query_class(DNSClass::CH);
     assert_eq!(rcode(&chaos), ResponseCode::Refused);
     let mut two = query("web.mesh.local.", RecordType::A);
-    two.queries.push(Query::query(name("x.mesh.local."), RecordType::A));
+    two.queries
+        .push(Query::query(name("x.mesh.local."), RecordType::A));
     assert_eq!(rcode(&two), ResponseCode::FormErr);
     let mut none = query("web.mesh.local.", RecordType::A);
     none.queries.clear();
     assert_eq!(rcode(&none), ResponseCode::FormErr);
-    assert_eq!(rcode(&query("mesh.local.", RecordType::AXFR)), ResponseCode::Refused);
+    assert_eq!(
+        rcode(&query("mesh.local.", RecordType::AXFR)),
+        ResponseCode::Refused
+    );
 }
 
 #[test]
@@ -413,8 +473,14 @@ fn malformed_input_is_dropped_or_formerr() {
     let s = server(ZoneConfig::default());
     let ctx = QueryCtx::udp();
     assert_eq!(s.answer(&[], &ctx, 0), Answer::Drop(DropReason::TooShort));
-    assert_eq!(s.answer(&[0; 11], &ctx, 0), Answer::Drop(DropReason::TooShort));
-    assert_eq!(s.answer(&[0; 5000], &ctx, 0), Answer::Drop(DropReason::TooLong));
+    assert_eq!(
+        s.answer(&[0; 11], &ctx, 0),
+        Answer::Drop(DropReason::TooShort)
+    );
+    assert_eq!(
+        s.answer(&[0; 5000], &ctx, 0),
+        Answer::Drop(DropReason::TooLong)
+    );
     let mut resp = query("web.mesh.local.", RecordType::A);
     resp.metadata.message_type = MessageType::Response;
     assert_eq!(
@@ -564,7 +630,11 @@ fn the_first_answer_wins_and_its_upstream_is_asked_first_next_time() {
     assert!(r.metadata.recursion_available && !r.metadata.authoritative);
     assert_eq!(addrs(&r), vec![IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))]);
     // A late answer from the first is ignored.
-    f.handle_response(t0 + Duration::from_millis(300), u[0], &upstream_answer(&first.payload, 60));
+    f.handle_response(
+        t0 + Duration::from_millis(300),
+        u[0],
+        &upstream_answer(&first.payload, 60),
+    );
     assert!(f.poll_event().is_none());
     assert_eq!(f.stats().ignored, 1);
     // Next question goes to u[1] first.
@@ -591,7 +661,10 @@ fn answers_are_cached_per_ttl_with_the_id_rewritten() {
     assert!(f.poll_transmit().is_none());
     assert_eq!(f.stats().cache_hits, 1);
     // Expired: asked again.
-    assert_eq!(f.handle_query(t0 + Duration::from_secs(60), 3, fq(5, "example.com.")), None);
+    assert_eq!(
+        f.handle_query(t0 + Duration::from_secs(60), 3, fq(5, "example.com.")),
+        None
+    );
     assert!(f.poll_transmit().is_some());
 }
 
@@ -606,17 +679,34 @@ fn negative_answers_are_cached_for_the_soa_minimum() {
         t.to,
         &upstream_error(&t.payload, ResponseCode::NXDomain, Some((3600, 30))),
     );
-    assert_eq!(reply_of(&mut f, 1).metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(
+        reply_of(&mut f, 1).metadata.response_code,
+        ResponseCode::NXDomain
+    );
     let hit = f.handle_query(t0 + Duration::from_secs(29), 2, fq(8, "gone.example."));
     let r = Message::from_vec(&hit.unwrap()).unwrap();
     assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
-    assert_eq!(r.authorities.len(), 1, "SOA kept for the client's own negative cache");
-    assert_eq!(f.handle_query(t0 + Duration::from_secs(30), 3, fq(9, "gone.example.")), None);
+    assert_eq!(
+        r.authorities.len(),
+        1,
+        "SOA kept for the client's own negative cache"
+    );
+    assert_eq!(
+        f.handle_query(t0 + Duration::from_secs(30), 3, fq(9, "gone.example.")),
+        None
+    );
     // Without a SOA: never cached.
     let t = f.poll_transmit().unwrap();
-    f.handle_response(t0 + Duration::from_secs(30), t.to, &upstream_error(&t.payload, ResponseCode::NXDomain, None));
+    f.handle_response(
+        t0 + Duration::from_secs(30),
+        t.to,
+        &upstream_error(&t.payload, ResponseCode::NXDomain, None),
+    );
     reply_of(&mut f, 3);
-    assert_eq!(f.handle_query(t0 + Duration::from_secs(31), 4, fq(9, "gone.example.")), None);
+    assert_eq!(
+        f.handle_query(t0 + Duration::from_secs(31), 4, fq(9, "gone.example.")),
+        None
+    );
 }
 
 #[test]
@@ -626,11 +716,21 @@ fn servfail_moves_on_at_once_and_all_failing_ends_early() {
     let t0 = Instant::now();
     f.handle_query(t0, 1, fq(7, "example.com."));
     let t = f.poll_transmit().unwrap();
-    f.handle_response(t0 + Duration::from_millis(5), u[0], &upstream_error(&t.payload, ResponseCode::ServFail, None));
-    let next = f.poll_transmit().expect("next upstream asked without waiting");
+    f.handle_response(
+        t0 + Duration::from_millis(5),
+        u[0],
+        &upstream_error(&t.payload, ResponseCode::ServFail, None),
+    );
+    let next = f
+        .poll_transmit()
+        .expect("next upstream asked without waiting");
     assert_eq!(next.to, u[1]);
     assert!(f.poll_event().is_none());
-    f.handle_response(t0 + Duration::from_millis(9), u[1], &upstream_error(&t.payload, ResponseCode::Refused, None));
+    f.handle_response(
+        t0 + Duration::from_millis(9),
+        u[1],
+        &upstream_error(&t.payload, ResponseCode::Refused, None),
+    );
     let r = reply_of(&mut f, 1);
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
     assert_eq!(f.pending_len(), 0);
@@ -694,8 +794,13 @@ fn a_truncated_upstream_answer_is_retried_over_tcp() {
 #[test]
 fn no_upstream_means_servfail_at_once() {
     let mut f = forwarder(0);
-    let r = f.handle_query(Instant::now(), 1, fq(7, "example.com.")).unwrap();
-    assert_eq!(Message::from_vec(&r).unwrap().metadata.response_code, ResponseCode::ServFail);
+    let r = f
+        .handle_query(Instant::now(), 1, fq(7, "example.com."))
+        .unwrap();
+    assert_eq!(
+        Message::from_vec(&r).unwrap().metadata.response_code,
+        ResponseCode::ServFail
+    );
     assert_eq!(f.poll_timeout(), None);
 }
 

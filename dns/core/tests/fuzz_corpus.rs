@@ -32,7 +32,20 @@ impl Rng {
         (self.next() % n.max(1) as u64) as usize
     }
     fn byte(&mut self) -> u8 {
-        const INTERESTING: [u8; 12] = [0, 1, 2, 0x0c, 0x29, 0x3f, 0x40, 0x80, 0xc0, 0xc0 | 12, 0xfe, 0xff];
+        const INTERESTING: [u8; 12] = [
+            0,
+            1,
+            2,
+            0x0c,
+            0x29,
+            0x3f,
+            0x40,
+            0x80,
+            0xc0,
+            0xc0 | 12,
+            0xfe,
+            0xff,
+        ];
         if self.below(3) == 0 {
             INTERESTING[self.below(INTERESTING.len())]
         } else {
