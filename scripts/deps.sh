@@ -18,13 +18,16 @@ ensure_deps() {
     command -v sysctl >/dev/null || missing+=(procps)
     { [ -x /usr/bin/kill ] || [ -x /bin/kill ]; } || missing+=(procps)
     [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+    # The CNI tests chain Debian's portmap plugin after mesh-cni; portmap drives iptables.
+    [ -x /usr/lib/cni/portmap ] || missing+=(containernetworking-plugins)
+    command -v iptables >/dev/null || missing+=(iptables)
     if [ "${#missing[@]}" -gt 0 ]; then
         step "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -q
         apt-get install -y -q --no-install-recommends "${missing[@]}"
     else
-        step "system packages present (iproute2 tcpdump socat iputils-ping procps ca-certificates)"
+        step "system packages present (iproute2 tcpdump socat iputils-ping procps ca-certificates containernetworking-plugins iptables)"
     fi
     if ! command -v cargo >/dev/null; then
         echo "$0: no cargo on PATH: install a Rust toolchain >= 1.85 (https://rustup.rs) first" >&2

@@ -126,7 +126,7 @@ pub(crate) async fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
         )
         .await
         .map_err(|e| meshd_error(e, "get a pod address"))?;
-    match wire(conf, env, key, netns, &allocated).await {
+    match wire(conf, key, netns, &allocated).await {
         Ok(result) => Ok(result),
         Err(e) => {
             let released: Result<mesh_api::IpamReleased, _> = meshd
@@ -155,7 +155,6 @@ pub(crate) async fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
 
 async fn wire(
     conf: &NetConf,
-    env: &Env,
     key: &AttachmentKey,
     netns: &Path,
     allocated: &mesh_api::IpamAllocated,
@@ -216,7 +215,6 @@ async fn wire(
         nameserver: gateway,
         search: vec![conf.domain.clone()],
     };
-    let _ = env;
     Ok(result::build(
         &attached,
         conf.cni_version,

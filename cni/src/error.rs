@@ -11,8 +11,6 @@ pub(crate) enum Code {
     IncompatibleVersion = 1,
     /// 2: a field this plugin does not support (e.g. an `ipam` section).
     UnsupportedField = 2,
-    /// 3: the container is unknown or does not exist.
-    UnknownContainer = 3,
     /// 4: a required environment variable is missing or invalid.
     InvalidEnv = 4,
     /// 6: the network configuration is not valid JSON or has a field of the wrong type.

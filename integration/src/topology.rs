@@ -476,6 +476,35 @@ impl Topology {
         Ok(pod)
     }
 
+    /// Adds an empty network namespace (only `lo`, up) "on" `host`, as a container runtime
+    /// makes one for a container before it runs a CNI plugin; returns its name (the CNI_NETNS
+    /// is `/var/run/netns/NAME`). Deleted with the topology, or earlier by
+    /// [`Topology::delete_netns`].
+    pub fn add_container_netns(&mut self, host: &Host, name: &str) -> Result<String, String> {
+        check_name(name)?;
+        let netns = format!("{}-{}-c{name}", self.prefix, host.name);
+        if self.namespaces.contains(&netns) {
+            return Err(format!("container {name} exists already on {}", host.name));
+        }
+        self.add_netns(&netns)?;
+        Ok(netns)
+    }
+
+    /// Deletes namespace `netns` of this topology now (ending what still runs in it).
+    pub fn delete_netns(&mut self, netns: &str) -> Result<(), String> {
+        let Some(pos) = self.namespaces.iter().position(|n| n == netns) else {
+            return Err(format!("namespace {netns} is not one of this topology"));
+        };
+        if let Ok(pids) = cmd::run(&["ip", "netns", "pids", netns]) {
+            for pid in pids.split_whitespace() {
+                let _ = cmd::output(&["kill", "-s", "KILL", pid]);
+            }
+        }
+        cmd::run(&["ip", "netns", "del", netns])?;
+        self.namespaces.remove(pos);
+        Ok(())
+    }
+
     /// Starts `meshd` in `host`'s namespace and waits until its API answers.
     pub fn start_meshd(&mut self, host: &Host, opts: MeshdOpts) -> Result<(), String> {
         let args = self.meshd_args(host, &opts)?;
@@ -838,8 +867,18 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Writes a file only its owner may read (the harness writes secrets with it).
 fn write_file(path: &Path, contents: &[u8]) -> Result<(), String> {
-    fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// 32 random bytes, base64: the text of a secret file.

@@ -297,8 +297,6 @@ fn udp_port_in_use_is_refused_and_leaves_nothing_behind() {
 }
 
 #[test]
-#[ignore = "meshd bug (fails ~9 runs in 10): Cleanup::drop spawns the bridge deletion on a \
-            runtime that is dropped right after, so a failed start leaves mesh0 behind"]
 fn a_start_failing_after_the_bridge_was_created_removes_it() {
     let (topo, host) = one_host("a_start_failing_after_the_bridge_was_created_removes_it");
     // A link that is no TUN device holds the TUN's name: creating the TUN fails, after the
