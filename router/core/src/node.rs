@@ -395,24 +395,21 @@ impl Node {
                 sender,
                 noise,
             }) => {
-                let noise = noise.to_vec();
-                return self.on_init(now, from, pattern, sender, &noise);
+                return self.on_init(now, from, pattern, sender, noise);
             }
             Ok(Datagram::HandshakeResponse {
                 sender,
                 receiver,
                 noise,
             }) => {
-                let noise = noise.to_vec();
-                return self.on_response(now, from, sender, receiver, &noise);
+                return self.on_response(now, from, sender, receiver, noise);
             }
             Ok(Datagram::HandshakeFinal {
                 sender,
                 receiver,
                 noise,
             }) => {
-                let noise = noise.to_vec();
-                return self.on_final(now, from, sender, receiver, &noise);
+                return self.on_final(now, from, sender, receiver, noise);
             }
             Ok(Datagram::Data {
                 receiver,
@@ -1195,6 +1192,15 @@ impl Node {
                 .values()
                 .map(|p| p.drops.get(reason))
                 .sum::<u64>()
+    }
+
+    /// The route table, read-only: every routed block (this node's own included, owned by
+    /// [`Node::public_key`]) and the key of the node it goes to, sorted by block.
+    pub fn routes(&self) -> Vec<(Ipv4Net, PublicKey)> {
+        let mut out: Vec<(Ipv4Net, PublicKey)> =
+            self.routes.iter().map(|(net, key)| (*net, *key)).collect();
+        out.sort_by_key(|(net, _)| (net.network(), net.prefix_len()));
+        out
     }
 
     /// Peers with an established session.
