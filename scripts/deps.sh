@@ -21,13 +21,36 @@ ensure_deps() {
     # The CNI tests chain Debian's portmap plugin after mesh-cni; portmap drives iptables.
     [ -x /usr/lib/cni/portmap ] || missing+=(containernetworking-plugins)
     command -v iptables >/dev/null || missing+=(iptables)
+    # The podman tests run real containers (podman 4.x with its CNI backend, runc, conmon)
+    # from an image made of Debian's static busybox; nsenter (util-linux) enters the hosts.
+    command -v podman >/dev/null || missing+=(podman)
+    [ -x /usr/sbin/runc ] || missing+=(runc)
+    [ -x /usr/bin/conmon ] || missing+=(conmon)
+    dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+    command -v nsenter >/dev/null || missing+=(util-linux)
+    # The metrics test scrapes /metrics from inside a host namespace.
+    command -v curl >/dev/null || missing+=(curl)
     if [ "${#missing[@]}" -gt 0 ]; then
         step "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -q
         apt-get install -y -q --no-install-recommends "${missing[@]}"
     else
-        step "system packages present (iproute2 tcpdump socat iputils-ping procps ca-certificates containernetworking-plugins iptables)"
+        step "system packages present (iproute2 tcpdump socat iputils-ping procps ca-certificates containernetworking-plugins iptables podman runc conmon busybox-static curl)"
+    fi
+    # The metrics test validates /metrics with promtool. Only promtool is taken out of Debian's
+    # prometheus package: installing the package would start a Prometheus server on this
+    # machine (its postinst), which the tests must not do.
+    if ! command -v promtool >/dev/null; then
+        step "installing promtool (from Debian's prometheus package)"
+        local tmp
+        tmp=$(mktemp -d)
+        apt-get update -q
+        chmod 755 "$tmp" # readable by apt's download user
+        (cd "$tmp" && apt-get download -q prometheus)
+        dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+        install -m 0755 "$tmp/x/usr/bin/promtool" /usr/local/bin/promtool
+        rm -rf "$tmp"
     fi
     if ! command -v cargo >/dev/null; then
         echo "$0: no cargo on PATH: install a Rust toolchain >= 1.85 (https://rustup.rs) first" >&2

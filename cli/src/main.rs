@@ -7,12 +7,13 @@
 
 mod client;
 mod render;
+mod views;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::client::{Client, REQUEST_TIMEOUT};
 
@@ -49,6 +50,24 @@ enum Output {
 enum Command {
     /// This node, its peers and their sessions, drop counters.
     Status,
+    /// Who the peers are: name, key fingerprint, endpoints, session state.
+    Peers,
+    /// Each peer's path and session: RTT, MTU, cipher, last handshake, traffic, drops.
+    Connections,
+    /// The route table: which peer each block goes to; this node's blocks are `local`.
+    Routes,
+    /// This node's pod address pool: blocks, used and free addresses, allocations.
+    Ipam,
+    /// Print a new random cluster secret (base64), as `meshd gen-secret` does.
+    Keygen,
+    /// Print a shell completion script (e.g. `meshctl completions bash > /etc/bash_completion.d/meshctl`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `meshctl man > /usr/local/share/man/man1/meshctl.1`.
+    Man,
     /// The version of this meshctl.
     Version,
 }
@@ -68,16 +87,96 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> anyhow::Result<()> {
     let text = match cli.command {
         Command::Version => version_text(cli.output)?,
+        Command::Keygen => keygen_text(cli.output)?,
+        Command::Completions { shell } => completions_text(shell)?,
+        Command::Man => man_text()?,
         Command::Status => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let client = Client::new(&cli.socket, REQUEST_TIMEOUT);
-            let status = runtime.block_on(client.status())?;
+            let status = ask(cli, |c| async move { c.status().await })?;
             status_output(&status, cli.output)?
+        }
+        Command::Peers => {
+            let status = ask(cli, |c| async move { c.status().await })?;
+            let view = mesh_api::PeersView::from_status(&status);
+            output(&view, cli.output, views::peers_text)?
+        }
+        Command::Connections => {
+            let status = ask(cli, |c| async move { c.status().await })?;
+            let view = mesh_api::ConnectionsView::from_status(&status);
+            output(&view, cli.output, views::connections_text)?
+        }
+        Command::Routes => {
+            let routes: mesh_api::Routes =
+                ask(
+                    cli,
+                    |c| async move { c.get_json(mesh_api::PATH_ROUTES).await },
+                )?;
+            output(&routes, cli.output, views::routes_text)?
+        }
+        Command::Ipam => {
+            let ipam: mesh_api::IpamStatus =
+                ask(
+                    cli,
+                    |c| async move { c.get_json(mesh_api::PATH_IPAM).await },
+                )?;
+            output(&ipam, cli.output, views::ipam_text)?
         }
     };
     write_stdout(&text)
+}
+
+/// One request to meshd on a single-threaded runtime.
+fn ask<T, F, Fut>(cli: &Cli, request: F) -> anyhow::Result<T>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, client::ClientError>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = Client::new(&cli.socket, REQUEST_TIMEOUT);
+    Ok(runtime.block_on(request(client))?)
+}
+
+/// A view as its table, or as pretty JSON of its `mesh_api` type.
+fn output<T: serde::Serialize>(
+    value: &T,
+    output: Output,
+    table: fn(&T) -> String,
+) -> anyhow::Result<String> {
+    Ok(match output {
+        Output::Table => table(value),
+        Output::Json => format!("{}\n", serde_json::to_string_pretty(value)?),
+    })
+}
+
+/// 32 random bytes from the OS, standard base64: the format `meshd --secret-file` reads.
+fn keygen_text(output: Output) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    use rand_core::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand_core::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot read random bytes from the OS: {e}"))?;
+    let secret = base64::engine::general_purpose::STANDARD.encode(bytes);
+    Ok(match output {
+        Output::Table => format!("{secret}\n"),
+        Output::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&serde_json::json!({ "secret": secret }))?
+        ),
+    })
+}
+
+fn completions_text(shell: clap_complete::Shell) -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "meshctl", &mut out);
+    Ok(String::from_utf8(out)?)
+}
+
+fn man_text() -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+    Ok(String::from_utf8(out)?)
 }
 
 fn version_text(output: Output) -> anyhow::Result<String> {
@@ -112,7 +211,6 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
     use clap::error::ErrorKind;
 
     #[test]
@@ -169,5 +267,117 @@ mod tests {
         let text = version_text(Output::Json).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["meshctl"], env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn views_json_round_trip_their_api_types() {
+        let status = render::tests::sample_status();
+        let peers = mesh_api::PeersView::from_status(&status);
+        let text = output(&peers, Output::Json, views::peers_text).unwrap();
+        assert!(text.contains("\"fingerprint\": \"Zm9vYmFy\""), "{text}");
+        assert!(
+            text.contains("\"endpoints\": [\n        \"198.18.0.2:6788\"\n      ]"),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<mesh_api::PeersView>(&text).unwrap(),
+            peers
+        );
+
+        let conns = mesh_api::ConnectionsView::from_status(&status);
+        let text = output(&conns, Output::Json, views::connections_text).unwrap();
+        assert!(text.contains("\"path\": \"direct\""), "{text}");
+        assert!(
+            !text.contains("relay"),
+            "no relay fields before relays exist: {text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<mesh_api::ConnectionsView>(&text).unwrap(),
+            conns
+        );
+
+        let routes = views::tests::sample_routes();
+        let text = output(&routes, Output::Json, views::routes_text).unwrap();
+        assert!(text.contains("\"via\": \"local\""), "{text}");
+        assert_eq!(
+            serde_json::from_str::<mesh_api::Routes>(&text).unwrap(),
+            routes
+        );
+
+        let ipam = views::tests::sample_ipam();
+        let text = output(&ipam, Output::Json, views::ipam_text).unwrap();
+        assert_eq!(
+            serde_json::from_str::<mesh_api::IpamStatus>(&text).unwrap(),
+            ipam
+        );
+
+        assert_eq!(
+            output(&routes, Output::Table, views::routes_text).unwrap(),
+            views::routes_text(&routes)
+        );
+    }
+
+    #[test]
+    fn keygen_is_32_random_bytes_in_base64() {
+        use base64::Engine as _;
+        let a = keygen_text(Output::Table).unwrap();
+        let b = keygen_text(Output::Table).unwrap();
+        assert_ne!(a, b);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(a.trim_end())
+            .unwrap();
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(a.len(), 45, "44 characters and a newline");
+        let json: serde_json::Value =
+            serde_json::from_str(&keygen_text(Output::Json).unwrap()).unwrap();
+        assert_eq!(json["secret"].as_str().unwrap().len(), 44);
+    }
+
+    #[test]
+    fn completions_and_man_page_name_every_command() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let text = completions_text(shell).unwrap();
+            for cmd in ["status", "peers", "connections", "routes", "ipam", "keygen"] {
+                assert!(text.contains(cmd), "{shell} completions lack {cmd}");
+            }
+        }
+        let man = man_text().unwrap();
+        assert!(man.contains(".TH meshctl 1"), "{man}");
+        for cmd in ["connections", "routes", "ipam", "completions"] {
+            assert!(man.contains(cmd), "man page lacks {cmd}");
+        }
+    }
+
+    #[test]
+    fn new_commands_parse() {
+        for (args, want) in [
+            (vec!["meshctl", "peers"], Command::Peers),
+            (
+                vec!["meshctl", "connections", "-o", "json"],
+                Command::Connections,
+            ),
+            (vec!["meshctl", "routes"], Command::Routes),
+            (vec!["meshctl", "ipam"], Command::Ipam),
+            (vec!["meshctl", "keygen"], Command::Keygen),
+            (vec!["meshctl", "man"], Command::Man),
+            (
+                vec!["meshctl", "completions", "fish"],
+                Command::Completions {
+                    shell: clap_complete::Shell::Fish,
+                },
+            ),
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(&args).unwrap().command,
+                want,
+                "{args:?}"
+            );
+        }
+        let err = Cli::try_parse_from(["meshctl", "completions", "tcsh"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 }

@@ -6,7 +6,6 @@ use mesh_api::{DropCount, PeerState, PeerStatus, Status};
 /// Separator between table columns.
 const GAP: &str = "  ";
 
-/// The whole `meshctl status` view, one `String` per line (no trailing newline).
 /// One line on how packets move: offloads, and packets per system call both ways.
 fn datapath(d: &mesh_api::DatapathStatus) -> String {
     let per = |n: u64, calls: u64| {
@@ -28,6 +27,7 @@ fn datapath(d: &mesh_api::DatapathStatus) -> String {
     )
 }
 
+/// The whole `meshctl status` view, one `String` per line (no trailing newline).
 pub(crate) fn status_lines(status: &Status) -> Vec<String> {
     let node = &status.node;
     let mut lines = key_values(&[
@@ -104,7 +104,7 @@ fn peer_row(peer: &PeerStatus) -> Vec<String> {
 
 /// A peer that has not announced a name yet is "(unknown)"; one known only by
 /// its address (no key yet) is "(unknown)" too, its ENDPOINT tells it apart.
-fn peer_name(peer: &PeerStatus) -> String {
+pub(crate) fn peer_name(peer: &PeerStatus) -> String {
     if peer.name.is_empty() {
         "(unknown)".to_owned()
     } else {
@@ -112,7 +112,7 @@ fn peer_name(peer: &PeerStatus) -> String {
     }
 }
 
-fn state(state: PeerState) -> &'static str {
+pub(crate) fn state(state: PeerState) -> &'static str {
     match state {
         PeerState::Idle => "idle",
         PeerState::Handshaking => "handshaking",
@@ -181,7 +181,7 @@ pub(crate) fn duration(secs: u64) -> String {
     }
 }
 
-fn or_dash(s: &str) -> String {
+pub(crate) fn or_dash(s: &str) -> String {
     if s.is_empty() {
         "-".to_owned()
     } else {
@@ -189,7 +189,7 @@ fn or_dash(s: &str) -> String {
     }
 }
 
-fn list_or_dash(items: &[String]) -> String {
+pub(crate) fn list_or_dash(items: &[String]) -> String {
     if items.is_empty() {
         "-".to_owned()
     } else {
@@ -198,7 +198,7 @@ fn list_or_dash(items: &[String]) -> String {
 }
 
 /// `label  value` lines with the values aligned.
-fn key_values(pairs: &[(&str, String)]) -> Vec<String> {
+pub(crate) fn key_values(pairs: &[(&str, String)]) -> Vec<String> {
     let width = pairs.iter().map(|(k, _)| width(k)).max().unwrap_or(0);
     pairs
         .iter()

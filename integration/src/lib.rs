@@ -11,8 +11,10 @@
 //! It does not build the binaries: `cargo build --workspace` first (or set `MESH_BIN_DIR`).
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod capture;
 mod cmd;
+pub mod podman;
 pub mod process;
 pub mod topology;
 
@@ -20,6 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use capture::{Capture, CapturedPacket, Frame, UdpDatagram};
+pub use podman::Podman;
 pub use process::Proc;
 pub use topology::{Host, MESHD_PORT, MeshdOpts, Pod, PodOpts, Topology, random_secret};
 

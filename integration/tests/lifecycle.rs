@@ -358,6 +358,9 @@ fn a_second_meshd_on_the_same_api_socket_is_refused() {
         .position(|a| a == "--state-dir")
         .expect("--state-dir given");
     args[state + 1] = host.dir.join("state2").to_string_lossy().into_owned();
+    // The metrics port is taken by the first meshd too (and is checked first); this test is
+    // about the API socket.
+    args.extend(["--metrics".to_owned(), "off".to_owned()]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = topo
         .run_meshd(&host, &argv, EXIT_BOUND)
@@ -716,4 +719,98 @@ fn a_config_file_gives_block_peers_and_secret() {
 
 fn write_config(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Runs `meshd ARGS` in `host`'s namespace behind `wrapper` (a command line whose last
+/// word is followed by the meshd path and its arguments) and returns (exit code, stderr).
+fn run_wrapped(topo: &Topology, host: &Host, wrapper: &[&str], args: &[String]) -> (i32, String) {
+    let meshd = mesh_integration::bin_dir().join("meshd");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &host.netns])
+        .args(wrapper)
+        .arg(&meshd)
+        .args(args)
+        .env_remove("MESH_METRICS")
+        .output()
+        .expect("run meshd");
+    let _ = topo;
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn minimal_args(host: &Host, secret: &std::path::Path) -> Vec<String> {
+    [
+        "--name",
+        "a",
+        "--secret-file",
+        &secret.to_string_lossy(),
+        "--state-dir",
+        &host.dir.join("state-x").to_string_lossy(),
+        "--api-socket",
+        &host.dir.join("x.sock").to_string_lossy(),
+        "--block",
+        "10.32.1.0/24",
+        "--metrics",
+        "off",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+#[test]
+fn not_root_is_refused_with_one_line_and_leaves_nothing_behind() {
+    let (topo, host) = one_host("not_root_is_refused_with_one_line_and_leaves_nothing_behind");
+    // A secret the unprivileged user can read, so that privilege is what fails.
+    let secret = host.dir.join("readable-secret");
+    std::fs::copy(topo.secret_file(), &secret).expect("copy secret");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod secret");
+    let (code, stderr) = run_wrapped(
+        &topo,
+        &host,
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ],
+        &minimal_args(&host, &secret),
+    );
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("root"), "{stderr}");
+    assert_no_mesh_links(&host, "not root");
+    assert!(!host.dir.join("x.sock").exists());
+    assert!(!host.dir.join("state-x").exists());
+}
+
+#[test]
+fn missing_dev_net_tun_is_refused_with_one_line_and_leaves_nothing_behind() {
+    let (topo, host) =
+        one_host("missing_dev_net_tun_is_refused_with_one_line_and_leaves_nothing_behind");
+    // `ip netns exec` runs in a mount namespace of its own: an empty tmpfs over /dev/net
+    // hides the TUN device from this meshd only.
+    let (code, stderr) = run_wrapped(
+        &topo,
+        &host,
+        &[
+            "sh",
+            "-c",
+            "mount -t tmpfs none /dev/net && exec \"$0\" \"$@\"",
+        ],
+        &minimal_args(&host, &topo.secret_file()),
+    );
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("/dev/net/tun"), "{stderr}");
+    assert_no_mesh_links(&host, "no /dev/net/tun");
+    assert!(!host.dir.join("x.sock").exists());
+    assert!(
+        std::path::Path::new("/dev/net/tun").exists(),
+        "the machine's own /dev/net/tun must be untouched"
+    );
 }

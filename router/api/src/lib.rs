@@ -306,3 +306,183 @@ pub struct IpamStatus {
     /// Usable addresses still free.
     pub free: u64,
 }
+
+/// `GET` — the route table: which peer each block of the range goes to ([`Routes`]).
+pub const PATH_ROUTES: &str = "/v1/routes";
+
+/// Answer of [`PATH_ROUTES`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routes {
+    /// Every routed block, this node's own included, sorted by address then prefix length.
+    pub routes: Vec<Route>,
+}
+
+/// Where packets for a block go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteVia {
+    /// One of this node's own blocks: delivered to the local bridge.
+    Local,
+    /// Sealed and sent to the peer that announced the block.
+    Peer,
+}
+
+/// One entry of the route table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Destination block, CIDR.
+    pub block: String,
+    /// `local` or `peer`.
+    pub via: RouteVia,
+    /// The owner's name (this node's for `local`), empty if the peer announced none.
+    pub name: String,
+    /// The owner's static public key, base64.
+    pub public_key: String,
+    /// The peer's underlay endpoint, `IP:PORT`; empty for `local`.
+    pub endpoint: String,
+    /// The peer's session state; `None` for `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PeerState>,
+}
+
+/// A public key's short form for tables, logs and metric labels: its first 8 base64
+/// characters (the same as `mesh_crypto::PublicKey::fingerprint`). Empty for an empty key.
+pub fn key_fingerprint(public_key: &str) -> String {
+    public_key.chars().take(8).collect()
+}
+
+/// `meshctl peers -o json`: who the peers are (built from [`Status`] by `meshctl`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeersView {
+    /// Every peer, in [`Status`] order (by name, then endpoint).
+    pub peers: Vec<PeerView>,
+}
+
+/// One peer in [`PeersView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// The name the peer announced, empty before it announced one.
+    pub name: String,
+    /// Static public key, base64; empty while only its address is known.
+    pub public_key: String,
+    /// [`key_fingerprint`] of `public_key`.
+    pub fingerprint: String,
+    /// Underlay endpoints, `IP:PORT` (today exactly one: the one in use).
+    pub endpoints: Vec<String>,
+    /// Session state.
+    pub state: PeerState,
+    /// Seconds since the last completed handshake, `None` if there never was one. A state
+    /// change time is not tracked; sessions are renewed every 2 minutes.
+    pub last_handshake_secs_ago: Option<u64>,
+}
+
+impl PeerView {
+    /// The view of one peer of a [`Status`].
+    pub fn from_status(p: &PeerStatus) -> Self {
+        Self {
+            name: p.name.clone(),
+            public_key: p.public_key.clone(),
+            fingerprint: key_fingerprint(&p.public_key),
+            endpoints: if p.endpoint.is_empty() {
+                Vec::new()
+            } else {
+                vec![p.endpoint.clone()]
+            },
+            state: p.state,
+            last_handshake_secs_ago: p.last_handshake_secs_ago,
+        }
+    }
+}
+
+/// How traffic to a peer travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// Straight to the peer's underlay endpoint. (Relays are not built yet; when they are,
+    /// a `relay` kind and the relay's name are added beside this.)
+    Direct,
+}
+
+/// `meshctl connections -o json`: each peer's path and session (built from [`Status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionsView {
+    /// One per peer, in [`Status`] order.
+    pub connections: Vec<ConnectionView>,
+}
+
+/// One peer in [`ConnectionsView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionView {
+    /// Peer name, empty before it announced one.
+    pub name: String,
+    /// Peer public key, base64.
+    pub public_key: String,
+    /// [`key_fingerprint`] of `public_key`.
+    pub fingerprint: String,
+    /// Underlay endpoint in use.
+    pub endpoint: String,
+    /// Session state.
+    pub state: PeerState,
+    /// Always `direct` today.
+    pub path: PathKind,
+    /// Round-trip time of the last handshake, microseconds.
+    pub rtt_us: Option<u64>,
+    /// Overlay MTU (the node's; no per-path MTU probing yet).
+    pub mtu: u32,
+    /// Packet cipher while a session is established, `None` otherwise.
+    pub cipher: Option<String>,
+    /// Seconds since the last completed handshake.
+    pub last_handshake_secs_ago: Option<u64>,
+    /// Completed handshakes.
+    pub handshakes: u64,
+    /// Data packets received and decrypted.
+    pub rx_packets: u64,
+    /// Bytes of decrypted payload received.
+    pub rx_bytes: u64,
+    /// Data packets sealed and sent.
+    pub tx_packets: u64,
+    /// Bytes of payload sealed and sent.
+    pub tx_bytes: u64,
+    /// Drops charged to this peer, non-zero only.
+    pub drops: Vec<DropCount>,
+}
+
+impl ConnectionsView {
+    /// The connections of every peer of `status`.
+    pub fn from_status(status: &Status) -> Self {
+        let node = &status.node;
+        let connections = status
+            .peers
+            .iter()
+            .map(|p| ConnectionView {
+                name: p.name.clone(),
+                public_key: p.public_key.clone(),
+                fingerprint: key_fingerprint(&p.public_key),
+                endpoint: p.endpoint.clone(),
+                state: p.state,
+                path: PathKind::Direct,
+                rtt_us: p.rtt_us,
+                mtu: node.mtu,
+                cipher: (p.state == PeerState::Established && !node.cipher.is_empty())
+                    .then(|| node.cipher.clone()),
+                last_handshake_secs_ago: p.last_handshake_secs_ago,
+                handshakes: p.handshakes,
+                rx_packets: p.rx_packets,
+                rx_bytes: p.rx_bytes,
+                tx_packets: p.tx_packets,
+                tx_bytes: p.tx_bytes,
+                drops: p.drops.iter().filter(|d| d.packets > 0).cloned().collect(),
+            })
+            .collect();
+        Self { connections }
+    }
+}
+
+impl PeersView {
+    /// The peers of `status`.
+    pub fn from_status(status: &Status) -> Self {
+        Self {
+            peers: status.peers.iter().map(PeerView::from_status).collect(),
+        }
+    }
+}

@@ -982,7 +982,10 @@ impl Node {
         self.next_timeout = None;
         self.expire_slots(now);
 
-        let keys: Vec<PublicKey> = self.peers.keys().copied().collect();
+        // In key order, not the map's hash order: the RNG draws (ephemeral keys, indices,
+        // retry jitter) then go to the same peers for the same seed, run after run.
+        let mut keys: Vec<PublicKey> = self.peers.keys().copied().collect();
+        keys.sort_unstable();
         for key in keys {
             self.peer_timers(now, key);
         }

@@ -56,6 +56,7 @@ pub(crate) async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared
         .route(mesh_api::PATH_STATUS, get(status))
         .route(mesh_api::PATH_READY, get(ready))
         .route(mesh_api::PATH_IPAM, get(ipam_status))
+        .route(mesh_api::PATH_ROUTES, get(routes))
         .route(mesh_api::PATH_IPAM_ALLOCATE, post(ipam_allocate))
         .route(mesh_api::PATH_IPAM_RELEASE, post(ipam_release))
         .route(mesh_api::PATH_IPAM_GC, post(ipam_gc))
@@ -68,6 +69,52 @@ pub(crate) async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<mesh_api::Status> {
     Json(shared.status())
+}
+
+/// The node's route table, with each owner's name, endpoint and state.
+async fn routes(State(shared): State<Arc<Shared>>) -> Json<mesh_api::Routes> {
+    let status = shared.status();
+    let (table, own) = {
+        let node = shared.node();
+        (node.routes(), node.public_key())
+    };
+    Json(routes_answer(&table, own, &status.node.name, &status.peers))
+}
+
+/// [`mesh_api::Routes`] from the table's (block, owner) pairs: `local` for `own`, else the
+/// peer with that key.
+fn routes_answer(
+    table: &[(ipnet::Ipv4Net, mesh_crypto::PublicKey)],
+    own: mesh_crypto::PublicKey,
+    own_name: &str,
+    peers: &[mesh_api::PeerStatus],
+) -> mesh_api::Routes {
+    let routes = table
+        .iter()
+        .map(|(block, key)| {
+            let public_key = key.to_string();
+            if *key == own {
+                return mesh_api::Route {
+                    block: block.to_string(),
+                    via: mesh_api::RouteVia::Local,
+                    name: own_name.to_owned(),
+                    public_key,
+                    endpoint: String::new(),
+                    state: None,
+                };
+            }
+            let peer = peers.iter().find(|p| p.public_key == public_key);
+            mesh_api::Route {
+                block: block.to_string(),
+                via: mesh_api::RouteVia::Peer,
+                name: peer.map(|p| p.name.clone()).unwrap_or_default(),
+                public_key,
+                endpoint: peer.map(|p| p.endpoint.clone()).unwrap_or_default(),
+                state: peer.map(|p| p.state),
+            }
+        })
+        .collect();
+    mesh_api::Routes { routes }
 }
 
 /// The API is served only once the bridge, the TUN device and the address pool are set up,
@@ -152,4 +199,60 @@ async fn not_found() -> Response {
         }),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_api::{PeerState, PeerStatus, RouteVia};
+    use mesh_crypto::StaticKeypair;
+
+    fn peer(name: &str, key: &str, endpoint: &str) -> PeerStatus {
+        PeerStatus {
+            name: name.into(),
+            public_key: key.into(),
+            endpoint: endpoint.into(),
+            state: PeerState::Established,
+            blocks: vec![],
+            last_handshake_secs_ago: Some(1),
+            handshakes: 1,
+            rtt_us: None,
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            drops: vec![],
+        }
+    }
+
+    #[test]
+    fn own_blocks_are_local_and_others_name_their_peer() {
+        let own = StaticKeypair::generate([1; 32]).public();
+        let other = StaticKeypair::generate([2; 32]).public();
+        let stranger = StaticKeypair::generate([3; 32]).public();
+        let table = [
+            ("10.32.1.0/24".parse().unwrap(), own),
+            ("10.32.2.0/24".parse().unwrap(), other),
+            ("10.32.3.0/24".parse().unwrap(), stranger),
+        ];
+        let peers = [peer("b", &other.to_string(), "198.18.0.2:6788")];
+        let r = routes_answer(&table, own, "a", &peers).routes;
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            (
+                r[0].via,
+                r[0].name.as_str(),
+                r[0].endpoint.as_str(),
+                r[0].state
+            ),
+            (RouteVia::Local, "a", "", None)
+        );
+        assert_eq!(r[0].public_key, own.to_string());
+        assert_eq!(
+            (r[1].via, r[1].name.as_str(), r[1].endpoint.as_str()),
+            (RouteVia::Peer, "b", "198.18.0.2:6788")
+        );
+        assert_eq!(r[1].state, Some(PeerState::Established));
+        assert_eq!((r[2].name.as_str(), r[2].state), ("", None));
+    }
 }

@@ -23,6 +23,8 @@ pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/mesh";
 pub(crate) const DEFAULT_BRIDGE: &str = "mesh0";
 /// Default TUN name.
 pub(crate) const DEFAULT_TUN: &str = "meshtun0";
+/// Default address of the Prometheus metrics endpoint (loopback only).
+pub(crate) const DEFAULT_METRICS: &str = "127.0.0.1:6789";
 /// Shortest cluster secret accepted, bytes.
 const MIN_SECRET_LEN: usize = 16;
 
@@ -77,9 +79,38 @@ pub(crate) struct RunArgs {
     /// [default: on].
     #[arg(long, env = "MESH_OFFLOAD", value_name = "on|off")]
     pub(crate) offload: Option<OnOff>,
+    /// Where to serve Prometheus metrics (`GET /metrics`), or `off`
+    /// [default: 127.0.0.1:6789].
+    #[arg(long, env = "MESH_METRICS", value_name = "ADDR:PORT|off")]
+    pub(crate) metrics: Option<MetricsArg>,
     /// Log filter (tracing syntax, e.g. `info`, `debug`, `mesh_core=trace`) [default: info].
     #[arg(long, env = "MESH_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,
+}
+
+/// `--metrics`: an `ADDR:PORT` to listen on, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MetricsArg(pub(crate) Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        s.parse::<SocketAddr>()
+            .map(|a| Self(Some(a)))
+            .map_err(|_| format!("{s:?} is neither an ADDR:PORT like {DEFAULT_METRICS} nor `off`"))
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsArg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// The TOML file: the same keys as the flags.
@@ -99,6 +130,7 @@ struct FileConfig {
     bridge: Option<String>,
     tun: Option<String>,
     offload: Option<OnOff>,
+    metrics: Option<MetricsArg>,
     log: Option<String>,
 }
 
@@ -131,6 +163,11 @@ pub(crate) struct Config {
     pub(crate) bridge: String,
     pub(crate) tun: String,
     pub(crate) offload: bool,
+    /// Where the metrics endpoint listens; `None` = off.
+    pub(crate) metrics: Option<SocketAddr>,
+    /// The metrics socket, bound by `main` before `run` so a busy port fails the start
+    /// before anything is set up.
+    pub(crate) metrics_listener: crate::metrics::Prebound,
     pub(crate) log: String,
 }
 
@@ -228,6 +265,11 @@ impl RunArgs {
             bridge,
             tun,
             offload: self.offload.or(file.offload).unwrap_or(OnOff::On) == OnOff::On,
+            metrics: match self.metrics.or(file.metrics) {
+                Some(MetricsArg(addr)) => addr,
+                None => DEFAULT_METRICS.parse().ok(),
+            },
+            metrics_listener: crate::metrics::Prebound::default(),
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
         })
     }
@@ -375,6 +417,41 @@ mod tests {
         assert_eq!(c.api_socket, PathBuf::from("/run/mesh/meshd.sock"));
         assert_eq!(c.secret.0, b"0123456789abcdef0123");
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        assert_eq!(c.metrics, Some("127.0.0.1:6789".parse().unwrap()));
+    }
+
+    #[test]
+    fn metrics_address_or_off_from_flag_and_file() {
+        let d = tmpdir("metrics");
+        let mut a = args(&d);
+        a.metrics = Some("off".parse().unwrap());
+        assert_eq!(a.resolve().unwrap().metrics, None);
+        let mut a = args(&d);
+        a.metrics = Some("0.0.0.0:9100".parse().unwrap());
+        assert_eq!(
+            a.resolve().unwrap().metrics,
+            Some("0.0.0.0:9100".parse().unwrap())
+        );
+        let err = "127.0.0.1".parse::<MetricsArg>().unwrap_err();
+        assert!(err.contains("neither an ADDR:PORT"), "{err}");
+
+        let cfg = d.join("metrics.toml");
+        std::fs::write(&cfg, "metrics = \"off\"\n").unwrap();
+        let mut a = args(&d);
+        a.config = Some(cfg.clone());
+        assert_eq!(a.resolve().unwrap().metrics, None);
+        std::fs::write(&cfg, "metrics = \"[::1]:6790\"\n").unwrap();
+        let mut a = args(&d);
+        a.config = Some(cfg.clone());
+        assert_eq!(
+            a.resolve().unwrap().metrics,
+            Some("[::1]:6790".parse().unwrap())
+        );
+        std::fs::write(&cfg, "metrics = \"banana\"\n").unwrap();
+        let mut a = args(&d);
+        a.config = Some(cfg);
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(err.contains("banana") && !err.contains('\n'), "{err}");
     }
 
     #[test]

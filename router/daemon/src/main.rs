@@ -2,13 +2,14 @@
 //!
 //! This binary only wires things together: configuration ([`config`]), the state directory
 //! ([`state`]), the runtime loop ([`run`]), the local API ([`api`]), the pod address pool
-//! ([`ipam`]) and `meshd reset` ([`reset`]). Protocol logic lives in `mesh-core` and
+//! ([`ipam`]), the Prometheus metrics endpoint ([`metrics`]) and `meshd reset` ([`reset`]). Protocol logic lives in `mesh-core` and
 //! `mesh-ipam`, OS plumbing in `mesh-datapath`.
 #![forbid(unsafe_code)]
 
 mod api;
 mod config;
 mod ipam;
+mod metrics;
 mod reset;
 mod run;
 mod state;
@@ -51,7 +52,7 @@ fn main() -> ExitCode {
             finish(runtime().and_then(|rt| rt.block_on(reset::reset(args))))
         }
         None => {
-            let config = match cli.run.resolve() {
+            let mut config = match cli.run.resolve() {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("meshd: {e:#}");
@@ -61,6 +62,11 @@ fn main() -> ExitCode {
             if let Err(e) = init_logging(&config.log) {
                 eprintln!("meshd: {e:#}");
                 return ExitCode::from(2);
+            }
+            // Bound first, before anything is set up: a busy port leaves nothing behind.
+            match metrics::Prebound::bind(config.metrics) {
+                Ok(pre) => config.metrics_listener = pre,
+                Err(e) => return finish(Err(e)),
             }
             finish(runtime().and_then(|rt| rt.block_on(run::run(config))))
         }

@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     tun_write_errors: AtomicU64,
     udp_send_errors: AtomicU64,
     counters: Counters,
+    /// The metrics socket and start time, for the metrics server (`metrics.rs`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// Packet-path counters; see `mesh_api::DatapathStatus`.
@@ -76,7 +78,7 @@ impl Shared {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    fn node(&self) -> MutexGuard<'_, Node> {
+    pub(crate) fn node(&self) -> MutexGuard<'_, Node> {
         // A panic while holding the lock already ended the process (panic = abort is not
         // set, but every task is joined and a panic propagates); recover the data anyway.
         self.node.lock().unwrap_or_else(|e| e.into_inner())
@@ -147,6 +149,7 @@ pub(crate) fn gateway(c: &Config) -> ipnet::Ipv4Net {
 
 /// Runs meshd until SIGTERM/SIGINT.
 pub(crate) async fn run(config: Config) -> Result<()> {
+    mesh_datapath::check_prerequisites()?;
     if config.secret_mode & 0o077 != 0 {
         tracing::warn!(
             path = %config.secret_file.display(),
@@ -154,7 +157,6 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             "secret file is readable by other users; chmod 600 it"
         );
     }
-    mesh_datapath::check_prerequisites()?;
     let udp = mesh_datapath::bind_udp(config.listen, SOCKET_BUFFER)?;
     let api_listener = crate::api::bind(&config.api_socket)?;
     let _cleanup = Cleanup::new(config.api_socket.clone());
@@ -222,6 +224,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         tun_write_errors: AtomicU64::new(0),
         udp_send_errors: AtomicU64::new(0),
         counters: Counters::default(),
+        metrics: crate::metrics::Metrics::new(&config),
     });
     let udp = Arc::new(BatchUdp::new(udp)?);
     let c = &shared.counters;
@@ -246,6 +249,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         config.state_dir.clone(),
         known_peers,
     ));
+    tasks.spawn(crate::metrics::serve(shared.clone()));
     let api_shared = shared.clone();
     tasks.spawn(async move {
         crate::api::serve(api_listener, api_shared).await;

@@ -225,6 +225,14 @@ impl HostNetwork {
                 Some(libc::ENOENT | libc::ENODEV) => DatapathError::NoTunDevice,
                 _ => DatapathError::io(format!("create TUN device {name}"), e),
             })?;
+        // IPv6 is not routed through the mesh yet: keep the kernel from sending router
+        // solicitations and MLD reports into the TUN (they would only be counted as drops).
+        let sysctl = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+        if std::path::Path::new(&sysctl).exists()
+            && let Err(e) = std::fs::write(&sysctl, "1")
+        {
+            tracing::debug!(error = %e, "cannot disable IPv6 on the TUN device");
+        }
         tracing::info!(tun = name, mtu, offload, "opened TUN device");
         Ok(device)
     }

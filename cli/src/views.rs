@@ -1,0 +1,321 @@
+//! The `peers`, `connections`, `routes` and `ipam` views as text for people. Pure functions
+//! over `mesh_api` types, no I/O; the helpers (tables, sizes, durations) are `render`'s.
+
+use mesh_api::{
+    ConnectionsView, IpamStatus, PeerState, PeersView, RouteVia, Routes, key_fingerprint,
+};
+
+use crate::render::{
+    drops, duration, key_values, list_or_dash, or_dash, rtt, state, table, traffic,
+};
+
+/// Container ids are 64 hex digits; people recognise the first 12 (as `docker ps` shows).
+const CONTAINER_ID_SHOWN: usize = 12;
+
+/// `(unknown)` for a peer that has not announced a name.
+fn name_or_unknown(name: &str) -> String {
+    if name.is_empty() {
+        "(unknown)".to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
+fn ago(secs: Option<u64>) -> String {
+    secs.map_or_else(|| "never".to_owned(), |s| format!("{} ago", duration(s)))
+}
+
+fn with_newline(lines: Vec<String>) -> String {
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// `meshctl peers`.
+pub(crate) fn peers_lines(view: &PeersView) -> Vec<String> {
+    if view.peers.is_empty() {
+        return vec!["no peers".to_owned()];
+    }
+    let rows: Vec<Vec<String>> = view
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                name_or_unknown(&p.name),
+                or_dash(&p.fingerprint),
+                list_or_dash(&p.endpoints),
+                state(p.state).to_owned(),
+                ago(p.last_handshake_secs_ago),
+            ]
+        })
+        .collect();
+    table(&["NAME", "KEY", "ENDPOINTS", "STATE", "HANDSHAKE"], &rows)
+}
+
+/// [`peers_lines`] as one string ending in a newline.
+pub(crate) fn peers_text(view: &PeersView) -> String {
+    with_newline(peers_lines(view))
+}
+
+/// `meshctl connections`.
+pub(crate) fn connections_lines(view: &ConnectionsView) -> Vec<String> {
+    if view.connections.is_empty() {
+        return vec!["no peers".to_owned()];
+    }
+    let rows: Vec<Vec<String>> = view
+        .connections
+        .iter()
+        .map(|c| {
+            vec![
+                name_or_unknown(&c.name),
+                or_dash(&c.fingerprint),
+                match c.path {
+                    mesh_api::PathKind::Direct => format!("direct {}", or_dash(&c.endpoint)),
+                },
+                state(c.state).to_owned(),
+                c.rtt_us.map_or_else(|| "-".to_owned(), rtt),
+                c.mtu.to_string(),
+                c.cipher.clone().unwrap_or_else(|| "-".to_owned()),
+                ago(c.last_handshake_secs_ago),
+                traffic(c.rx_packets, c.rx_bytes),
+                traffic(c.tx_packets, c.tx_bytes),
+                drops(&c.drops),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "KEY",
+            "PATH",
+            "STATE",
+            "RTT",
+            "MTU",
+            "CIPHER",
+            "HANDSHAKE",
+            "RX",
+            "TX",
+            "DROPS",
+        ],
+        &rows,
+    )
+}
+
+/// [`connections_lines`] as one string ending in a newline.
+pub(crate) fn connections_text(view: &ConnectionsView) -> String {
+    with_newline(connections_lines(view))
+}
+
+/// `meshctl routes`.
+pub(crate) fn routes_lines(routes: &Routes) -> Vec<String> {
+    if routes.routes.is_empty() {
+        return vec!["no routes".to_owned()];
+    }
+    let rows: Vec<Vec<String>> = routes
+        .routes
+        .iter()
+        .map(|r| {
+            vec![
+                r.block.clone(),
+                match r.via {
+                    RouteVia::Local => "local",
+                    RouteVia::Peer => "peer",
+                }
+                .to_owned(),
+                name_or_unknown(&r.name),
+                or_dash(&key_fingerprint(&r.public_key)),
+                or_dash(&r.endpoint),
+                r.state.map_or("-", |s: PeerState| state(s)).to_owned(),
+            ]
+        })
+        .collect();
+    table(&["BLOCK", "VIA", "NAME", "KEY", "ENDPOINT", "STATE"], &rows)
+}
+
+/// [`routes_lines`] as one string ending in a newline.
+pub(crate) fn routes_text(routes: &Routes) -> String {
+    with_newline(routes_lines(routes))
+}
+
+/// `meshctl ipam`: the pool's summary, then one line per allocation.
+pub(crate) fn ipam_lines(ipam: &IpamStatus) -> Vec<String> {
+    let mut lines = key_values(&[
+        ("range", or_dash(&ipam.range)),
+        ("bridge", or_dash(&ipam.bridge)),
+        ("mtu", ipam.mtu.to_string()),
+        ("blocks", list_or_dash(&ipam.blocks)),
+        (
+            "addresses",
+            format!("{} used, {} free", ipam.used, ipam.free),
+        ),
+    ]);
+    lines.push(String::new());
+    if ipam.allocations.is_empty() {
+        lines.push("no allocations".to_owned());
+        return lines;
+    }
+    let rows: Vec<Vec<String>> = ipam
+        .allocations
+        .iter()
+        .map(|a| {
+            let pod = match (&a.pod_namespace, &a.pod_name) {
+                (Some(ns), Some(name)) => format!("{ns}/{name}"),
+                (None, Some(name)) => name.clone(),
+                _ => "-".to_owned(),
+            };
+            vec![
+                a.address.clone(),
+                a.container_id.chars().take(CONTAINER_ID_SHOWN).collect(),
+                or_dash(&a.ifname),
+                pod,
+                a.network.clone().unwrap_or_else(|| "-".to_owned()),
+                if a.stranded { "stranded" } else { "-" }.to_owned(),
+            ]
+        })
+        .collect();
+    lines.extend(table(
+        &["ADDRESS", "CONTAINER", "IFNAME", "POD", "NETWORK", "NOTE"],
+        &rows,
+    ));
+    lines
+}
+
+/// [`ipam_lines`] as one string ending in a newline.
+pub(crate) fn ipam_text(ipam: &IpamStatus) -> String {
+    with_newline(ipam_lines(ipam))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::render::tests::sample_status;
+    use mesh_api::{IpamAllocation, Route};
+
+    pub(crate) fn sample_routes() -> Routes {
+        Routes {
+            routes: vec![
+                Route {
+                    block: "10.32.1.0/24".to_owned(),
+                    via: RouteVia::Local,
+                    name: "alpha".to_owned(),
+                    public_key: "q2Ms0bVgZ0Vx7yH3nWmJ0k2pKf9cJbQkq3a0Xy1Wm2E=".to_owned(),
+                    endpoint: String::new(),
+                    state: None,
+                },
+                Route {
+                    block: "10.32.2.0/24".to_owned(),
+                    via: RouteVia::Peer,
+                    name: "beta".to_owned(),
+                    public_key: "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=".to_owned(),
+                    endpoint: "198.18.0.2:6788".to_owned(),
+                    state: Some(PeerState::Established),
+                },
+            ],
+        }
+    }
+
+    pub(crate) fn sample_ipam() -> IpamStatus {
+        IpamStatus {
+            range: "10.32.0.0/12".to_owned(),
+            bridge: "mesh0".to_owned(),
+            mtu: 1420,
+            blocks: vec!["10.32.1.0/24".to_owned()],
+            allocations: vec![
+                IpamAllocation {
+                    container_id: "0123456789abcdef0123456789abcdef".to_owned(),
+                    ifname: "eth0".to_owned(),
+                    address: "10.32.1.2/24".to_owned(),
+                    pod_name: Some("web".to_owned()),
+                    pod_namespace: Some("default".to_owned()),
+                    network: Some("mesh".to_owned()),
+                    stranded: false,
+                },
+                IpamAllocation {
+                    container_id: "old".to_owned(),
+                    ifname: "net1".to_owned(),
+                    address: "10.32.7.9/24".to_owned(),
+                    pod_name: None,
+                    pod_namespace: None,
+                    network: None,
+                    stranded: true,
+                },
+            ],
+            used: 2,
+            free: 251,
+        }
+    }
+
+    #[test]
+    fn peers_view_renders_exact_lines() {
+        let view = PeersView::from_status(&sample_status());
+        assert_eq!(
+            peers_lines(&view),
+            [
+                "NAME       KEY       ENDPOINTS        STATE        HANDSHAKE",
+                "beta       Zm9vYmFy  198.18.0.2:6788  established  12s ago",
+                "(unknown)  -         198.18.0.3:6788  handshaking  never",
+            ]
+        );
+        assert_eq!(peers_text(&PeersView { peers: vec![] }), "no peers\n");
+    }
+
+    #[test]
+    fn connections_view_renders_exact_lines() {
+        let view = ConnectionsView::from_status(&sample_status());
+        assert_eq!(
+            connections_lines(&view),
+            [
+                "NAME       KEY       PATH                    STATE        RTT      MTU   CIPHER             HANDSHAKE  RX                  TX                DROPS",
+                "beta       Zm9vYmFy  direct 198.18.0.2:6788  established  1.23 ms  1420  chacha20-poly1305  12s ago    1200 pkt / 1.5 MiB  10 pkt / 1.5 KiB  replay=2 authentication=1",
+                "(unknown)  -         direct 198.18.0.3:6788  handshaking  -        1420  -                  never      0 pkt / 0 B         0 pkt / 0 B       -",
+            ]
+        );
+    }
+
+    #[test]
+    fn routes_view_renders_exact_lines() {
+        assert_eq!(
+            routes_lines(&sample_routes()),
+            [
+                "BLOCK         VIA    NAME   KEY       ENDPOINT         STATE",
+                "10.32.1.0/24  local  alpha  q2Ms0bVg  -                -",
+                "10.32.2.0/24  peer   beta   Zm9vYmFy  198.18.0.2:6788  established",
+            ]
+        );
+        assert_eq!(routes_text(&Routes { routes: vec![] }), "no routes\n");
+    }
+
+    #[test]
+    fn ipam_view_renders_exact_lines() {
+        assert_eq!(
+            ipam_lines(&sample_ipam()),
+            [
+                "range      10.32.0.0/12",
+                "bridge     mesh0",
+                "mtu        1420",
+                "blocks     10.32.1.0/24",
+                "addresses  2 used, 251 free",
+                "",
+                "ADDRESS       CONTAINER     IFNAME  POD          NETWORK  NOTE",
+                "10.32.1.2/24  0123456789ab  eth0    default/web  mesh     -",
+                "10.32.7.9/24  old           net1    -            -        stranded",
+            ]
+        );
+        let mut empty = sample_ipam();
+        empty.allocations.clear();
+        let lines = ipam_lines(&empty);
+        assert_eq!(&lines[5..], ["", "no allocations"]);
+    }
+
+    #[test]
+    fn connection_of_a_peer_without_session_has_no_cipher_and_only_nonzero_drops() {
+        let view = ConnectionsView::from_status(&sample_status());
+        assert_eq!(
+            view.connections[0].cipher.as_deref(),
+            Some("chacha20-poly1305")
+        );
+        assert_eq!(view.connections[1].cipher, None);
+        assert!(view.connections[1].drops.is_empty());
+        assert_eq!(view.connections[0].path, mesh_api::PathKind::Direct);
+    }
+}
