@@ -84,6 +84,8 @@ fn demo(topo: &mut Topology) -> Result<usize, String> {
     }
     println!("mesh-demo: meshctl status on {}:", hosts[0].name);
     print!("{}", topo.meshctl(&hosts[0], &["status"])?);
+    println!("mesh-demo: meshctl connections on {}:", hosts[0].name);
+    print!("{}", topo.meshctl(&hosts[0], &["connections"])?);
     let mut failed = 0;
     for from in &pods {
         for to in &pods {

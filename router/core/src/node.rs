@@ -519,6 +519,14 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        // The first acknowledgement of our info times the round trip, on both sides of a
+        // session (the handshake only times it for the initiator).
+        if peer.acked_our_info < self.info_version
+            && info.acked_version >= self.info_version
+            && let Some(sent) = peer.info_sent_at.take()
+        {
+            peer.rtt = Some(now.saturating_duration_since(sent));
+        }
         peer.acked_our_info = peer.acked_our_info.max(info.acked_version);
         let changed = info.info_version > peer.info_version;
         let answer = changed || info.acked_version < self.info_version;
@@ -551,6 +559,9 @@ impl Node {
             blocks: self.blocks.clone(),
         };
         peer.info_next_send = now + INFO_RETRANSMIT;
+        if peer.acked_our_info < self.info_version {
+            peer.info_sent_at = Some(now);
+        }
         let mut buf = [0u8; MAX_PEER_INFO_LEN];
         if let Some(n) = info.emit(&mut buf) {
             self.send_plaintext(now, key, &buf[..n]);

@@ -23,6 +23,8 @@ pub(crate) struct Peer {
     pub(crate) info_version: u64,
     /// Highest version of *our* info the peer acknowledged.
     pub(crate) acked_our_info: u64,
+    /// When our unacknowledged info was last sent (times the round trip when it is acked).
+    pub(crate) info_sent_at: Option<Instant>,
     pub(crate) info_next_send: Instant,
 
     /// Session index we send on.
@@ -63,6 +65,7 @@ impl Peer {
             blocks_since: None,
             info_version: 0,
             acked_our_info: 0,
+            info_sent_at: None,
             info_next_send: now,
             current: None,
             previous: None,

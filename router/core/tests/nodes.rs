@@ -480,3 +480,17 @@ fn a_restarted_peer_with_a_new_block_is_routed_to_its_new_block() {
     assert!(matches!(sim.send(0, &p), Encap::Send { .. }));
     assert_eq!(sim.tun[1].last().unwrap(), &p);
 }
+
+#[test]
+fn both_sides_know_the_round_trip_time() {
+    let mut sim = Sim::new(vec![
+        config(0, b"rtt secret rtt!!", vec![1]),
+        config(1, b"rtt secret rtt!!", vec![]),
+    ]);
+    sim.run_for(Duration::from_secs(2));
+    let now = sim.now;
+    for i in 0..2 {
+        let st = sim.node(i).peer_status(now);
+        assert!(st[0].rtt_us.is_some(), "node {i}: {st:?}");
+    }
+}
