@@ -129,7 +129,8 @@ impl fmt::Display for Violation {
         match self {
             Self::WrongOwner { node, dst, owner } => write!(
                 f,
-                "node {node} delivered a packet for {dst}, which belongs to {owner:?}"
+                "node {node} delivered a packet for {dst}, which belongs to {}",
+                whose(*owner)
             ),
             Self::Duplicate {
                 id,
@@ -150,10 +151,14 @@ impl fmt::Display for Violation {
                 src,
                 sender,
                 owner,
-            } => write!(
-                f,
-                "packet {id:?} from node {sender} with source {src}, which belongs to {owner:?}, was delivered"
-            ),
+            } => {
+                let id = id.map_or_else(|| "without id".to_string(), |i| i.to_string());
+                write!(
+                    f,
+                    "packet {id} from node {sender} with source {src}, which belongs to {}, was delivered",
+                    whose(*owner)
+                )
+            }
             Self::Altered { id } => write!(f, "packet {id} arrived with other addresses"),
             Self::NotIpv4 { node } => write!(f, "node {node} delivered a non-IPv4 packet"),
             Self::TimerSpin { node, at } => {
@@ -161,6 +166,10 @@ impl fmt::Display for Violation {
             }
         }
     }
+}
+
+fn whose(owner: Option<usize>) -> String {
+    owner.map_or_else(|| "no node".to_string(), |o| format!("node {o}"))
 }
 
 /// One packet a node wrote to its TUN device.

@@ -10,12 +10,18 @@
 //! run, event for event ([`Sim::trace_hash`]), and a failing run prints its seed
 //! ([`SeedGuard`]).
 //!
+//! That needs the nodes to be deterministic too, given their seed and inputs: a node must
+//! never let a `HashMap`'s iteration order (random per process) decide the order of its
+//! RNG draws or of its output (`Node::handle_timeout` visits peers in key order for this).
+//! Gossip, topology and IPAM state must follow the same rule.
+//!
 //! After every step the data-path invariants of [`ledger`] are checked: a packet is
 //! delivered only to the owner of its destination, at most once, and only if it was sent
 //! by a node whose block holds its source. A node panicking fails the run (and prints the
 //! seed). [`properties`] holds the convergence checks run once the faults are over, and
-//! [`Chaos`] the random fault schedule. The property tests (`tests/properties.rs`) run 64
-//! seeds by default; `MESH_SIM_SEEDS=1000 cargo test --release -p mesh-sim` runs more and
+//! [`Chaos`] the random fault schedule. The property tests (`tests/properties.rs`) run a
+//! CI-sized number of seeds (64 for the fault schedule; about 15 s in a debug build);
+//! `MESH_SIM_SEEDS=2000 cargo test --release -p mesh-sim` runs more (about 2 minutes) and
 //! `MESH_SIM_SEED=17` replays one. `sim-scale` (`cargo run --release -p mesh-sim --bin
 //! sim-scale -- --nodes 100 --seed 1 --secs 300`) measures time to connectivity and
 //! traffic per node as the cluster grows.

@@ -16,7 +16,9 @@ use ipnet::Ipv4Net;
 use mesh_api::PeerState;
 use mesh_core::{Decap, Encap, Event, Node, NodeConfig};
 use mesh_crypto::{ClusterPsk, PublicKey, StaticKeypair, TAG_LEN};
-use mesh_proto::datagram::DATA_HEADER_LEN;
+use mesh_proto::datagram::{
+    DATA_HEADER_LEN, TYPE_DATA, TYPE_HANDSHAKE_FINAL, TYPE_HANDSHAKE_INIT, TYPE_HANDSHAKE_RESPONSE,
+};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::SocketAddr;
@@ -108,6 +110,10 @@ pub struct Stats {
     pub datagrams: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// Of those, handshake messages (initiation, response, final).
+    pub handshake_datagrams: u64,
+    /// Of those, data-channel datagrams (packets, keepalives, control).
+    pub data_datagrams: u64,
     /// Datagrams lost, by cause.
     pub lost: BTreeMap<Loss, u64>,
     /// `handle_timeout` calls.
@@ -712,8 +718,13 @@ impl Sim {
         }
         if self.spin.0 == i && self.spin.1 == at {
             self.spin.2 += 1;
-            if self.spin.2 == SPIN_LIMIT {
-                self.violations.push(Violation::TimerSpin { node: i, at });
+            if self.spin.2 >= SPIN_LIMIT {
+                // Leave the timer disarmed (until the next datagram for this node), so a run
+                // that collects violations instead of panicking still moves on.
+                if self.spin.2 == SPIN_LIMIT {
+                    self.violations.push(Violation::TimerSpin { node: i, at });
+                }
+                return;
             }
         } else {
             self.spin = (i, at, 1);
@@ -806,6 +817,13 @@ impl Sim {
         let len = payload.len();
         self.stats.datagrams += 1;
         self.stats.bytes += len as u64;
+        match payload.first() {
+            Some(&TYPE_DATA) => self.stats.data_datagrams += 1,
+            Some(&(TYPE_HANDSHAKE_INIT | TYPE_HANDSHAKE_RESPONSE | TYPE_HANDSHAKE_FINAL)) => {
+                self.stats.handshake_datagrams += 1
+            }
+            _ => {}
+        }
         let n = &mut self.nodes[from].stats;
         n.tx_datagrams += 1;
         n.tx_bytes += len as u64;
