@@ -18,40 +18,30 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 const CASES: usize = 6000;
 
-/// xorshift64*: tiny, seeded, no dependency.
-struct Rng(u64);
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../../integration/fuzz/src/corpus.rs"]
+mod corpus;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn byte(&mut self) -> u8 {
-        const INTERESTING: [u8; 12] = [
-            0,
-            1,
-            2,
-            0x0c,
-            0x29,
-            0x3f,
-            0x40,
-            0x80,
-            0xc0,
-            0xc0 | 12,
-            0xfe,
-            0xff,
-        ];
-        if self.below(3) == 0 {
-            INTERESTING[self.below(INTERESTING.len())]
-        } else {
-            self.next() as u8
-        }
-    }
+use corpus::Rng;
+
+/// Bytes the DNS codec branches on (label lengths, compression pointers, ...).
+const INTERESTING: [u8; 12] = [
+    0,
+    1,
+    2,
+    0x0c,
+    0x29,
+    0x3f,
+    0x40,
+    0x80,
+    0xc0,
+    0xc0 | 12,
+    0xfe,
+    0xff,
+];
+
+fn byte(rng: &mut Rng) -> u8 {
+    rng.byte_from(&INTERESTING)
 }
 
 fn valid_query(rng: &mut Rng) -> Vec<u8> {
@@ -104,44 +94,14 @@ fn valid_query(rng: &mut Rng) -> Vec<u8> {
     m.to_vec().unwrap()
 }
 
-fn mutate(rng: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
-    for _ in 0..=rng.below(4) {
-        match rng.below(6) {
-            0 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v[i] ^= 1 << rng.below(8);
-            }
-            1 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v[i] = rng.byte();
-            }
-            2 => {
-                let i = rng.below(v.len() + 1);
-                let b = rng.byte();
-                v.insert(i, b);
-            }
-            3 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v.remove(i);
-            }
-            4 => {
-                let n = rng.below(v.len() + 1);
-                v.truncate(n);
-            }
-            _ => {
-                for _ in 0..rng.below(8) {
-                    v.push(rng.byte());
-                }
-            }
-        }
-    }
-    v
+fn mutate(rng: &mut Rng, v: Vec<u8>) -> Vec<u8> {
+    corpus::mutate(rng, v, byte)
 }
 
 #[test]
 fn answer_survives_random_and_mutated_queries() {
     let server = dns_server();
-    let mut rng = Rng(0x00d0_5eed_1234_5678);
+    let mut rng = Rng::new(0x00d0_5eed_1234_5678);
     let mut parsed = 0;
     for case in 0..CASES {
         let input = match case % 3 {
@@ -152,7 +112,7 @@ fn answer_survives_random_and_mutated_queries() {
             }
             _ => {
                 let n = rng.below(64);
-                (0..n).map(|_| rng.byte()).collect()
+                (0..n).map(|_| byte(&mut rng)).collect()
             }
         };
         match catch_unwind(AssertUnwindSafe(|| fuzz_answer(&server, &input))) {

@@ -15,19 +15,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 /// Scripts run; each builds fresh nodes, and half of them shake hands first.
 const SCRIPTS: u64 = 64;
 
-struct Rng(u64);
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../../integration/fuzz/src/corpus.rs"]
+mod corpus;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use corpus::Rng;
 
 /// A script in the fuzz target's input format: mode byte, then `[op][len][arg]` ops.
 fn script(rng: &mut Rng, established: bool) -> Vec<u8> {
@@ -66,7 +58,7 @@ fn run(input: &[u8], what: &str) -> Outcome {
 
 #[test]
 fn random_scripts_never_panic_deliver_garbage_or_drop_uncounted() {
-    let mut rng = Rng(0x6a7b_a6e5_eed5);
+    let mut rng = Rng::new(0x6a7b_a6e5_eed5);
     let mut total = Outcome::default();
     for i in 0..SCRIPTS {
         let input = script(&mut rng, i % 2 == 1);

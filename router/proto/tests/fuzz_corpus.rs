@@ -21,71 +21,28 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 /// Inputs per parser.
 const CASES: usize = 4000;
 
-/// xorshift64*: tiny, seeded, no dependency.
-struct Rng(u64);
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../../integration/fuzz/src/corpus.rs"]
+mod corpus;
 
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.max(1))
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn byte(&mut self) -> u8 {
-        // Often a value the parsers care about, otherwise any byte.
-        const INTERESTING: [u8; 16] = [
-            0, 1, 2, 3, 4, 5, 6, 0x3f, 0x40, 0x45, 0x60, 32, 33, 63, 64, 0xff,
-        ];
-        if self.below(3) == 0 {
-            INTERESTING[self.below(INTERESTING.len())]
-        } else {
-            self.next() as u8
-        }
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte()).collect()
-    }
+use corpus::Rng;
+
+/// Bytes the wire-format parsers branch on.
+const INTERESTING: [u8; 16] = [
+    0, 1, 2, 3, 4, 5, 6, 0x3f, 0x40, 0x45, 0x60, 32, 33, 63, 64, 0xff,
+];
+
+fn byte(rng: &mut Rng) -> u8 {
+    rng.byte_from(&INTERESTING)
+}
+
+fn bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| byte(rng)).collect()
 }
 
 /// One to four random edits: flip a bit, set a byte, insert, remove, truncate, append.
-fn mutate(rng: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
-    for _ in 0..=rng.below(4) {
-        match rng.below(6) {
-            0 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v[i] ^= 1 << rng.below(8);
-            }
-            1 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v[i] = rng.byte();
-            }
-            2 => {
-                let i = rng.below(v.len() + 1);
-                let b = rng.byte();
-                v.insert(i, b);
-            }
-            3 if !v.is_empty() => {
-                let i = rng.below(v.len());
-                v.remove(i);
-            }
-            4 => {
-                let n = rng.below(v.len() + 1);
-                v.truncate(n);
-            }
-            _ => {
-                let n = rng.below(8);
-                let tail = rng.bytes(n);
-                v.extend_from_slice(&tail);
-            }
-        }
-    }
-    v
+fn mutate(rng: &mut Rng, v: Vec<u8>) -> Vec<u8> {
+    corpus::mutate(rng, v, byte)
 }
 
 /// Runs `check` over `CASES` inputs: a third random bytes, the rest `valid` inputs, half of
@@ -102,7 +59,7 @@ fn run(
         let input = match case % 3 {
             0 => {
                 let n = rng.below(300);
-                rng.bytes(n)
+                bytes(&mut rng, n)
             }
             1 => valid(&mut rng),
             _ => {
@@ -124,7 +81,7 @@ fn run(
 
 fn valid_datagram(rng: &mut Rng) -> Vec<u8> {
     let body_len = rng.below(200);
-    let body = rng.bytes(body_len);
+    let body = bytes(rng, body_len);
     let mut out = match rng.below(4) {
         0 => {
             let mut h = [0u8; INIT_HEADER_LEN];
@@ -189,19 +146,19 @@ fn valid_inner(rng: &mut Rng) -> Vec<u8> {
         1 => valid_peer_info(rng),
         2 => {
             let n = 40 + rng.below(60);
-            let mut p = rng.bytes(n);
+            let mut p = bytes(rng, n);
             p[0] = 0x60;
             p
         }
         3 => {
             let n = 1 + rng.below(40);
-            let mut p = rng.bytes(n);
+            let mut p = bytes(rng, n);
             p[0] = rng.below(0x40) as u8;
             p
         }
         _ => {
             let n = 20 + rng.below(60);
-            let mut p = rng.bytes(n);
+            let mut p = bytes(rng, n);
             p[0] = 0x45;
             p
         }
@@ -227,7 +184,7 @@ fn peer_info_emit_round_trips() {
         0xe317,
         |rng| {
             let n = rng.below(260);
-            rng.bytes(n)
+            bytes(rng, n)
         },
         fuzz_peer_info_emit,
     );
