@@ -30,13 +30,17 @@ ensure_deps() {
     command -v nsenter >/dev/null || missing+=(util-linux)
     # The metrics test scrapes /metrics from inside a host namespace.
     command -v curl >/dev/null || missing+=(curl)
+    # The DNS test queries meshd with dig and runs dnsmasq as a stub upstream (inside a
+    # test namespace; dnsmasq-base is the binary without the system service).
+    command -v dig >/dev/null || missing+=(bind9-dnsutils)
+    command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
     if [ "${#missing[@]}" -gt 0 ]; then
         step "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -q
         apt-get install -y -q --no-install-recommends "${missing[@]}"
     else
-        step "system packages present (iproute2 tcpdump socat iputils-ping procps ca-certificates containernetworking-plugins iptables podman runc conmon busybox-static curl)"
+        step "system packages present (iproute2 tcpdump socat iputils-ping procps ca-certificates containernetworking-plugins iptables podman runc conmon busybox-static curl bind9-dnsutils dnsmasq-base)"
     fi
     # The metrics test validates /metrics with promtool. Only promtool is taken out of Debian's
     # prometheus package: installing the package would start a Prometheus server on this

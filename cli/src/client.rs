@@ -6,9 +6,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper::{Request, StatusCode, header};
+use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
@@ -94,9 +94,36 @@ impl Client {
         })
     }
 
+    /// `POST path` with `body` as JSON, the 2xx answer decoded as `T`.
+    pub(crate) async fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Protocol {
+            socket: self.socket.clone(),
+            reason: format!("cannot encode the request for {path}: {e}"),
+        })?;
+        let answer = self.request(Method::POST, path, Some(bytes)).await?;
+        serde_json::from_slice(&answer).map_err(|source| ClientError::Decode {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
     /// `GET path`: the body of a 2xx answer, or the error of any other.
     pub(crate) async fn get(&self, path: &str) -> Result<Bytes, ClientError> {
-        match tokio::time::timeout(self.timeout, self.exchange(path)).await {
+        self.request(Method::GET, path, None).await
+    }
+
+    /// One request with an optional JSON body, under the deadline.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
+        match tokio::time::timeout(self.timeout, self.exchange(method, path, body)).await {
             Ok(result) => result,
             Err(_elapsed) => Err(ClientError::Timeout {
                 socket: self.socket.clone(),
@@ -105,7 +132,12 @@ impl Client {
         }
     }
 
-    async fn exchange(&self, path: &str) -> Result<Bytes, ClientError> {
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -125,10 +157,16 @@ impl Client {
         // its errors surface through `send_request` below.
         let conn = tokio::spawn(conn);
 
-        let request = Request::get(path)
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
             .header(header::HOST, "meshd")
-            .header(header::ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
+            .header(header::ACCEPT, "application/json");
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| protocol(format!("bad request for {path}: {e}")))?;
         let response = sender
             .send_request(request)
@@ -245,6 +283,38 @@ mod tests {
             "request head: {head:?}"
         );
         assert!(head.to_ascii_lowercase().contains("host: meshd\r\n"));
+    }
+
+    #[tokio::test]
+    async fn post_sends_json_and_decodes_the_answer() {
+        let dir = TempDir::new("post");
+        let socket = dir.0.join("meshd.sock");
+        let server = serve_once(
+            &socket,
+            http_response(
+                "200 OK",
+                r#"{"records":[{"name":"web.mesh.local.","address":"10.32.1.50","owner":"Zm9vYmFy","served":true}]}"#,
+            ),
+        );
+        let req = mesh_api::DnsAddRequest {
+            name: "web".into(),
+            address: "10.32.1.50".into(),
+        };
+        let got: mesh_api::DnsChanged = Client::new(&socket, REQUEST_TIMEOUT)
+            .post_json(mesh_api::PATH_DNS_ADD, &req)
+            .await
+            .unwrap();
+        assert_eq!(got.records[0].name, "web.mesh.local.");
+        let head = server.await.unwrap();
+        assert!(
+            head.starts_with("POST /v1/dns/add HTTP/1.1\r\n"),
+            "request head: {head:?}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json\r\n"),
+            "{head:?}"
+        );
     }
 
     #[tokio::test]

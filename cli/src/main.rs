@@ -46,7 +46,7 @@ enum Output {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 enum Command {
     /// This node, its peers and their sessions, drop counters.
     Status,
@@ -58,6 +58,12 @@ enum Command {
     Routes,
     /// This node's pod address pool: blocks, used and free addresses, allocations.
     Ipam,
+    /// DNS records of the cluster zone (name, address, owner, served); `add` and `remove`
+    /// edit this node's.
+    Dns {
+        #[command(subcommand)]
+        action: Option<DnsAction>,
+    },
     /// Print a new random cluster secret (base64), as `meshd gen-secret` does.
     Keygen,
     /// Print a shell completion script (e.g. `meshctl completions bash > /etc/bash_completion.d/meshctl`).
@@ -70,6 +76,25 @@ enum Command {
     Man,
     /// The version of this meshctl.
     Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+enum DnsAction {
+    /// Register ADDRESS under NAME (relative to the zone, e.g. `web`, or fully qualified
+    /// inside it), owned by this node.
+    Add {
+        /// The name.
+        name: String,
+        /// An IPv4 or IPv6 address.
+        address: String,
+    },
+    /// Remove this node's records under NAME: the one with ADDRESS, or all of them.
+    Remove {
+        /// The name.
+        name: String,
+        /// Only this address.
+        address: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,10 +110,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let text = match cli.command {
+    let text = match &cli.command {
         Command::Version => version_text(cli.output)?,
         Command::Keygen => keygen_text(cli.output)?,
-        Command::Completions { shell } => completions_text(shell)?,
+        Command::Completions { shell } => completions_text(*shell)?,
         Command::Man => man_text()?,
         Command::Status => {
             let status = ask(cli, |c| async move { c.status().await })?;
@@ -119,6 +144,39 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     |c| async move { c.get_json(mesh_api::PATH_IPAM).await },
                 )?;
             output(&ipam, cli.output, views::ipam_text)?
+        }
+        Command::Dns { action: None } => {
+            let dns: mesh_api::DnsRecords =
+                ask(cli, |c| async move { c.get_json(mesh_api::PATH_DNS).await })?;
+            output(&dns, cli.output, views::dns_text)?
+        }
+        Command::Dns {
+            action: Some(DnsAction::Add { name, address }),
+        } => {
+            let req = mesh_api::DnsAddRequest {
+                name: name.clone(),
+                address: address.clone(),
+            };
+            let changed: mesh_api::DnsChanged = ask(cli, |c| async move {
+                c.post_json(mesh_api::PATH_DNS_ADD, &req).await
+            })?;
+            output(&changed, cli.output, |c| {
+                views::dns_changed_text("added", c)
+            })?
+        }
+        Command::Dns {
+            action: Some(DnsAction::Remove { name, address }),
+        } => {
+            let req = mesh_api::DnsRemoveRequest {
+                name: name.clone(),
+                address: address.clone(),
+            };
+            let changed: mesh_api::DnsChanged = ask(cli, |c| async move {
+                c.post_json(mesh_api::PATH_DNS_REMOVE, &req).await
+            })?;
+            output(&changed, cli.output, |c| {
+                views::dns_changed_text("removed", c)
+            })?
         }
     };
     write_stdout(&text)
@@ -311,6 +369,14 @@ mod tests {
             ipam
         );
 
+        let dns = views::tests::sample_dns();
+        let text = output(&dns, Output::Json, views::dns_text).unwrap();
+        assert!(text.contains("\"served\": false"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<mesh_api::DnsRecords>(&text).unwrap(),
+            dns
+        );
+
         assert_eq!(
             output(&routes, Output::Table, views::routes_text).unwrap(),
             views::routes_text(&routes)
@@ -363,6 +429,37 @@ mod tests {
             (vec!["meshctl", "routes"], Command::Routes),
             (vec!["meshctl", "ipam"], Command::Ipam),
             (vec!["meshctl", "keygen"], Command::Keygen),
+            (
+                vec!["meshctl", "dns", "-o", "json"],
+                Command::Dns { action: None },
+            ),
+            (
+                vec!["meshctl", "dns", "add", "web", "10.32.1.50"],
+                Command::Dns {
+                    action: Some(DnsAction::Add {
+                        name: "web".into(),
+                        address: "10.32.1.50".into(),
+                    }),
+                },
+            ),
+            (
+                vec!["meshctl", "dns", "remove", "web"],
+                Command::Dns {
+                    action: Some(DnsAction::Remove {
+                        name: "web".into(),
+                        address: None,
+                    }),
+                },
+            ),
+            (
+                vec!["meshctl", "dns", "remove", "web", "10.32.1.50"],
+                Command::Dns {
+                    action: Some(DnsAction::Remove {
+                        name: "web".into(),
+                        address: Some("10.32.1.50".into()),
+                    }),
+                },
+            ),
             (vec!["meshctl", "man"], Command::Man),
             (
                 vec!["meshctl", "completions", "fish"],
@@ -379,5 +476,7 @@ mod tests {
         }
         let err = Cli::try_parse_from(["meshctl", "completions", "tcsh"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
+        let err = Cli::try_parse_from(["meshctl", "dns", "add", "web"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "add needs NAME and ADDRESS");
     }
 }

@@ -2,7 +2,8 @@
 //! over `mesh_api` types, no I/O; the helpers (tables, sizes, durations) are `render`'s.
 
 use mesh_api::{
-    ConnectionsView, IpamStatus, PeerState, PeersView, RouteVia, Routes, key_fingerprint,
+    ConnectionsView, DnsChanged, DnsRecord, DnsRecords, IpamStatus, PeerState, PeersView, RouteVia,
+    Routes, key_fingerprint,
 };
 
 use crate::render::{
@@ -185,6 +186,54 @@ pub(crate) fn ipam_text(ipam: &IpamStatus) -> String {
     with_newline(ipam_lines(ipam))
 }
 
+fn dns_rows(records: &[DnsRecord]) -> Vec<Vec<String>> {
+    records
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.address.clone(),
+                or_dash(&r.owner),
+                if r.served { "yes" } else { "no (owner dead)" }.to_owned(),
+            ]
+        })
+        .collect()
+}
+
+const DNS_HEADERS: [&str; 4] = ["NAME", "ADDRESS", "OWNER", "SERVED"];
+
+/// `meshctl dns`: the zone, where it is served, then one line per record.
+pub(crate) fn dns_lines(dns: &DnsRecords) -> Vec<String> {
+    let mut lines = key_values(&[
+        ("zone", or_dash(&dns.zone)),
+        ("listen", or_dash(&dns.listen)),
+        ("upstreams", list_or_dash(&dns.upstreams)),
+    ]);
+    lines.push(String::new());
+    if dns.records.is_empty() {
+        lines.push("no records".to_owned());
+        return lines;
+    }
+    lines.extend(table(&DNS_HEADERS, &dns_rows(&dns.records)));
+    lines
+}
+
+/// [`dns_lines`] as one string ending in a newline.
+pub(crate) fn dns_text(dns: &DnsRecords) -> String {
+    with_newline(dns_lines(dns))
+}
+
+/// `meshctl dns add` / `remove`: `VERB NAME ADDRESS` per record.
+pub(crate) fn dns_changed_text(verb: &str, changed: &DnsChanged) -> String {
+    with_newline(
+        changed
+            .records
+            .iter()
+            .map(|r| format!("{verb} {} {}", r.name, r.address))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -317,5 +366,52 @@ pub(crate) mod tests {
         assert_eq!(view.connections[1].cipher, None);
         assert!(view.connections[1].drops.is_empty());
         assert_eq!(view.connections[0].path, mesh_api::PathKind::Direct);
+    }
+
+    pub(crate) fn sample_dns() -> DnsRecords {
+        DnsRecords {
+            zone: "mesh.local.".into(),
+            listen: "10.32.1.1:53".into(),
+            upstreams: vec!["198.18.0.9:53".into()],
+            records: vec![
+                DnsRecord {
+                    name: "db.mesh.local.".into(),
+                    address: "10.32.2.7".into(),
+                    owner: "QUJDREVG".into(),
+                    served: false,
+                },
+                DnsRecord {
+                    name: "web.mesh.local.".into(),
+                    address: "10.32.1.50".into(),
+                    owner: "Zm9vYmFy".into(),
+                    served: true,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn dns_view_renders_exact_lines() {
+        let text = dns_text(&sample_dns());
+        let want = "\
+zone       mesh.local.
+listen     10.32.1.1:53
+upstreams  198.18.0.9:53
+
+NAME             ADDRESS     OWNER     SERVED
+db.mesh.local.   10.32.2.7   QUJDREVG  no (owner dead)
+web.mesh.local.  10.32.1.50  Zm9vYmFy  yes
+";
+        assert_eq!(text, want);
+        let mut empty = sample_dns();
+        empty.records.clear();
+        assert!(dns_text(&empty).ends_with("\nno records\n"));
+        let changed = DnsChanged {
+            records: sample_dns().records,
+        };
+        assert_eq!(
+            dns_changed_text("removed", &changed),
+            "removed db.mesh.local. 10.32.2.7\nremoved web.mesh.local. 10.32.1.50\n"
+        );
     }
 }

@@ -127,7 +127,12 @@ pub(crate) async fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
         .await
         .map_err(|e| meshd_error(e, "get a pod address"))?;
     match wire(conf, key, netns, &allocated).await {
-        Ok(result) => Ok(result),
+        Ok(result) => {
+            if let Some(pod) = &env.args.pod_name {
+                register_dns(&meshd, pod, &allocated.address).await;
+            }
+            Ok(result)
+        }
         Err(e) => {
             let released: Result<mesh_api::IpamReleased, _> = meshd
                 .post(
@@ -194,8 +199,6 @@ async fn wire(
             datapath_error(&e, &format!("cannot attach the pod to {}", spec.bridge))
         }
     })?;
-    // DNS names arrive with the DNS issue: meshd already holds the pod's name and namespace
-    // with the allocation (see router/daemon/src/ipam.rs), so nothing more is sent from here.
     let attached = Attached {
         host: Interface {
             name: made.host.name,
@@ -235,7 +238,8 @@ pub(crate) async fn del(conf: &NetConf, env: &Env) -> Result<(), CniError> {
             .await
             .map_err(|e| datapath_error(&e, &format!("cannot delete {name}")))?;
     }
-    let _: mesh_api::IpamReleased = Meshd::new(&conf.socket)
+    let meshd = Meshd::new(&conf.socket);
+    let released: mesh_api::IpamReleased = meshd
         .post(
             mesh_api::PATH_IPAM_RELEASE,
             &mesh_api::IpamReleaseRequest {
@@ -245,8 +249,44 @@ pub(crate) async fn del(conf: &NetConf, env: &Env) -> Result<(), CniError> {
         )
         .await
         .map_err(|e| meshd_error(e, "release the pod address"))?;
-    // Unregistering the pod's DNS name joins the release in meshd (DNS issue).
+    if let (Some(pod), Some(address)) = (&env.args.pod_name, &released.released) {
+        unregister_dns(&meshd, pod, address).await;
+    }
     Ok(())
+}
+
+/// The address of `CIDR` or of a bare address, as meshd's IPAM answers it.
+fn bare_address(address: &str) -> &str {
+    address.split('/').next().unwrap_or(address)
+}
+
+/// Registers `K8S_POD_NAME` under meshd's DNS zone with the pod's address. Best effort: a
+/// pod works without its name (DNS off, a name that is no DNS name, meshd busy), so a
+/// failure does not fail ADD.
+async fn register_dns(meshd: &Meshd, pod: &str, address: &str) {
+    let _: Result<mesh_api::DnsChanged, _> = meshd
+        .post(
+            mesh_api::PATH_DNS_ADD,
+            &mesh_api::DnsAddRequest {
+                name: pod.to_owned(),
+                address: bare_address(address).to_owned(),
+            },
+        )
+        .await;
+}
+
+/// Removes the record [`register_dns`] made for the released address (only that address:
+/// another pod of the same name elsewhere keeps its own). Best effort, like registering.
+async fn unregister_dns(meshd: &Meshd, pod: &str, address: &str) {
+    let _: Result<mesh_api::DnsChanged, _> = meshd
+        .post(
+            mesh_api::PATH_DNS_REMOVE,
+            &mesh_api::DnsRemoveRequest {
+                name: pod.to_owned(),
+                address: Some(bare_address(address).to_owned()),
+            },
+        )
+        .await;
 }
 
 /// CHECK: the pod's interface, address and route are as ADD left them, the host end is on

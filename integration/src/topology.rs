@@ -23,6 +23,10 @@ pub const DEFAULT_RANGE: &str = "10.32.0.0/12";
 pub const DEFAULT_POD_MTU: u32 = 1420;
 /// The bridge `meshd` creates in its host's namespace; pods attach to it.
 pub const BRIDGE: &str = "mesh0";
+/// The `--dns-upstream` every `meshd` of [`Topology::meshd_args`] gets unless a test passes
+/// its own: the discard port on the namespace's own loopback, where nobody listens, so a
+/// forwarded name gets SERVFAIL quickly and no query leaves the namespace.
+pub const HARNESS_DNS_UPSTREAM: &str = "127.0.0.1:9";
 /// Name of every host's underlay veth inside the host's namespace.
 pub const UNDERLAY_IF: &str = "ul0";
 /// How long a command run inside a namespace may take unless told otherwise.
@@ -513,7 +517,8 @@ impl Topology {
 
     /// The arguments (after the binary) [`Topology::start_meshd`] gives `meshd` for `opts`:
     /// `--name`, `--listen 0.0.0.0:6788`, `--peer`s, `--secret-file` (written now),
-    /// `--state-dir`, `--api-socket`, `--block`, `--range`, `--mtu`, then the extra ones.
+    /// `--state-dir`, `--api-socket`, `--block`, `--range`, `--mtu`, `--dns-upstream`
+    /// [`HARNESS_DNS_UPSTREAM`] (unless the extra ones name an upstream), then the extra ones.
     pub fn meshd_args(&self, host: &Host, opts: &MeshdOpts) -> Result<Vec<String>, String> {
         let secret_file = match &opts.secret {
             Some(secret) => {
@@ -546,6 +551,15 @@ impl Topology {
         ]);
         if let Some(mtu) = opts.mtu {
             args.extend(["--mtu".into(), mtu.to_string()]);
+        }
+        // Never the machine's own resolvers (meshd's default, from /etc/resolv.conf): a
+        // port on the namespace's loopback where nobody listens, unless the test says.
+        if !opts
+            .extra_args
+            .iter()
+            .any(|a| a == "--dns-upstream" || a.starts_with("--dns-upstream="))
+        {
+            args.extend(["--dns-upstream".into(), HARNESS_DNS_UPSTREAM.into()]);
         }
         args.extend(opts.extra_args.iter().cloned());
         Ok(args)

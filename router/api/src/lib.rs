@@ -486,3 +486,64 @@ impl PeersView {
         }
     }
 }
+
+/// `GET` — the DNS records of the cluster zone ([`DnsRecords`]); 503 when DNS is off.
+pub const PATH_DNS: &str = "/v1/dns";
+/// `POST` [`DnsAddRequest`] — registers an address under a name, owned by this node;
+/// answers [`DnsChanged`] (the record added).
+pub const PATH_DNS_ADD: &str = "/v1/dns/add";
+/// `POST` [`DnsRemoveRequest`] — removes this node's records under a name (one address or
+/// all); answers [`DnsChanged`] (the records removed), 404 when there was none.
+pub const PATH_DNS_REMOVE: &str = "/v1/dns/remove";
+
+/// Answer of [`PATH_DNS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecords {
+    /// The cluster zone, fully qualified (e.g. `mesh.local.`).
+    pub zone: String,
+    /// Where meshd serves DNS, `IP:PORT` (UDP and TCP).
+    pub listen: String,
+    /// Upstream resolvers for names outside the zone, `IP:PORT`, in preference order.
+    pub upstreams: Vec<String>,
+    /// Every live (not removed) record, by name, then address, then owner.
+    pub records: Vec<DnsRecord>,
+}
+
+/// One DNS record: an address under a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    /// Fully qualified, lower case (e.g. `web.mesh.local.`).
+    pub name: String,
+    /// The A (IPv4) or AAAA (IPv6) address.
+    pub address: String,
+    /// [`key_fingerprint`] of the public key of the node that registered it.
+    pub owner: String,
+    /// Whether it is answered: `false` while its owner is considered dead.
+    pub served: bool,
+}
+
+/// Body of [`PATH_DNS_ADD`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsAddRequest {
+    /// Relative to the zone (`web`) or fully qualified inside it (`web.mesh.local.`).
+    pub name: String,
+    /// An IPv4 or IPv6 address.
+    pub address: String,
+}
+
+/// Body of [`PATH_DNS_REMOVE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRemoveRequest {
+    /// As in [`DnsAddRequest::name`].
+    pub name: String,
+    /// Only this address; `None`: every address of this node under the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// Answer of [`PATH_DNS_ADD`] and [`PATH_DNS_REMOVE`]: the records added or removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsChanged {
+    /// The records concerned.
+    pub records: Vec<DnsRecord>,
+}

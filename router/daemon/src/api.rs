@@ -60,6 +60,9 @@ pub(crate) async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared
         .route(mesh_api::PATH_IPAM_ALLOCATE, post(ipam_allocate))
         .route(mesh_api::PATH_IPAM_RELEASE, post(ipam_release))
         .route(mesh_api::PATH_IPAM_GC, post(ipam_gc))
+        .route(mesh_api::PATH_DNS, get(dns_list))
+        .route(mesh_api::PATH_DNS_ADD, post(dns_add))
+        .route(mesh_api::PATH_DNS_REMOVE, post(dns_remove))
         .fallback(not_found)
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
@@ -178,6 +181,181 @@ fn answer<T: serde::Serialize>(result: Result<T, IpamError>) -> Response {
             error(code, e.to_string())
         }
     }
+}
+
+/// A refused DNS request: the status and the one-line message of its [`mesh_api::ApiError`].
+type DnsRefusal = (StatusCode, String);
+
+fn refused<T: serde::Serialize>(result: Result<T, DnsRefusal>) -> Response {
+    match result {
+        Ok(value) => Json(value).into_response(),
+        Err((code, message)) => error(code, message),
+    }
+}
+
+/// The DNS state, or the 503 that says DNS is off.
+fn dns_state(shared: &Shared) -> Result<&mesh_dns_server::DnsState, DnsRefusal> {
+    shared.dns.as_deref().ok_or_else(|| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DNS is off on this node (meshd --dns off)".to_owned(),
+        )
+    })
+}
+
+fn dns_record(l: &mesh_dns::Listed) -> mesh_api::DnsRecord {
+    mesh_api::DnsRecord {
+        name: l.name.to_string(),
+        address: l.addr.to_string(),
+        owner: mesh_crypto::PublicKey::from_bytes(l.owner.0).fingerprint(),
+        served: l.served,
+    }
+}
+
+fn dns_entry(e: &mesh_dns::Entry, served: bool) -> mesh_api::DnsRecord {
+    dns_record(&mesh_dns::Listed {
+        name: e.name.clone(),
+        addr: e.addr,
+        owner: e.owner,
+        version: e.stamp.version,
+        served,
+    })
+}
+
+fn parse_addr(s: &str) -> Result<std::net::IpAddr, DnsRefusal> {
+    s.trim().parse().map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("address {s:?} is not an IPv4 or IPv6 address"),
+        )
+    })
+}
+
+fn bad_name(e: &DnsEditError) -> DnsRefusal {
+    (StatusCode::BAD_REQUEST, e.to_string())
+}
+
+fn own_owner(shared: &Shared) -> mesh_dns::Owner {
+    mesh_dns::Owner(*shared.public_key.as_bytes())
+}
+
+async fn dns_list(State(shared): State<Arc<Shared>>) -> Response {
+    refused(dns_records(&shared))
+}
+
+fn dns_records(shared: &Shared) -> Result<mesh_api::DnsRecords, DnsRefusal> {
+    let dns = dns_state(shared)?;
+    let (zone, records) = dns.read(|s| {
+        (
+            s.config.zone.to_string(),
+            s.store.list().iter().map(dns_record).collect(),
+        )
+    });
+    let (listen, upstreams) = shared
+        .config
+        .dns
+        .as_ref()
+        .map(|d| {
+            (
+                d.listen.to_string(),
+                d.upstreams.iter().map(ToString::to_string).collect(),
+            )
+        })
+        .unwrap_or_default();
+    Ok(mesh_api::DnsRecords {
+        zone,
+        listen,
+        upstreams,
+        records,
+    })
+}
+
+async fn dns_add(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<mesh_api::DnsAddRequest>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(req)) => refused(dns_add_record(&shared, &req)),
+        Err(e) => bad_body(&e),
+    }
+}
+
+fn dns_add_record(
+    shared: &Shared,
+    req: &mesh_api::DnsAddRequest,
+) -> Result<mesh_api::DnsChanged, DnsRefusal> {
+    let dns = dns_state(shared)?;
+    let addr = parse_addr(&req.address)?;
+    let owner = own_owner(shared);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let record = dns
+        .update(|s| {
+            let name = s.config.qualify(req.name.trim())?;
+            s.store
+                .add(&name, addr, owner, now_ms)
+                .map(|e| dns_entry(&e, s.store.is_alive(owner)))
+                .map_err(|e| DnsEditError::Store(e.to_string()))
+        })
+        .map_err(|e| bad_name(&e))?;
+    tracing::info!(name = %record.name, address = %record.address, "dns record added");
+    Ok(mesh_api::DnsChanged {
+        records: vec![record],
+    })
+}
+
+async fn dns_remove(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<mesh_api::DnsRemoveRequest>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(req)) => refused(dns_remove_records(&shared, &req)),
+        Err(e) => bad_body(&e),
+    }
+}
+
+fn dns_remove_records(
+    shared: &Shared,
+    req: &mesh_api::DnsRemoveRequest,
+) -> Result<mesh_api::DnsChanged, DnsRefusal> {
+    let dns = dns_state(shared)?;
+    let addr = req.address.as_deref().map(parse_addr).transpose()?;
+    let owner = own_owner(shared);
+    let (name, records) = dns
+        .update(|s| {
+            let name = s.config.qualify(req.name.trim())?;
+            let gone: Vec<mesh_api::DnsRecord> = s
+                .store
+                .remove(&name, addr, owner)
+                .iter()
+                .map(|e| dns_entry(e, false))
+                .collect();
+            Ok::<_, DnsEditError>((name, gone))
+        })
+        .map_err(|e| bad_name(&e))?;
+    if records.is_empty() {
+        return Err((
+            StatusCode::NOT_FOUND,
+            match addr {
+                Some(a) => format!("this node has no record {name} {a}"),
+                None => format!("this node has no record under {name}"),
+            },
+        ));
+    }
+    for r in &records {
+        tracing::info!(name = %r.name, address = %r.address, "dns record removed");
+    }
+    Ok(mesh_api::DnsChanged { records })
+}
+
+/// Why a DNS edit was refused.
+#[derive(Debug, thiserror::Error)]
+enum DnsEditError {
+    #[error(transparent)]
+    Name(#[from] mesh_dns::NameError),
+    #[error("{0}")]
+    Store(String),
 }
 
 fn bad_body(e: &JsonRejection) -> Response {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 /// Default UDP port of the mesh.
@@ -25,6 +25,10 @@ pub(crate) const DEFAULT_BRIDGE: &str = "mesh0";
 pub(crate) const DEFAULT_TUN: &str = "meshtun0";
 /// Default address of the Prometheus metrics endpoint (loopback only).
 pub(crate) const DEFAULT_METRICS: &str = "127.0.0.1:6789";
+/// Port of the DNS server when `--dns` does not say.
+pub(crate) const DEFAULT_DNS_PORT: u16 = 53;
+/// Where the default upstream resolvers are read from.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// Shortest cluster secret accepted, bytes.
 const MIN_SECRET_LEN: usize = 16;
 
@@ -83,6 +87,23 @@ pub(crate) struct RunArgs {
     /// [default: 127.0.0.1:6789].
     #[arg(long, env = "MESH_METRICS", value_name = "ADDR:PORT|off")]
     pub(crate) metrics: Option<MetricsArg>,
+    /// Where to serve DNS (UDP and TCP) for pods, or `off` [default: the bridge's gateway
+    /// address (the first address of --block), port 53].
+    #[arg(long, env = "MESH_DNS", value_name = "ADDR:PORT|off")]
+    pub(crate) dns: Option<DnsArg>,
+    /// The cluster DNS zone, answered by meshd [default: mesh.local.].
+    #[arg(long, env = "MESH_DNS_ZONE", value_name = "ZONE")]
+    pub(crate) dns_zone: Option<String>,
+    /// An upstream resolver for names outside the zone, IP or IP:PORT (repeatable; env:
+    /// comma-separated) [default: the nameservers of /etc/resolv.conf, except meshd's own
+    /// DNS address].
+    #[arg(
+        long = "dns-upstream",
+        env = "MESH_DNS_UPSTREAM",
+        value_name = "IP[:PORT]",
+        value_delimiter = ','
+    )]
+    pub(crate) dns_upstreams: Vec<String>,
     /// Log filter (tracing syntax, e.g. `info`, `debug`, `mesh_core=trace`) [default: info].
     #[arg(long, env = "MESH_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,
@@ -113,6 +134,48 @@ impl<'de> Deserialize<'de> for MetricsArg {
     }
 }
 
+/// `--dns`: an `ADDR:PORT` to serve DNS on, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DnsArg {
+    /// Serve on this address.
+    At(SocketAddr),
+    /// No DNS server.
+    Off,
+}
+
+impl std::str::FromStr for DnsArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        s.parse::<SocketAddr>()
+            .map(Self::At)
+            .map_err(|_| format!("{s:?} is neither an ADDR:PORT like 10.32.1.1:53 nor `off`"))
+    }
+}
+
+impl<'de> Deserialize<'de> for DnsArg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The DNS server's checked configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct DnsConfig {
+    /// Where it listens (UDP and TCP).
+    pub(crate) listen: SocketAddr,
+    /// The zone, with the cluster range as reverse zone.
+    pub(crate) zone: mesh_dns::ZoneConfig,
+    /// Upstream resolvers, in preference order (may be empty: names outside the zone then
+    /// get SERVFAIL).
+    pub(crate) upstreams: Vec<SocketAddr>,
+}
+
 /// The TOML file: the same keys as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +194,10 @@ struct FileConfig {
     tun: Option<String>,
     offload: Option<OnOff>,
     metrics: Option<MetricsArg>,
+    dns: Option<DnsArg>,
+    dns_zone: Option<String>,
+    #[serde(default)]
+    dns_upstream: Vec<String>,
     log: Option<String>,
 }
 
@@ -168,6 +235,8 @@ pub(crate) struct Config {
     /// The metrics socket, bound by `main` before `run` so a busy port fails the start
     /// before anything is set up.
     pub(crate) metrics_listener: crate::metrics::Prebound,
+    /// The DNS server; `None` = off.
+    pub(crate) dns: Option<DnsConfig>,
     pub(crate) log: String,
 }
 
@@ -244,6 +313,18 @@ impl RunArgs {
         if bridge == tun {
             bail!("--bridge and --tun are both {bridge:?}: they must differ");
         }
+        let dns = resolve_dns(
+            self.dns.or(file.dns),
+            self.dns_zone.or(file.dns_zone),
+            if self.dns_upstreams.is_empty() {
+                file.dns_upstream
+            } else {
+                self.dns_upstreams
+            },
+            block,
+            range,
+            || std::fs::read_to_string(RESOLV_CONF).unwrap_or_default(),
+        )?;
         Ok(Config {
             name,
             listen,
@@ -270,9 +351,85 @@ impl RunArgs {
                 None => DEFAULT_METRICS.parse().ok(),
             },
             metrics_listener: crate::metrics::Prebound::default(),
+            dns,
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
         })
     }
+}
+
+/// The DNS server's configuration from `--dns`, `--dns-zone` and `--dns-upstream`;
+/// `resolv_conf` gives the text of /etc/resolv.conf, read only when no upstream is given.
+fn resolve_dns(
+    dns: Option<DnsArg>,
+    zone: Option<String>,
+    upstreams: Vec<String>,
+    block: Ipv4Net,
+    range: Ipv4Net,
+    resolv_conf: impl FnOnce() -> String,
+) -> Result<Option<DnsConfig>> {
+    let listen = match dns {
+        Some(DnsArg::Off) => return Ok(None),
+        Some(DnsArg::At(a)) => a,
+        None => {
+            let gateway = u32::from(block.network()).saturating_add(1);
+            SocketAddr::new(IpAddr::V4(gateway.into()), DEFAULT_DNS_PORT)
+        }
+    };
+    let zone_s = zone.unwrap_or_else(|| mesh_dns::DEFAULT_ZONE.to_owned());
+    let mut zone = mesh_dns::ZoneConfig::default()
+        .with_zone(zone_s.trim())
+        .map_err(|e| anyhow!("--dns-zone {zone_s:?}: {e}"))?;
+    zone.reverse_zones = vec![ipnet::IpNet::V4(range)];
+    let given: Vec<&str> = upstreams
+        .iter()
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let upstreams = if given.is_empty() {
+        mesh_dns::parse_resolv_conf(&resolv_conf())
+            .into_iter()
+            .filter(|u| !loops_back(*u, listen))
+            .collect()
+    } else {
+        let mut out = Vec::new();
+        for u in given {
+            let addr = parse_upstream(u)?;
+            if loops_back(addr, listen) {
+                bail!(
+                    "--dns-upstream {u} is meshd's own DNS address (--dns {listen}): queries would loop"
+                );
+            }
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        out
+    };
+    Ok(Some(DnsConfig {
+        listen,
+        zone,
+        upstreams,
+    }))
+}
+
+/// `IP`, `IP:PORT` or `[IPv6]:PORT`; port 53 when not given.
+fn parse_upstream(s: &str) -> Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_DNS_PORT))
+        .map_err(|_| anyhow!("--dns-upstream {s:?} is not an IP or IP:PORT like 192.0.2.53:53"))
+}
+
+/// Whether a query sent to `upstream` would reach meshd's own DNS server on `listen`.
+fn loops_back(upstream: SocketAddr, listen: SocketAddr) -> bool {
+    if upstream == listen {
+        return true;
+    }
+    // Listening on the unspecified address takes every local address of the port; of
+    // those, loopback ones are surely local.
+    listen.ip().is_unspecified() && upstream.port() == listen.port() && upstream.ip().is_loopback()
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig> {
@@ -418,6 +575,135 @@ mod tests {
         assert_eq!(c.secret.0, b"0123456789abcdef0123");
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
         assert_eq!(c.metrics, Some("127.0.0.1:6789".parse().unwrap()));
+        let dns = c.dns.expect("DNS is on by default");
+        assert_eq!(dns.listen, "10.32.1.1:53".parse().unwrap());
+        assert_eq!(dns.zone.zone.to_string(), "mesh.local.");
+        assert_eq!(
+            dns.zone.reverse_zones,
+            vec!["10.32.0.0/12".parse().unwrap()]
+        );
+    }
+
+    fn dns_of(
+        dns: Option<&str>,
+        zone: Option<&str>,
+        upstreams: &[&str],
+        resolv: &str,
+    ) -> Result<Option<DnsConfig>> {
+        resolve_dns(
+            dns.map(|d| d.parse().unwrap()),
+            zone.map(str::to_owned),
+            upstreams.iter().map(|s| (*s).to_owned()).collect(),
+            "10.32.1.0/24".parse().unwrap(),
+            DEFAULT_RANGE.parse().unwrap(),
+            || resolv.to_owned(),
+        )
+    }
+
+    #[test]
+    fn dns_defaults_come_from_the_block_and_resolv_conf() {
+        let resolv = "nameserver 192.0.2.1\nnameserver 10.32.1.1\nnameserver 127.0.0.53\n";
+        let d = dns_of(None, None, &[], resolv).unwrap().unwrap();
+        assert_eq!(d.listen, "10.32.1.1:53".parse().unwrap());
+        assert_eq!(
+            d.upstreams,
+            vec![
+                "192.0.2.1:53".parse::<SocketAddr>().unwrap(),
+                "127.0.0.53:53".parse().unwrap()
+            ],
+            "our own address is left out; a loopback resolver that is not us stays"
+        );
+        // Listening on 0.0.0.0:53 takes 127.0.0.53:53 too.
+        let d = dns_of(Some("0.0.0.0:53"), None, &[], resolv)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d.upstreams,
+            vec![
+                "192.0.2.1:53".parse().unwrap(),
+                "10.32.1.1:53".parse().unwrap()
+            ]
+        );
+        // On another port, nothing loops.
+        let d = dns_of(Some("0.0.0.0:5353"), None, &[], resolv)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.upstreams.len(), 3);
+        assert!(dns_of(Some("off"), None, &[], resolv).unwrap().is_none());
+    }
+
+    #[test]
+    fn dns_upstreams_and_zone_from_flags() {
+        let d = dns_of(
+            Some("10.32.1.1:5353"),
+            Some("Cluster.Internal"),
+            &[
+                "198.18.0.9",
+                "198.18.0.10:5300",
+                "[fd00::53]:53",
+                "fd00::54",
+                "198.18.0.9",
+            ],
+            "nameserver 192.0.2.1\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(d.listen, "10.32.1.1:5353".parse().unwrap());
+        assert_eq!(d.zone.zone.to_string(), "cluster.internal.");
+        assert_eq!(
+            d.upstreams,
+            vec![
+                "198.18.0.9:53".parse::<SocketAddr>().unwrap(),
+                "198.18.0.10:5300".parse().unwrap(),
+                "[fd00::53]:53".parse().unwrap(),
+                "[fd00::54]:53".parse().unwrap(),
+            ],
+            "given upstreams replace resolv.conf's"
+        );
+        for (dns, zone, ups, want) in [
+            (
+                None,
+                None,
+                vec!["banana"],
+                "--dns-upstream \"banana\" is not an IP",
+            ),
+            (None, None, vec!["10.32.1.1"], "meshd's own DNS address"),
+            (None, Some("bad..zone"), vec![], "--dns-zone \"bad..zone\""),
+        ] {
+            let err = dns_of(dns, zone, &ups, "").unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+        let err = "10.32.1.1".parse::<DnsArg>().unwrap_err();
+        assert!(err.contains("neither an ADDR:PORT"), "{err}");
+    }
+
+    #[test]
+    fn dns_settings_from_the_file() {
+        let d = tmpdir("dns");
+        let cfg = d.join("dns.toml");
+        std::fs::write(
+            &cfg,
+            "dns = \"10.32.1.1:5353\"\ndns_zone = \"c.test\"\ndns_upstream = [\"198.18.0.9\"]\n",
+        )
+        .unwrap();
+        let mut a = args(&d);
+        a.config = Some(cfg.clone());
+        let dns = a.resolve().unwrap().dns.unwrap();
+        assert_eq!(dns.listen, "10.32.1.1:5353".parse().unwrap());
+        assert_eq!(dns.zone.zone.to_string(), "c.test.");
+        assert_eq!(dns.upstreams, vec!["198.18.0.9:53".parse().unwrap()]);
+        std::fs::write(&cfg, "dns = \"off\"\n").unwrap();
+        let mut a = args(&d);
+        a.config = Some(cfg.clone());
+        assert!(a.resolve().unwrap().dns.is_none());
+        // A flag beats the file.
+        let mut a = args(&d);
+        a.config = Some(cfg);
+        a.dns = Some(DnsArg::At("127.0.0.1:5300".parse().unwrap()));
+        a.dns_upstreams = vec!["198.18.0.1".into()];
+        let dns = a.resolve().unwrap().dns.unwrap();
+        assert_eq!(dns.listen, "127.0.0.1:5300".parse().unwrap());
     }
 
     #[test]

@@ -37,16 +37,19 @@ const TIMER_GRANULARITY: Duration = Duration::from_millis(50);
 /// What the tasks and the API share.
 pub(crate) struct Shared {
     node: Mutex<Node>,
-    config: Config,
-    public_key: PublicKey,
+    pub(crate) config: Config,
+    pub(crate) public_key: PublicKey,
     started: Instant,
     /// The pod address pool, served by the API to `mesh-cni`.
     pub(crate) ipam: crate::ipam::IpamService,
     tun_write_errors: AtomicU64,
+    tun_read_errors: AtomicU64,
     udp_send_errors: AtomicU64,
     counters: Counters,
     /// The metrics socket and start time, for the metrics server (`metrics.rs`).
     pub(crate) metrics: crate::metrics::Metrics,
+    /// The DNS server's records and counters; `None` with `--dns off`.
+    pub(crate) dns: Option<Arc<mesh_dns_server::DnsState>>,
 }
 
 /// Packet-path counters; see `mesh_api::DatapathStatus`.
@@ -90,6 +93,7 @@ impl Shared {
         let mut drops = node.drops().to_api();
         for (reason, counter) in [
             ("tun_write", &self.tun_write_errors),
+            ("tun_read", &self.tun_read_errors),
             ("udp_send", &self.udp_send_errors),
         ] {
             let n = counter.load(Ordering::Relaxed);
@@ -178,7 +182,17 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         .ensure_bridge(&config.bridge, gw, config.mtu)
         .await
         .with_context(|| format!("cannot set up bridge {}", config.bridge))?;
-    let (tun, offload) = match setup_tun(&net, &config, gw.addr()).await {
+    // The DNS sockets bind to the gateway address, so after the bridge has it; they and the
+    // TUN device go away by themselves when dropped on a failure below.
+    let setup = async {
+        let dns = match &config.dns {
+            Some(d) => Some(bind_dns(d.listen).await?),
+            None => None,
+        };
+        let (tun, offload) = setup_tun(&net, &config, gw.addr()).await?;
+        Ok::<_, anyhow::Error>((tun, offload, dns))
+    };
+    let (tun, offload, dns_sockets) = match setup.await {
         Ok(t) => t,
         Err(e) => {
             // Leave nothing half-made: a bridge this run created goes too (a bridge that was
@@ -198,6 +212,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         mtu = config.mtu,
         offload,
         peers = config.peers.len(),
+        dns = ?config.dns.as_ref().map(|d| d.listen),
         "meshd up"
     );
 
@@ -222,9 +237,21 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         started: now,
         ipam: crate::ipam::IpamService::load(&config)?,
         tun_write_errors: AtomicU64::new(0),
+        tun_read_errors: AtomicU64::new(0),
         udp_send_errors: AtomicU64::new(0),
         counters: Counters::default(),
         metrics: crate::metrics::Metrics::new(&config),
+        dns: config.dns.as_ref().map(|d| {
+            Arc::new(mesh_dns_server::DnsState::new(
+                d.zone.clone(),
+                mesh_dns::ForwarderConfig {
+                    upstreams: d.upstreams.clone(),
+                    ..mesh_dns::ForwarderConfig::default()
+                },
+                Some(mesh_dns::Owner(*public_key.as_bytes())),
+                OsRng.next_u64(),
+            ))
+        }),
     });
     let udp = Arc::new(BatchUdp::new(udp)?);
     let c = &shared.counters;
@@ -250,6 +277,21 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         known_peers,
     ));
     tasks.spawn(crate::metrics::serve(shared.clone()));
+    if let (Some((dns_udp, dns_tcp)), Some(state)) = (dns_sockets, shared.dns.clone()) {
+        if let Some(d) = &config.dns {
+            if d.upstreams.is_empty() {
+                tracing::warn!(
+                    "no upstream DNS resolver (none in /etc/resolv.conf or --dns-upstream): names outside the zone get SERVFAIL"
+                );
+            }
+            tracing::info!(listen = %d.listen, zone = %d.zone.zone, upstreams = ?d.upstreams, "dns up");
+        }
+        tasks.spawn(async move {
+            mesh_dns_server::serve(dns_udp, dns_tcp, state)
+                .await
+                .context("the DNS server stopped")
+        });
+    }
     let api_shared = shared.clone();
     tasks.spawn(async move {
         crate::api::serve(api_listener, api_shared).await;
@@ -296,6 +338,18 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.api_socket);
     }
+}
+
+/// The DNS server's UDP socket and TCP listener on `addr`.
+async fn bind_dns(addr: SocketAddr) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let hint = "pick another with --dns ADDR:PORT or turn DNS off with --dns off";
+    let udp = tokio::net::UdpSocket::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve DNS on udp {addr}: {e} ({hint})"))?;
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve DNS on tcp {addr}: {e} ({hint})"))?;
+    Ok((udp, tcp))
 }
 
 /// IP forwarding, the TUN device (with offloads unless `--offload off`) and the route of
@@ -364,12 +418,17 @@ async fn tun_to_udp(
                 .await
             {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    // A packet the offload code could not split (bad virtio header): skip it.
-                    tracing::debug!(error = %e, "unsplittable packet from the TUN device");
+                // An error of the read itself (device gone, bad descriptor) ends the task;
+                // any other is about one packet the offload code could not split (a bad
+                // virtio header, a segment that does not fit): drop it, count it, go on.
+                Err(e) if e.raw_os_error().is_some_and(|c| c != libc::EINTR) => {
+                    return Err(e).context("reading the TUN device failed");
+                }
+                Err(e) => {
+                    tracing::trace!(error = %e, "unsplittable packet from the TUN device");
+                    shared.tun_read_errors.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                Err(e) => return Err(e).context("reading the TUN device failed"),
             }
         };
         shared.count(&shared.counters.tun_reads, 1);
