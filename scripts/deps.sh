@@ -57,7 +57,7 @@ ensure_deps() {
         rm -rf "$tmp"
     fi
     if ! command -v cargo >/dev/null; then
-        echo "$0: no cargo on PATH: install a Rust toolchain >= 1.85 (https://rustup.rs) first" >&2
+        echo "$0: no cargo on PATH: install a Rust toolchain >= 1.88 (https://rustup.rs) first" >&2
         exit 1
     fi
 }
