@@ -77,7 +77,63 @@ pub(crate) fn status_lines(status: &Status) -> Vec<String> {
         lines.push(String::new());
         lines.push(format!("node drops: {}", drops(&status.drops)));
     }
+    let warnings = warnings(status);
+    if !warnings.is_empty() {
+        lines.push(String::new());
+        lines.extend(warnings.into_iter().map(|w| format!("warning: {w}")));
+    }
     lines
+}
+
+/// What someone debugging the node should look at first, one line each.
+pub(crate) fn warnings(status: &Status) -> Vec<String> {
+    use mesh_api::PeerState;
+    let mut out = Vec::new();
+    for p in &status.peers {
+        let who = if p.name.is_empty() {
+            p.endpoint.clone()
+        } else {
+            format!("{} ({})", p.name, p.endpoint)
+        };
+        match p.state {
+            PeerState::Handshaking => out.push(format!(
+                "{who}: no session yet: is meshd running there, is UDP {} open both ways, \
+                 is it the same cluster secret?",
+                p.endpoint.rsplit(':').next().unwrap_or("6788")
+            )),
+            PeerState::Expired => out.push(format!(
+                "{who}: the session expired and new handshakes get no answer: is the node down?"
+            )),
+            PeerState::Idle | PeerState::Established => {}
+        }
+    }
+    let failed = status.total_drops("handshake_failed");
+    if failed > 0 {
+        out.push(format!(
+            "{failed} handshake messages failed: a node with another cluster secret (or an \
+             attacker) is trying to connect"
+        ));
+    }
+    for (reason, what) in [
+        (
+            "udp_send",
+            "datagrams could not be sent: check the underlay route to the peers",
+        ),
+        (
+            "tun_write",
+            "packets could not be written to the TUN device",
+        ),
+        (
+            "no_route",
+            "packets had no owner: a destination inside the range that no peer announced",
+        ),
+    ] {
+        let n = status.total_drops(reason);
+        if n > 0 {
+            out.push(format!("{n} {what} ({reason})"));
+        }
+    }
+    out
 }
 
 /// The `meshctl status` view as one string ending in a newline.
@@ -335,9 +391,30 @@ pub(crate) mod tests {
             "(unknown)  198.18.0.3:6788  handshaking  -                          never      -        0 pkt / 0 B         0 pkt / 0 B       -",
             "",
             "node drops: no_route=3 malformed=1",
+            "",
+            "warning: 198.18.0.3:6788: no session yet: is meshd running there, is UDP 6788 open both ways, is it the same cluster secret?",
+            "warning: 3 packets had no owner: a destination inside the range that no peer announced (no_route)",
         ];
         assert_eq!(status_lines(&sample_status()), expected);
         assert_eq!(status_text(&sample_status()), expected.join("\n") + "\n");
+    }
+
+    #[test]
+    fn warnings_name_expired_peers_and_failed_handshakes() {
+        let mut status = sample_status();
+        status.peers[0].state = mesh_api::PeerState::Expired;
+        status.peers.truncate(1);
+        status.drops = vec![drop_count("handshake_failed", 4)];
+        assert_eq!(
+            warnings(&status),
+            [
+                "beta (198.18.0.2:6788): the session expired and new handshakes get no answer: is the node down?",
+                "4 handshake messages failed: a node with another cluster secret (or an attacker) is trying to connect",
+            ]
+        );
+        status.peers[0].state = mesh_api::PeerState::Established;
+        status.drops.clear();
+        assert!(warnings(&status).is_empty());
     }
 
     #[test]
