@@ -6,17 +6,10 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode, header};
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
+use mesh_api_client::{Bytes, ExchangeError, Method, StatusCode};
 
 /// Deadline on a whole request: connect, send, and read the full answer.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Largest answer body accepted; a status of thousands of peers stays far below.
-const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Why a request to meshd failed.
 #[derive(Debug, thiserror::Error)]
@@ -138,49 +131,18 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Bytes, ClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Connect {
+        let (code, body) = mesh_api_client::exchange(&self.socket, method, path, body)
+            .await
+            .map_err(|e| match e {
+                ExchangeError::Connect(source) => ClientError::Connect {
                     socket: self.socket.clone(),
                     source,
-                })?;
-        let protocol = |reason: String| ClientError::Protocol {
-            socket: self.socket.clone(),
-            reason,
-        };
-
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| protocol(e.to_string()))?;
-        // The connection task ends once `sender` is dropped or meshd hangs up;
-        // its errors surface through `send_request` below.
-        let conn = tokio::spawn(conn);
-
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, "meshd")
-            .header(header::ACCEPT, "application/json");
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| protocol(format!("bad request for {path}: {e}")))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| protocol(e.to_string()))?;
-        let code = response.status();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| protocol(format!("reading the answer: {e}")))?
-            .to_bytes();
-        drop(sender);
-        conn.abort();
-
+                },
+                ExchangeError::Protocol(reason) => ClientError::Protocol {
+                    socket: self.socket.clone(),
+                    reason,
+                },
+            })?;
         if code.is_success() {
             Ok(body)
         } else {

@@ -4,16 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode, header};
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
+use mesh_api_client::{Bytes, ExchangeError, Method, StatusCode};
 
 /// Deadline on one request: connect, send, read the answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest answer accepted.
-const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,43 +90,20 @@ impl Meshd {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), String> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
-            let hint = match e.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                    " (is meshd running on this node? is \"socket\" in the CNI config right?)"
+        mesh_api_client::exchange(&self.socket, method, path, body)
+            .await
+            .map_err(|e| match e {
+                ExchangeError::Connect(e) => {
+                    let hint = match e.kind() {
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                            " (is meshd running on this node? is \"socket\" in the CNI config right?)"
+                        }
+                        std::io::ErrorKind::PermissionDenied => " (the API socket is root-only)",
+                        _ => "",
+                    };
+                    format!("{e}{hint}")
                 }
-                std::io::ErrorKind::PermissionDenied => " (the API socket is root-only)",
-                _ => "",
-            };
-            format!("{e}{hint}")
-        })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        let conn = tokio::spawn(conn);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, "meshd")
-            .header(header::ACCEPT, "application/json");
-        if body.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let code = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?
-            .to_bytes();
-        drop(sender);
-        conn.abort();
-        Ok((code, bytes))
+                ExchangeError::Protocol(reason) => reason,
+            })
     }
 }
