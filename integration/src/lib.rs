@@ -26,6 +26,24 @@ pub use podman::Podman;
 pub use process::Proc;
 pub use topology::{Host, MESHD_PORT, MeshdOpts, Pod, PodOpts, Topology, random_secret};
 
+/// Bound of a `meshd` that is expected to exit by itself (refusing its input, `reset`, ...).
+pub const MESHD_EXIT_BOUND: Duration = Duration::from_secs(30);
+
+/// A command's output as text (lossy UTF-8).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Everything a finished command printed, for assertion messages.
+pub fn describe(out: &std::process::Output) -> String {
+    format!(
+        "status {}; stdout: {:?}; stderr: {:?}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
 /// Panics with a clear message unless the process runs as root (effective uid 0).
 pub fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -9,35 +9,20 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::Duration;
 
 use common::POLL;
 use mesh_api::{DnsRecords, key_fingerprint};
 use mesh_integration::topology::{BRIDGE, DEFAULT_RANGE};
 use mesh_integration::{Host, MeshdOpts, Pod, Topology, require_root, wait_until};
+use mesh_integration::{MESHD_EXIT_BOUND as EXIT_BOUND, describe, text};
 
 /// The gateway (and DNS) address of block 10.32.1.0/24.
 const GATEWAY: &str = "10.32.1.1";
 /// What the stub upstream answers for every name under `example.test`.
 const STUB_ANSWER: &str = "198.18.77.7";
-/// Bound of a `meshd` that is expected to exit by itself.
-const EXIT_BOUND: Duration = Duration::from_secs(30);
 /// Bound of the stub upstream to answer after it started.
 const STUB_BOUND: Duration = Duration::from_secs(10);
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status {}; stdout: {:?}; stderr: {:?}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
 
 /// `dig @GATEWAY ARGS…` in `pod`, one try of 2 s; dig's stdout.
 fn dig(pod: &Pod, args: &[&str]) -> String {

@@ -13,27 +13,12 @@ use std::time::{Duration, Instant};
 use common::{POLL, full_mesh, wait_established, wait_ping};
 use mesh_integration::topology::{BRIDGE, DEFAULT_RANGE, MESHD_PORT};
 use mesh_integration::{Host, MeshdOpts, Topology, random_secret, require_root, wait_until};
+use mesh_integration::{MESHD_EXIT_BOUND as EXIT_BOUND, describe, text};
 
 /// The TUN device `meshd` creates by default.
 const TUN: &str = "meshtun0";
-/// Bound of a `meshd` that is expected to exit by itself (refusing its input, `reset`…).
-const EXIT_BOUND: Duration = Duration::from_secs(30);
 /// Bound of pings after `meshd` (re)starts.
 const PING_BOUND: Duration = Duration::from_secs(10);
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Everything `meshd` printed, for assertion messages.
-fn describe(out: &Output) -> String {
-    format!(
-        "status {}; stdout: {:?}; stderr: {:?}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
 
 /// Panics if `host`'s namespace has `mesh0` or `meshtun0`.
 fn assert_no_mesh_links(host: &Host, what: &str) {

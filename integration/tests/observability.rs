@@ -17,6 +17,7 @@ use mesh_api::{
 };
 use mesh_integration::topology::BRIDGE;
 use mesh_integration::{Host, MESHD_PORT, MeshdOpts, Topology, require_root};
+use mesh_integration::{MESHD_EXIT_BOUND as EXIT_BOUND, text};
 
 /// Where meshd serves metrics by default (inside each host's namespace).
 const METRICS_URL: &str = "http://127.0.0.1:6789/metrics";
@@ -24,12 +25,6 @@ const METRICS_URL: &str = "http://127.0.0.1:6789/metrics";
 const PING_BOUND: Duration = Duration::from_secs(15);
 /// Bound of a session to be established.
 const SESSION_BOUND: Duration = Duration::from_secs(15);
-/// Bound of a `meshd` that is expected to exit by itself.
-const EXIT_BOUND: Duration = Duration::from_secs(30);
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn json<T: serde::de::DeserializeOwned>(topo: &Topology, host: &Host, view: &str) -> T {
     let out = topo
