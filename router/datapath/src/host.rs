@@ -5,7 +5,6 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::route::RouteScope;
 use rtnetlink::{LinkBridge, LinkUnspec, RouteMessageBuilder};
@@ -90,7 +89,7 @@ impl HostNetwork {
                 _ => DatapathError::netlink(format!("set {name} up with MTU {mtu}"), e),
             })?;
 
-        if !self.has_address(index, gateway).await? {
+        if !self.addresses(index).await?.contains(&gateway) {
             let added = self
                 .handle
                 .address()
@@ -142,26 +141,6 @@ impl HostNetwork {
             tracing::info!(bridge = name, mtu, "created bridge");
         }
         Ok((link.header.index, created))
-    }
-
-    async fn has_address(&self, index: u32, net: Ipv4Net) -> Result<bool, DatapathError> {
-        let wanted = IpAddr::V4(net.addr());
-        let addrs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| DatapathError::netlink(format!("list addresses of link {index}"), e))?;
-        Ok(addrs.iter().any(|msg| {
-            msg.header.prefix_len == net.prefix_len()
-                && msg.attributes.iter().any(|a| {
-                    matches!(a, AddressAttribute::Local(ip) | AddressAttribute::Address(ip)
-                        if *ip == wanted)
-                })
-        }))
     }
 
     /// Creates TUN device `name`, or attaches to an existing persistent one: layer 3, no
