@@ -146,6 +146,27 @@ pub struct ApiError {
     pub error: String,
 }
 
+impl PeerStatus {
+    /// A peer known only by its address (no key, no name, no traffic yet), in `state`.
+    pub fn address_only(endpoint: String, state: PeerState) -> Self {
+        Self {
+            name: String::new(),
+            public_key: String::new(),
+            endpoint,
+            state,
+            blocks: Vec::new(),
+            last_handshake_secs_ago: None,
+            handshakes: 0,
+            rtt_us: None,
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            drops: Vec::new(),
+        }
+    }
+}
+
 impl Status {
     /// The count of `reason` summed over the node-wide and every peer's drops.
     pub fn total_drops(&self, reason: &str) -> u64 {

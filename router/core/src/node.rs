@@ -1169,25 +1169,15 @@ impl Node {
             if b.is_self || b.resolved.is_some_and(|k| self.peers.contains_key(&k)) {
                 continue;
             }
-            out.push(mesh_api::PeerStatus {
-                name: String::new(),
-                public_key: String::new(),
-                endpoint: b.addr.to_string(),
-                state: if b.handshake.is_some() {
-                    mesh_api::PeerState::Handshaking
-                } else {
-                    mesh_api::PeerState::Idle
-                },
-                blocks: Vec::new(),
-                last_handshake_secs_ago: None,
-                handshakes: 0,
-                rtt_us: None,
-                rx_packets: 0,
-                rx_bytes: 0,
-                tx_packets: 0,
-                tx_bytes: 0,
-                drops: Vec::new(),
-            });
+            let state = if b.handshake.is_some() {
+                mesh_api::PeerState::Handshaking
+            } else {
+                mesh_api::PeerState::Idle
+            };
+            out.push(mesh_api::PeerStatus::address_only(
+                b.addr.to_string(),
+                state,
+            ));
         }
         out.sort_by(|a, b| (&a.name, &a.endpoint).cmp(&(&b.name, &b.endpoint)));
         out

@@ -524,21 +524,7 @@ mod tests {
             tx_bytes: 2_000,
             drops: vec![drop_count("replay", 2), drop_count("handshake_failed", 1)],
         };
-        let unknown = PeerStatus {
-            name: String::new(),
-            public_key: String::new(),
-            endpoint: "198.18.0.3:6788".into(),
-            state: PeerState::Handshaking,
-            blocks: vec![],
-            last_handshake_secs_ago: None,
-            handshakes: 0,
-            rtt_us: None,
-            rx_packets: 0,
-            rx_bytes: 0,
-            tx_packets: 0,
-            tx_bytes: 0,
-            drops: vec![],
-        };
+        let unknown = PeerStatus::address_only("198.18.0.3:6788".into(), PeerState::Handshaking);
         Snapshot {
             status: Status {
                 node: NodeStatus {
