@@ -356,6 +356,8 @@ pub(crate) mod tests {
                 },
             ],
             drops: vec![drop_count("no_route", 3), drop_count("malformed", 1)],
+            members: Vec::new(),
+            gossip: Default::default(),
         }
     }
 

@@ -54,6 +54,10 @@ fn config(i: u8, bootstrap: Vec<SocketAddr>) -> NodeConfig {
         blocks: vec![block],
         bootstrap,
         known_peers: Vec::new(),
+        generation: 1,
+        advertise: None,
+        dead_after: mesh_core::DEFAULT_DEAD_AFTER,
+        gossip: mesh_core::GossipConfig::default(),
     }
 }
 

@@ -137,6 +137,12 @@ pub fn fuzz_peer_info_emit(data: &[u8]) -> bool {
         acked_version,
         name,
         blocks,
+        observed: (next() & 1 == 1).then(|| {
+            std::net::SocketAddrV4::new(
+                Ipv4Addr::new(next(), next(), next(), next()),
+                u16::from(next()),
+            )
+        }),
     };
     let mut buf = [0u8; MAX_PEER_INFO_LEN + 64];
     let emitted = info.emit(&mut buf);

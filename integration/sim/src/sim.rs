@@ -339,6 +339,10 @@ impl Sim {
                 .filter_map(|&b| Addressing::underlay(b))
                 .collect(),
             known_peers: n.known.iter().map(|(k, a)| (*k, *a)).collect(),
+            generation: n.stats.starts + 1,
+            advertise: None,
+            dead_after: mesh_core::DEFAULT_DEAD_AFTER,
+            gossip: mesh_core::GossipConfig::default(),
         };
         let now = self.start + self.elapsed;
         n.node = Some(Node::new(config, now, self.node_rng.bytes32()));
@@ -791,6 +795,7 @@ impl Sim {
                     n.known.insert(key, endpoint);
                 }
                 Event::BlockConflict { .. } => n.stats.block_conflicts += 1,
+                Event::MemberDead { .. } | Event::MemberAlive { .. } => {}
             }
         }
         let wake = n

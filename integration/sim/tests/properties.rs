@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use mesh_core::{DropReason, Encap};
-use mesh_sim::properties::{all_pairs, check_exchange, check_sessions};
+use mesh_sim::properties::{all_pairs, check_bootstrap_sessions, check_exchange, check_membership};
 use mesh_sim::{
     Chaos, ChaosConfig, Link, NodeSpec, SeedGuard, Sim, SimConfig, SimRng, Topology, Violation,
     seeds,
@@ -15,6 +15,11 @@ use std::time::Duration;
 /// Virtual time given to the mesh after the last fault heals: the longest handshake retry
 /// backoff (30 s plus jitter) twice over.
 const SETTLE: Duration = Duration::from_secs(60);
+
+/// Time a packet between two members gets to arrive: sessions are made on demand, and a
+/// session whose last handshake message was lost (XX's third) is found silent and redone
+/// after 15 s.
+const EXCHANGE_SETTLE: Duration = Duration::from_secs(30);
 
 /// Random size and topology, a few minutes of random faults, repair, settle.
 fn chaotic_run(seed: u64, chaos_config: ChaosConfig, record: bool) -> (Sim, Chaos) {
@@ -48,16 +53,15 @@ fn describe(chaos: &Chaos) -> String {
 }
 
 #[test]
-fn after_random_faults_heal_every_known_pair_has_a_session_and_packets_arrive_once() {
+fn after_random_faults_heal_everyone_knows_everyone_and_packets_arrive_once() {
     for seed in seeds(64) {
         let _guard = SeedGuard::new(seed, "healing after random faults");
         let (mut sim, chaos) = chaotic_run(seed, ChaosConfig::default(), false);
-        if let Err(e) = check_sessions(&sim) {
+        if let Err(e) = check_membership(&sim) {
             panic!("seed {seed}: {e}\nfaults:\n  {}", describe(&chaos));
         }
-        let pairs = sim.knowing_pairs();
-        assert!(sim.bootstrap_pairs().iter().all(|p| pairs.contains(p)));
-        if let Err(e) = check_exchange(&mut sim, &pairs, Duration::from_secs(1)) {
+        let pairs = all_pairs(&sim);
+        if let Err(e) = check_exchange(&mut sim, &pairs, EXCHANGE_SETTLE) {
             panic!("seed {seed}: {e}\nfaults:\n  {}", describe(&chaos));
         }
         for i in 0..sim.len() {
@@ -68,7 +72,7 @@ fn after_random_faults_heal_every_known_pair_has_a_session_and_packets_arrive_on
 }
 
 #[test]
-fn with_every_node_bootstrapping_from_every_earlier_one_the_full_mesh_forms() {
+fn with_every_node_bootstrapping_from_every_earlier_one_everyone_routes_everyone() {
     for seed in seeds(32) {
         let _guard = SeedGuard::new(seed, "full mesh from direct bootstrap");
         let mut sim = Sim::new(seed);
@@ -92,21 +96,20 @@ fn with_every_node_bootstrapping_from_every_earlier_one_the_full_mesh_forms() {
                 );
             }
         }
-        // Full mesh: every node has a session with every other and routes its block (the
-        // block comes in the peer's info message, after the session).
+        // Every node routes every block (learned by gossip or from the peer itself).
         let limit = 2 * SETTLE;
         let took = sim.run_until(limit, Duration::from_millis(250), |s| {
-            (0..s.len()).all(|i| {
-                s.established_count(i) == s.len() - 1
-                    && s.node(i).is_some_and(|n| n.routes().len() == s.len())
-            })
+            (0..s.len()).all(|i| s.node(i).is_some_and(|n| n.routes().len() == s.len()))
         });
-        assert!(took.is_some(), "seed {seed}: no full mesh after {limit:?}");
-        check_sessions(&sim).unwrap();
+        assert!(
+            took.is_some(),
+            "seed {seed}: routes incomplete after {limit:?}"
+        );
+        check_membership(&sim).unwrap();
         // Exactly once needs a lossless network.
         sim.heal_network();
         let pairs = all_pairs(&sim);
-        check_exchange(&mut sim, &pairs, Duration::from_secs(1)).unwrap();
+        check_exchange(&mut sim, &pairs, EXCHANGE_SETTLE).unwrap();
     }
 }
 
@@ -274,7 +277,7 @@ fn a_one_way_block_keeps_the_session_down_until_lifted() {
     assert!(!sim.established(0, 1));
     sim.unblock_one_way(0, 1);
     sim.run_for(SETTLE);
-    check_sessions(&sim).unwrap();
+    check_bootstrap_sessions(&sim).unwrap();
     let v: &[Violation] = sim.violations();
     assert!(v.is_empty());
 }

@@ -26,6 +26,73 @@ pub struct Status {
     /// Counters of the packet path: batch sizes and offload state (explains a slow link).
     #[serde(default)]
     pub datapath: DatapathStatus,
+    /// Every member of the cluster this node knows, itself included (state `local`), sorted
+    /// by name.
+    #[serde(default)]
+    pub members: Vec<MemberStatus>,
+    /// Gossip counters.
+    #[serde(default)]
+    pub gossip: GossipStatus,
+}
+
+/// Whether a member is alive, as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    /// This node.
+    Local,
+    /// Reachable over live sessions (ours, or confirmed by both ends in gossip).
+    Alive,
+    /// Unreachable for longer than `--dead-after`.
+    Dead,
+    /// It announced that it left.
+    Left,
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The name it announced.
+    pub name: String,
+    /// Its static public key (base64).
+    pub public_key: String,
+    /// The endpoint it announces, `IP:PORT`, if known.
+    pub endpoint: Option<String>,
+    /// Blocks it announces, CIDR.
+    pub blocks: Vec<String>,
+    /// Alive, dead, left, or this node.
+    pub state: MemberState,
+    /// It is one of this node's gossip neighbours.
+    pub neighbour: bool,
+    /// This node has a session with it now.
+    pub session: bool,
+    /// Seconds since nothing shows it alive (it is marked dead after `--dead-after`).
+    pub unreachable_secs: Option<u64>,
+}
+
+/// Gossip counters of this node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipStatus {
+    /// Records held (two per member, more as gossip carries more).
+    pub records: u64,
+    /// Gossip neighbours now (outbound and inbound).
+    pub neighbours: u64,
+    /// Of which chosen by this node.
+    pub outbound: u64,
+    /// Gossip messages sent.
+    pub tx_messages: u64,
+    /// Their bytes (before sealing).
+    pub tx_bytes: u64,
+    /// Gossip messages received.
+    pub rx_messages: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Records received that were new or newer.
+    pub records_applied: u64,
+    /// Records received that were already known.
+    pub records_redundant: u64,
+    /// Messages or records that did not parse.
+    pub malformed: u64,
 }
 
 /// How the node moves packets, and how much per system call.

@@ -7,20 +7,25 @@
 //! its block (longest-prefix match). It never reads a clock, a socket or the OS RNG:
 //! callers pass `now` and a seed, which is what makes it testable with a virtual clock.
 //!
+//! Members are learned by gossip (`mesh-gossip`, carried inside the sessions): given one
+//! reachable member, a node learns every member's key, endpoint and blocks, keeps sessions
+//! with about log2(N) gossip neighbours plus the peers it exchanges packets with, and marks
+//! members dead when the gossiped adjacency no longer reaches them (`node/membership.rs`).
+//!
 //! It does not know about tokio, TUN devices or netlink (see `mesh-datapath` and `meshd`),
-//! nor about gossip or automatic address allocation yet: peers are the configured
-//! bootstrap addresses, the peers remembered from an earlier run, and whoever completes a
-//! handshake with the cluster secret; each peer announces its own blocks.
+//! nor about automatic address allocation yet: each node announces the blocks it is given.
 #![forbid(unsafe_code)]
 
 mod drops;
+mod member;
 mod node;
 mod peer;
 mod ratelimit;
 mod route;
 
 pub use drops::{DropCounters, DropReason};
-pub use node::{Decap, Encap, Event, Node, NodeConfig, Transmit};
+pub use mesh_gossip::GossipConfig;
+pub use node::{DEFAULT_DEAD_AFTER, Decap, Encap, Event, Node, NodeConfig, Transmit};
 pub use route::RouteTable;
 
 /// Bytes a sealed data datagram adds around a packet (header + AEAD tag).

@@ -8,7 +8,10 @@
 //! Each peer has a `current` session (we send on it) and a `previous` one (still accepted),
 //! so packets in flight across a rekey are not lost.
 
+mod membership;
+
 use crate::drops::{DropCounters, DropReason};
+use crate::member::Member;
 use crate::peer::Peer;
 use crate::ratelimit::HandshakeLimiter;
 use crate::route::RouteTable;
@@ -21,11 +24,13 @@ use mesh_crypto::{
     ClusterPsk, HANDSHAKE_OVERHEAD_MAX, Handshake, HandshakePattern, PublicKey, Session,
     StaticKeypair, TAG_LEN,
 };
+use mesh_gossip::{Gossip, GossipConfig};
 use mesh_proto::control::{CONTROL_PEER_INFO, MAX_PEER_INFO_LEN, PeerInfo};
 use mesh_proto::datagram::{
     DATA_HEADER_LEN, Datagram, INIT_HEADER_LEN, Pattern, REPLY_HEADER_LEN, emit_data_header,
     emit_init_header, emit_reply_header,
 };
+use mesh_proto::gossip::CONTROL_GOSSIP;
 use mesh_proto::inner::Inner;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -33,6 +38,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// Membership, neighbours, adjacency and liveness are revisited this often.
+const MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Peer info is sent again this often until the peer acknowledges it.
 const INFO_RETRANSMIT: Duration = Duration::from_secs(1);
 /// A peer we sent to but have not heard from for this long gets a new handshake.
@@ -62,7 +69,19 @@ pub struct NodeConfig {
     pub bootstrap: Vec<SocketAddr>,
     /// Peers remembered from an earlier run: key and last endpoint.
     pub known_peers: Vec<(PublicKey, SocketAddr)>,
+    /// Rises with every start (meshd passes the Unix time in seconds): the versions of what
+    /// this node announces start above those of its earlier runs.
+    pub generation: u64,
+    /// The endpoint to announce to the cluster; `None` announces the one peers observe.
+    pub advertise: Option<SocketAddr>,
+    /// A member nothing shows alive for this long is marked dead.
+    pub dead_after: Duration,
+    /// Gossip timers.
+    pub gossip: GossipConfig,
 }
+
+/// Default of [`NodeConfig::dead_after`].
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(30);
 
 /// Result of [`Node::encapsulate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +134,16 @@ pub enum Event {
         key: PublicKey,
         /// Where it is.
         endpoint: SocketAddr,
+    },
+    /// A member was marked dead (nothing showed it alive for `dead_after`), or left.
+    MemberDead {
+        /// Its key.
+        key: PublicKey,
+    },
+    /// A member marked dead is alive again.
+    MemberAlive {
+        /// Its key.
+        key: PublicKey,
     },
     /// A peer announced a block that overlaps one already routed; it was not routed.
     BlockConflict {
@@ -177,7 +206,24 @@ pub struct Node {
     psk: ClusterPsk,
     blocks: Vec<Ipv4Net>,
     range: Ipv4Net,
+    /// Version of what this node announces (peer info and member record share it).
     info_version: u64,
+    adjacency_version: u64,
+    /// Neighbour prefixes in the adjacency record last published.
+    own_adjacency: Vec<[u8; 8]>,
+    advertise: Option<SocketAddr>,
+    /// The endpoint announced in the member record.
+    announced_endpoint: Option<SocketAddr>,
+    /// Where each peer says it sees us.
+    observed: HashMap<PublicKey, SocketAddr>,
+    dead_after: Duration,
+    members: HashMap<PublicKey, Member>,
+    by_prefix: HashMap<[u8; 8], PublicKey>,
+    gossip: Gossip,
+    next_maintain: Instant,
+    routes_dirty: bool,
+    liveness_dirty: bool,
+    next_liveness: Instant,
     rng: ChaCha20Rng,
     peers: HashMap<PublicKey, Peer>,
     bootstrap: Vec<Bootstrap>,
@@ -196,14 +242,33 @@ impl Node {
     /// A node at time `now`; `seed` feeds every random choice it makes (session indices,
     /// ephemeral keys, jitter).
     pub fn new(config: NodeConfig, now: Instant, seed: [u8; 32]) -> Self {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let mut gossip_seed = [0u8; 32];
+        rng.fill_bytes(&mut gossip_seed);
+        let mut gossip = Gossip::new(config.gossip, now, gossip_seed);
+        gossip.set_validator(membership::valid_record);
+        let base = config.generation.saturating_mul(1 << 20).max(1);
         let mut node = Self {
             name: config.name,
             keypair: config.keypair,
             psk: config.psk,
             blocks: config.blocks,
             range: config.range,
-            info_version: 1,
-            rng: ChaCha20Rng::from_seed(seed),
+            info_version: base,
+            adjacency_version: base,
+            own_adjacency: Vec::new(),
+            advertise: config.advertise,
+            announced_endpoint: config.advertise,
+            observed: HashMap::new(),
+            dead_after: config.dead_after,
+            members: HashMap::new(),
+            by_prefix: HashMap::new(),
+            gossip,
+            next_maintain: now,
+            routes_dirty: false,
+            liveness_dirty: true,
+            next_liveness: now,
+            rng,
             peers: HashMap::new(),
             bootstrap: Vec::new(),
             slots: HashMap::new(),
@@ -219,8 +284,11 @@ impl Node {
         for (key, endpoint) in config.known_peers {
             if key != own {
                 node.peers.insert(key, Peer::new(key, endpoint, now));
+                node.member_mut(key).endpoint = Some(endpoint);
             }
         }
+        node.publish_member(now);
+        node.publish_adjacency(now, Vec::new());
         for addr in config.bootstrap {
             if node.bootstrap.iter().any(|b| b.addr == addr) {
                 continue;
@@ -317,13 +385,32 @@ impl Node {
             self.drops.add(DropReason::NoRoute);
             return Encap::Dropped(DropReason::NoRoute);
         }
+        if let Some(peer) = self.peers.get_mut(&key)
+            && peer.unconfirmed_final.is_some()
+        {
+            if peer.enqueue(&buf[DATA_HEADER_LEN..end]) {
+                peer.drops.add(DropReason::QueueFull);
+            }
+            peer.last_data = Some(now);
+            return Encap::Queued;
+        }
         match self.seal_for(now, key, buf, packet_len) {
-            Some((to, len)) => Encap::Send { to, len },
+            Some((to, len)) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.last_data = Some(now);
+                }
+                Encap::Send { to, len }
+            }
             None => {
+                if !self.ensure_peer(now, key) {
+                    self.drops.add(DropReason::NoRoute);
+                    return Encap::Dropped(DropReason::NoRoute);
+                }
                 let Some(peer) = self.peers.get_mut(&key) else {
                     self.drops.add(DropReason::NoRoute);
                     return Encap::Dropped(DropReason::NoRoute);
                 };
+                peer.last_data = Some(now);
                 if peer.enqueue(&buf[DATA_HEADER_LEN..end]) {
                     peer.drops.add(DropReason::QueueFull);
                 }
@@ -468,6 +555,20 @@ impl Node {
             return self.drop_node(DropReason::UnknownSession);
         };
         peer.last_rx = Some(now);
+        if peer
+            .unconfirmed_final
+            .as_ref()
+            .is_some_and(|(i, _)| *i == receiver)
+        {
+            peer.unconfirmed_final = None;
+            let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
+            for packet in queued {
+                self.send_plaintext(now, key, &packet);
+            }
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return self.drop_node(DropReason::UnknownSession);
+        };
         if peer.endpoint != from {
             tracing::info!(peer = %peer.key.fingerprint(), old = %peer.endpoint, new = %from, "peer endpoint changed");
             peer.endpoint = from;
@@ -489,6 +590,7 @@ impl Node {
                 }
                 peer.rx_packets += 1;
                 peer.rx_bytes += len as u64;
+                peer.last_data = Some(now);
                 Decap::Deliver {
                     start: DATA_HEADER_LEN,
                     len,
@@ -504,6 +606,18 @@ impl Node {
                     Decap::Dropped(DropReason::BadControl)
                 }
             },
+            Inner::Control(CONTROL_GOSSIP, msg) => {
+                let from = *key.as_bytes();
+                let msg = msg.to_vec();
+                if self.gossip.handle(now, from, &msg).is_err()
+                    && let Some(peer) = self.peers.get_mut(&key)
+                {
+                    peer.drops.add(DropReason::BadControl);
+                    return Decap::Dropped(DropReason::BadControl);
+                }
+                self.pump_gossip(now);
+                Decap::Consumed
+            }
             Inner::Control(..) => {
                 peer.drops.add(DropReason::BadControl);
                 Decap::Dropped(DropReason::BadControl)
@@ -530,16 +644,14 @@ impl Node {
         peer.acked_our_info = peer.acked_our_info.max(info.acked_version);
         let changed = info.info_version > peer.info_version;
         let answer = changed || info.acked_version < self.info_version;
+        if let Some(observed) = info.observed {
+            self.observed.insert(key, SocketAddr::V4(observed));
+        }
         if changed {
+            let direct = peer.info_version == 0;
             peer.info_version = info.info_version;
-            if peer.name != info.name || peer.blocks != info.blocks {
-                tracing::info!(peer = %key.fingerprint(), name = %info.name, blocks = ?info.blocks, "peer announced");
-            }
-            peer.name = info.name;
-            if peer.blocks != info.blocks {
-                peer.blocks_since = Some(now);
-            }
-            peer.blocks = info.blocks;
+            self.member_mut(key)
+                .announce(now, direct, info.info_version, info.name, info.blocks);
             self.rebuild_routes();
         }
         if answer {
@@ -557,8 +669,18 @@ impl Node {
             acked_version: peer.info_version,
             name: self.name.clone(),
             blocks: self.blocks.clone(),
+            observed: match peer.endpoint {
+                SocketAddr::V4(v4) => Some(v4),
+                SocketAddr::V6(_) => None,
+            },
         };
         peer.info_next_send = now + INFO_RETRANSMIT;
+        if let Some((_, msg)) = &peer.unconfirmed_final {
+            self.transmits.push_back(Transmit {
+                to: peer.endpoint,
+                payload: msg.clone(),
+            });
+        }
         if peer.acked_our_info < self.info_version {
             peer.info_sent_at = Some(now);
         }
@@ -581,8 +703,8 @@ impl Node {
             let _ = table.insert(*b, own);
         }
         let mut claims: Vec<(bool, bool, Option<Instant>, PublicKey, Ipv4Net)> = Vec::new();
-        for p in self.peers.values() {
-            let live = p.current.is_some();
+        for p in self.members.values() {
+            let live = !p.dead && !p.left;
             for b in &p.blocks {
                 let incumbent = self
                     .routes
@@ -614,6 +736,7 @@ impl Node {
         }
         self.conflicts = conflicts;
         self.routes = table;
+        self.routes_dirty = false;
     }
 
     // ---------------------------------------------------------------- handshakes
@@ -718,7 +841,9 @@ impl Node {
             self.count_handshake_failure(target);
             return Decap::Dropped(DropReason::HandshakeFailed);
         }
-        if hs.pattern() == HandshakePattern::XX {
+        let xx = hs.pattern() == HandshakePattern::XX;
+        let mut final_msg = None;
+        if xx {
             let mut out = vec![0u8; REPLY_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX];
             let Ok(n) = hs.write_message(&[], &mut out[REPLY_HEADER_LEN..]) else {
                 self.count_handshake_failure(target);
@@ -728,6 +853,7 @@ impl Node {
             if let Ok(h) = (&mut out[..REPLY_HEADER_LEN]).try_into() {
                 emit_reply_header(h, true, receiver, sender);
             }
+            final_msg = Some(out.clone());
             self.transmits.push_back(Transmit {
                 to: from,
                 payload: out,
@@ -753,15 +879,24 @@ impl Node {
             b.resolved = Some(remote);
             b.attempts = 0;
         }
+        // An XX initiator cannot know that its third message arrived. While another session
+        // with the peer works, the new one waits, unconfirmed, for the peer's first data on
+        // it (or expires): replacing a working session with one the peer may not have
+        // would blackhole this direction until the next rekey.
+        let wait = xx && self.peers.get(&remote).is_some_and(|p| p.current.is_some());
         self.slots.insert(
             receiver,
             Slot::Session {
                 session: Box::new(session),
                 peer: remote,
                 remote_index: sender,
-                confirmed: true,
+                confirmed: !wait,
             },
         );
+        if wait {
+            self.schedule(now + UNCONFIRMED_TIMEOUT);
+            return Decap::Consumed;
+        }
         self.install_session(
             now,
             remote,
@@ -769,6 +904,11 @@ impl Node {
             from,
             Some(now.saturating_duration_since(started)),
         );
+        if let Some(msg) = final_msg
+            && let Some(p) = self.peers.get_mut(&remote)
+        {
+            p.unconfirmed_final = Some((receiver, msg));
+        }
         Decap::Consumed
     }
 
@@ -852,6 +992,7 @@ impl Node {
         endpoint: SocketAddr,
         rtt: Option<Duration>,
     ) {
+        self.member_mut(key);
         let peer = self
             .peers
             .entry(key)
@@ -863,6 +1004,7 @@ impl Node {
             self.slots.remove(&old_prev);
         }
         peer.previous = peer.current.replace(index).filter(|i| *i != index);
+        peer.unconfirmed_final = None;
         peer.endpoint = endpoint;
         peer.last_handshake = Some(now);
         peer.handshakes += 1;
@@ -992,6 +1134,14 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.next_timeout = None;
         self.expire_slots(now);
+        if now >= self.next_maintain {
+            self.maintain(now);
+            self.next_maintain = now + MAINTAIN_INTERVAL;
+        }
+        self.gossip.handle_timeout(now);
+        self.pump_gossip(now);
+        let at = self.gossip.poll_timeout().min(self.next_maintain);
+        self.schedule(at);
 
         // In key order, not the map's hash order: the RNG draws (ephemeral keys, indices,
         // retry jitter) then go to the same peers for the same seed, run after run.
@@ -1071,10 +1221,12 @@ impl Node {
             (Some(tx), Some(rx)) => tx > rx && now.saturating_duration_since(rx) >= DEAD_AFTER,
             _ => false,
         };
-        let wants_handshake = match session {
-            None => true,
-            Some(s) => needs_rekey(s, now) || silent,
-        };
+        let wanted = self.wants_session(now, key);
+        let wants_handshake = wanted
+            && match session {
+                None => true,
+                Some(s) => needs_rekey(s, now) || silent,
+            };
         let has_session = session.is_some();
         let handshake_due = wants_handshake && now >= peer.next_attempt;
         let next_attempt = peer.next_attempt;
@@ -1099,7 +1251,9 @@ impl Node {
             self.schedule(next_attempt);
         }
         if has_session {
-            if now >= keepalive_at {
+            if !wanted {
+                // Nobody needs this session: no keepalives or rekeys, it lapses.
+            } else if now >= keepalive_at {
                 self.send_plaintext(now, key, &[]);
                 self.schedule(now + KEEPALIVE_TIMEOUT);
             } else {
@@ -1112,7 +1266,7 @@ impl Node {
                     self.schedule(info_at);
                 }
             }
-            if let Some(at) = rekey_at.filter(|at| *at > now) {
+            if let Some(at) = rekey_at.filter(|at| *at > now && wanted) {
                 self.schedule(at);
             }
         }
@@ -1148,11 +1302,19 @@ impl Node {
             .peers
             .values()
             .map(|p| mesh_api::PeerStatus {
-                name: p.name.clone(),
+                name: self
+                    .members
+                    .get(&p.key)
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
                 public_key: p.key.to_string(),
                 endpoint: p.endpoint.to_string(),
                 state: p.state(),
-                blocks: p.blocks.iter().map(ToString::to_string).collect(),
+                blocks: self
+                    .members
+                    .get(&p.key)
+                    .map(|m| m.blocks.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default(),
                 last_handshake_secs_ago: p
                     .last_handshake
                     .map(|t| now.saturating_duration_since(t).as_secs()),

@@ -1,8 +1,7 @@
-//! What a node keeps per peer: identity, endpoint, announced blocks, which sessions it
+//! What a node keeps per peer it has (or wants) sessions with: key, endpoint, which sessions it
 //! sends and receives on, handshake retry state, and counters.
 
 use crate::drops::DropCounters;
-use ipnet::Ipv4Net;
 use mesh_crypto::PublicKey;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -14,11 +13,7 @@ pub(crate) const QUEUE_LIMIT: usize = 64;
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub(crate) key: PublicKey,
-    pub(crate) name: String,
     pub(crate) endpoint: SocketAddr,
-    pub(crate) blocks: Vec<Ipv4Net>,
-    /// When the peer first announced its current blocks.
-    pub(crate) blocks_since: Option<Instant>,
     /// Highest info version of the peer we applied.
     pub(crate) info_version: u64,
     /// Highest version of *our* info the peer acknowledged.
@@ -46,8 +41,15 @@ pub(crate) struct Peer {
     pub(crate) ever_established: bool,
     pub(crate) last_rx: Option<Instant>,
     pub(crate) last_tx: Option<Instant>,
+    /// Last IP packet sent or delivered on a session with the peer (not keepalives or
+    /// control): a session nobody uses and that no gossip needs is let expire.
+    pub(crate) last_data: Option<Instant>,
 
     pub(crate) queue: VecDeque<Vec<u8>>,
+    /// Our XX third message and the session it completes, kept until the peer sends
+    /// anything on that session: until then the peer may not have it (the message may be
+    /// lost), so packets wait in `queue` and the message is sent again with our info.
+    pub(crate) unconfirmed_final: Option<(u32, Vec<u8>)>,
     pub(crate) rx_packets: u64,
     pub(crate) rx_bytes: u64,
     pub(crate) tx_packets: u64,
@@ -59,10 +61,7 @@ impl Peer {
     pub(crate) fn new(key: PublicKey, endpoint: SocketAddr, now: Instant) -> Self {
         Self {
             key,
-            name: String::new(),
             endpoint,
-            blocks: Vec::new(),
-            blocks_since: None,
             info_version: 0,
             acked_our_info: 0,
             info_sent_at: None,
@@ -79,7 +78,9 @@ impl Peer {
             ever_established: false,
             last_rx: None,
             last_tx: None,
+            last_data: None,
             queue: VecDeque::new(),
+            unconfirmed_final: None,
             rx_packets: 0,
             rx_bytes: 0,
             tx_packets: 0,

@@ -47,6 +47,10 @@ fn config(i: usize, secret: &[u8], bootstrap: Vec<usize>) -> NodeConfig {
         range: "10.32.0.0/12".parse().unwrap(),
         bootstrap: bootstrap.into_iter().map(addr).collect(),
         known_peers: Vec::new(),
+        generation: 1,
+        advertise: None,
+        dead_after: mesh_core::DEFAULT_DEAD_AFTER,
+        gossip: mesh_core::GossipConfig::default(),
     }
 }
 

@@ -69,6 +69,12 @@ pub(crate) struct RunArgs {
     /// This node's address block inside the range (required until automatic IPAM lands).
     #[arg(long, env = "MESH_BLOCK", value_name = "CIDR")]
     pub(crate) block: Option<String>,
+    /// Mark a member dead after it has been unreachable this many seconds [default: 30].
+    #[arg(long, env = "MESH_DEAD_AFTER", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub(crate) dead_after: Option<u64>,
+    /// Endpoint to announce to the cluster, `IP:PORT` [default: the one peers see].
+    #[arg(long, env = "MESH_ADVERTISE", value_name = "IP:PORT")]
+    pub(crate) advertise: Option<SocketAddr>,
     /// Overlay MTU for the TUN device and pods [default: 1440].
     #[arg(long, env = "MESH_MTU", value_name = "N")]
     pub(crate) mtu: Option<u32>,
@@ -190,6 +196,8 @@ struct FileConfig {
     range: Option<String>,
     block: Option<String>,
     mtu: Option<u32>,
+    dead_after: Option<u64>,
+    advertise: Option<SocketAddr>,
     bridge: Option<String>,
     tun: Option<String>,
     offload: Option<OnOff>,
@@ -227,6 +235,10 @@ pub(crate) struct Config {
     pub(crate) range: Ipv4Net,
     pub(crate) block: Ipv4Net,
     pub(crate) mtu: u32,
+    /// A member unreachable this long is marked dead.
+    pub(crate) dead_after: std::time::Duration,
+    /// Endpoint announced to the cluster; `None`: the one peers observe.
+    pub(crate) advertise: Option<SocketAddr>,
     pub(crate) bridge: String,
     pub(crate) tun: String,
     pub(crate) offload: bool,
@@ -343,6 +355,12 @@ impl RunArgs {
             range,
             block,
             mtu,
+            dead_after: match self.dead_after.or(file.dead_after) {
+                Some(0) => bail!("dead_after = 0 in the config file: it must be at least 1 second"),
+                Some(secs) => std::time::Duration::from_secs(secs),
+                None => mesh_core::DEFAULT_DEAD_AFTER,
+            },
+            advertise: self.advertise.or(file.advertise),
             bridge,
             tun,
             offload: self.offload.or(file.offload).unwrap_or(OnOff::On) == OnOff::On,

@@ -556,6 +556,8 @@ mod tests {
                     udp_recvs: 7,
                     udp_recv_datagrams: 8,
                 },
+                members: Vec::new(),
+                gossip: Default::default(),
             },
             ipam: IpamStatus {
                 range: "10.32.0.0/12".into(),

@@ -123,6 +123,8 @@ impl Shared {
             peers: node.peer_status(now),
             drops,
             datapath: self.datapath_status(),
+            members: node.members(now),
+            gossip: node.gossip_status(now),
         }
     }
 
@@ -226,6 +228,12 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             range: config.range,
             bootstrap: config.peers.clone(),
             known_peers: known_peers.clone(),
+            generation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            advertise: config.advertise,
+            dead_after: config.dead_after,
+            gossip: mesh_core::GossipConfig::default(),
         },
         now,
         random_seed(),
@@ -619,7 +627,9 @@ async fn timers(
                             changed = true;
                         }
                     }
-                    Event::BlockConflict { .. } => {}
+                    Event::BlockConflict { .. }
+                    | Event::MemberDead { .. }
+                    | Event::MemberAlive { .. } => {}
                 }
             }
         }

@@ -7,7 +7,12 @@
 //! PeerInfo  0:type=0x01  1:format version=1  2..10:info version  10..18:acked version
 //!           18:name length N (<= 63)  19..19+N:name (UTF-8)
 //!           then 1:block count M (<= 32), M x (1:family=4  4:address  1:prefix length)
+//!           format version 2 adds: 1:family of the observed endpoint (0 none, 4 IPv4)
+//!           [4:address  2:port]
 //! ```
+//!
+//! The *observed endpoint* is the address and port the sender sees the receiver's datagrams
+//! come from: how a node learns the endpoint it announces to the cluster by gossip.
 //!
 //! `info version` rises whenever the sender's name or blocks change; `acked version` is the
 //! highest info version of the *receiver* that the sender has, so each side retransmits its
@@ -15,7 +20,7 @@
 
 use crate::ParseError;
 use ipnet::Ipv4Net;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Type byte of [`PeerInfo`].
 pub const CONTROL_PEER_INFO: u8 = 0x01;
@@ -24,9 +29,9 @@ pub const MAX_NAME_LEN: usize = 63;
 /// Most blocks one node announces.
 pub const MAX_BLOCKS: usize = 32;
 /// Largest encoded [`PeerInfo`].
-pub const MAX_PEER_INFO_LEN: usize = 19 + MAX_NAME_LEN + 1 + MAX_BLOCKS * 6;
+pub const MAX_PEER_INFO_LEN: usize = 19 + MAX_NAME_LEN + 1 + MAX_BLOCKS * 6 + 7;
 
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
 
 /// A node's name and address blocks, as it announces them to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +44,17 @@ pub struct PeerInfo {
     pub name: String,
     /// Blocks the sender owns.
     pub blocks: Vec<Ipv4Net>,
+    /// Where the sender sees the receiver (format version 2).
+    pub observed: Option<SocketAddrV4>,
 }
 
 impl PeerInfo {
     /// Bytes [`Self::emit`] writes.
     pub fn buffer_len(&self) -> usize {
-        19 + self.name.len() + 1 + self.blocks.len() * 6
+        19 + self.name.len()
+            + 1
+            + self.blocks.len() * 6
+            + if self.observed.is_some() { 7 } else { 1 }
     }
 
     /// Writes the message into `out`, returns its length. `None` if `out` is too small or
@@ -72,6 +82,14 @@ impl PeerInfo {
             out[at + 5] = b.prefix_len();
             at += 6;
         }
+        match self.observed {
+            None => out[at] = 0,
+            Some(ep) => {
+                out[at] = 4;
+                out[at + 1..at + 5].copy_from_slice(&ep.ip().octets());
+                out[at + 5..at + 7].copy_from_slice(&ep.port().to_le_bytes());
+            }
+        }
         Some(len)
     }
 
@@ -87,7 +105,7 @@ impl PeerInfo {
         if buf[0] != CONTROL_PEER_INFO {
             return Err(ParseError::UnknownType(buf[0]));
         }
-        if buf[1] != FORMAT_VERSION {
+        if buf[1] != 1 && buf[1] != FORMAT_VERSION {
             return Err(ParseError::Malformed(
                 "unsupported peer info format version",
             ));
@@ -130,7 +148,27 @@ impl PeerInfo {
             }
             blocks.push(net);
         }
-        if at + count * 6 != buf.len() {
+        at += count * 6;
+        let observed = if buf[1] == 1 {
+            None
+        } else {
+            match *buf.get(at).ok_or(truncated(at + 1))? {
+                0 => {
+                    at += 1;
+                    None
+                }
+                4 => {
+                    let b = buf.get(at + 1..at + 7).ok_or(truncated(at + 7))?;
+                    at += 7;
+                    Some(SocketAddrV4::new(
+                        Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+                        u16::from_le_bytes([b[4], b[5]]),
+                    ))
+                }
+                _ => return Err(ParseError::Malformed("unknown address family")),
+            }
+        };
+        if at != buf.len() {
             return Err(ParseError::Malformed("trailing bytes after peer info"));
         }
         Ok(Self {
@@ -138,6 +176,7 @@ impl PeerInfo {
             acked_version: u64_at(10),
             name,
             blocks,
+            observed,
         })
     }
 }
@@ -155,6 +194,7 @@ mod tests {
                 "10.32.1.0/24".parse().unwrap(),
                 "10.33.0.0/16".parse().unwrap(),
             ],
+            observed: Some("198.18.0.2:6788".parse().unwrap()),
         }
     }
 
@@ -185,15 +225,16 @@ mod tests {
         assert_eq!(info.emit(&mut [0u8; 512]), None);
         let mut info = sample();
         let mut buf = [0u8; MAX_PEER_INFO_LEN];
+        info.observed = None;
         let n = info.emit(&mut buf).unwrap();
-        buf[n - 1] = 33; // prefix length of the last block
+        buf[n - 2] = 33; // prefix length of the last block
         assert!(matches!(
             PeerInfo::parse(&buf[..n]),
             Err(ParseError::Malformed(_))
         ));
         info.blocks = vec!["10.0.0.0/8".parse().unwrap()];
         let n = info.emit(&mut buf).unwrap();
-        buf[n - 2] = 1; // host bit inside a /8
+        buf[n - 3] = 1; // host bit inside a /8
         assert!(PeerInfo::parse(&buf[..n]).is_err());
     }
 

@@ -5,6 +5,8 @@
 //!   place.
 //! - [`control`]: control messages carried *inside* sealed sessions (a node's name and
 //!   blocks), told apart from IP packets by their first byte.
+//! - [`gossip`]: the gossip messages (push, digest, listing, pull) and the record bodies
+//!   they carry (members, adjacency), control type `0x02`.
 //! - [`inner`]: the little we read of the tunnelled IP packets (version, source, destination).
 //!
 //! This crate does no I/O and no cryptography: it only says where the bytes are. Every
@@ -14,6 +16,7 @@
 
 pub mod control;
 pub mod datagram;
+pub mod gossip;
 pub mod inner;
 
 /// The wire format could not be parsed.

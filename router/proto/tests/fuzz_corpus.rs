@@ -134,6 +134,12 @@ fn valid_peer_info(rng: &mut Rng) -> Vec<u8> {
         acked_version: rng.next(),
         name,
         blocks,
+        observed: (rng.next() & 1 == 1).then(|| {
+            std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::from(rng.next() as u32),
+                rng.next() as u16,
+            )
+        }),
     };
     let mut buf = vec![0u8; info.buffer_len()];
     assert_eq!(info.emit(&mut buf), Some(buf.len()));

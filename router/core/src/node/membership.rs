@@ -1,0 +1,522 @@
+//! The node's side of gossip: what it announces (its member and adjacency records), what it
+//! learns from the records of others, which neighbours it gossips with, which sessions it
+//! keeps, and which members are alive.
+//!
+//! Liveness comes from the gossiped adjacency: an edge between two members counts when both
+//! list each other (so the stale record of a dead node cannot keep it alive), and a member is
+//! alive while it is reachable from this node over such edges or over a live session of our
+//! own. A member that stays unreachable for `dead_after` is marked dead: it is not chosen as
+//! a neighbour, its blocks lose their claim to live members', and the owner of the node gets
+//! [`Event::MemberDead`].
+
+use super::{Event, MAINTAIN_INTERVAL, Node};
+use crate::member::Member;
+use crate::peer::Peer;
+use mesh_crypto::PublicKey;
+use mesh_gossip::{NodeId, RecordKey};
+use mesh_proto::gossip::{AdjacencyBody, KIND_ADJACENCY, KIND_MEMBER, MemberBody, prefix};
+use rand_core::RngCore;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A session that brought something this recently shows its peer alive.
+pub(super) const LIVE_WINDOW: Duration = Duration::from_secs(30);
+/// A session that carried IP packets is kept (keepalives, rekeys) this long after the last.
+pub(super) const IDLE_AFTER: Duration = Duration::from_secs(120);
+/// Fewest and most outbound gossip neighbours; in between, about log2 of the members.
+const MIN_NEIGHBOURS: usize = 3;
+const MAX_NEIGHBOURS: usize = 16;
+/// Unanswered handshakes after which an outbound neighbour is replaced.
+const NEIGHBOUR_ATTEMPTS: u32 = 3;
+/// Liveness is recomputed at least this often even when no record changed (session
+/// activity ages without any record changing).
+const LIVENESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Record bodies of kinds this node reads must parse; other kinds pass (newer nodes may
+/// gossip kinds this one does not know).
+pub(super) fn valid_record(kind: u8, body: &[u8]) -> bool {
+    match kind {
+        KIND_MEMBER => MemberBody::parse(body).is_ok(),
+        KIND_ADJACENCY => AdjacencyBody::parse(body).is_ok(),
+        _ => true,
+    }
+}
+
+fn v4(addr: Option<SocketAddr>) -> Option<std::net::SocketAddrV4> {
+    match addr {
+        Some(SocketAddr::V4(a)) => Some(a),
+        _ => None,
+    }
+}
+
+impl Node {
+    pub(super) fn member_mut(&mut self, key: PublicKey) -> &mut Member {
+        let by_prefix = &mut self.by_prefix;
+        self.members.entry(key).or_insert_with(|| {
+            let m = Member::new(key);
+            by_prefix.insert(m.prefix(), key);
+            m
+        })
+    }
+
+    fn own_id(&self) -> NodeId {
+        *self.keypair.public().as_bytes()
+    }
+
+    /// Writes this node's member record at the current version.
+    pub(super) fn publish_member(&mut self, now: Instant) {
+        let body = MemberBody {
+            name: self.name.clone(),
+            endpoint: v4(self.announced_endpoint),
+            blocks: self.blocks.clone(),
+            left: false,
+        };
+        let Some(bytes) = body.to_bytes() else {
+            tracing::warn!("member record over its limits (name or blocks); not announced");
+            return;
+        };
+        let key = RecordKey {
+            kind: KIND_MEMBER,
+            id: self.own_id(),
+        };
+        self.gossip
+            .insert_local(now, key, self.info_version, &bytes);
+    }
+
+    /// Writes this node's adjacency record at the current version.
+    pub(super) fn publish_adjacency(&mut self, now: Instant, neighbours: Vec<([u8; 8], u16)>) {
+        self.own_adjacency = neighbours.iter().map(|(p, _)| *p).collect();
+        let Some(bytes) = (AdjacencyBody { neighbours }).to_bytes() else {
+            return;
+        };
+        let key = RecordKey {
+            kind: KIND_ADJACENCY,
+            id: self.own_id(),
+        };
+        self.gossip
+            .insert_local(now, key, self.adjacency_version, &bytes);
+        self.liveness_dirty = true;
+    }
+
+    /// Applies the records gossip changed and sends what gossip queued.
+    pub(super) fn pump_gossip(&mut self, now: Instant) {
+        loop {
+            let mut any = false;
+            while let Some(key) = self.gossip.poll_change() {
+                any = true;
+                self.apply_record(now, key);
+            }
+            while let Some((to, bytes)) = self.gossip.poll_send() {
+                any = true;
+                let key = PublicKey::from_bytes(to);
+                if !self.send_plaintext(now, key, &bytes) && self.ensure_peer(now, key) {
+                    // Lost; anti-entropy sends it again once the session is up.
+                    self.ensure_handshake(now, key);
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    fn apply_record(&mut self, now: Instant, key: RecordKey) {
+        let Some(rec) = self.gossip.get(&key) else {
+            return;
+        };
+        let version = rec.version;
+        let body = rec.body.clone();
+        let pk = PublicKey::from_bytes(key.id);
+        if pk == self.keypair.public() {
+            // Our own record, newer than ours: written by an earlier run of this node (or
+            // forged). Announce again above it, so the cluster takes ours.
+            match key.kind {
+                KIND_MEMBER if version >= self.info_version => {
+                    self.info_version = version + 1;
+                    self.publish_member(now);
+                }
+                KIND_ADJACENCY if version >= self.adjacency_version => {
+                    self.adjacency_version = version + 1;
+                    let current = self.own_adjacency.iter().map(|p| (*p, 0)).collect();
+                    self.publish_adjacency(now, current);
+                }
+                _ => {}
+            }
+            return;
+        }
+        match key.kind {
+            KIND_MEMBER => {
+                let Ok(m) = MemberBody::parse(&body) else {
+                    return;
+                };
+                let endpoint = m.endpoint.map(SocketAddr::V4);
+                let member = self.member_mut(pk);
+                if version < member.version {
+                    return;
+                }
+                let was_left = member.left;
+                // A new generation is a restart: the sessions we had with its earlier run
+                // are gone on its side, so stop sending on them (a new handshake starts at
+                // the next packet). Had it reached us already, its info would have brought
+                // this version on the new session and this would not fire.
+                let restarted = member.version != 0 && version >> 20 > member.version >> 20;
+                let changed = member.announce(now, false, version, m.name, m.blocks);
+                member.endpoint = endpoint.or(member.endpoint);
+                member.left = m.left;
+                if changed || was_left != m.left {
+                    self.routes_dirty = true;
+                }
+                if restarted
+                    && let Some(peer) = self.peers.get_mut(&pk)
+                    && let Some(stale) = peer.current.take()
+                {
+                    tracing::debug!(peer = %pk.fingerprint(), "member restarted; its old session is dropped");
+                    peer.previous = Some(stale);
+                }
+                if let Some(peer) = self.peers.get_mut(&pk)
+                    && peer.current.is_none()
+                {
+                    // News from the member (a restart, a new endpoint): whatever the backoff
+                    // of earlier failed handshakes, the next one may go at once.
+                    if let Some(ep) = endpoint {
+                        peer.endpoint = ep;
+                    }
+                    peer.attempts = 0;
+                    peer.next_attempt = now;
+                }
+                self.liveness_dirty = true;
+            }
+            KIND_ADJACENCY => {
+                let Ok(a) = AdjacencyBody::parse(&body) else {
+                    return;
+                };
+                let member = self.member_mut(pk);
+                if version <= member.adjacency_version {
+                    return;
+                }
+                member.adjacency_version = version;
+                let mut prefixes: Vec<[u8; 8]> = a.neighbours.iter().map(|(p, _)| *p).collect();
+                prefixes.sort_unstable();
+                member.adjacency = prefixes;
+                self.liveness_dirty = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// A peer entry for `key`, made from its announced endpoint if there is none yet.
+    /// `false` when we know no way to reach it.
+    pub(super) fn ensure_peer(&mut self, now: Instant, key: PublicKey) -> bool {
+        if self.peers.contains_key(&key) {
+            return true;
+        }
+        if key == self.keypair.public() {
+            return false;
+        }
+        let Some(endpoint) = self.members.get(&key).and_then(|m| m.endpoint) else {
+            return false;
+        };
+        self.peers.insert(key, Peer::new(key, endpoint, now));
+        true
+    }
+
+    /// Whether a session with `key` should be kept up (keepalives, rekeys, re-handshakes):
+    /// gossip neighbours, peers that carried IP packets lately, and the bootstrap peers while
+    /// no neighbour is reachable.
+    pub(super) fn wants_session(&self, now: Instant, key: PublicKey) -> bool {
+        let id = key.as_bytes();
+        if self.gossip.outbound().contains(id) || self.gossip.neighbours(now).contains(id) {
+            return true;
+        }
+        let Some(peer) = self.peers.get(&key) else {
+            return false;
+        };
+        if peer
+            .last_data
+            .is_some_and(|t| now.saturating_duration_since(t) < IDLE_AFTER)
+        {
+            return true;
+        }
+        let bootstrap = self.bootstrap.iter().any(|b| b.resolved == Some(key));
+        bootstrap && !self.has_live_neighbour(now)
+    }
+
+    fn has_live_neighbour(&self, now: Instant) -> bool {
+        self.gossip.outbound().iter().any(|id| {
+            self.peers
+                .get(&PublicKey::from_bytes(*id))
+                .is_some_and(|p| p.current.is_some() && self.recently_heard(now, p))
+        })
+    }
+
+    fn recently_heard(&self, now: Instant, p: &Peer) -> bool {
+        p.last_rx
+            .is_some_and(|t| now.saturating_duration_since(t) < LIVE_WINDOW)
+    }
+
+    /// Once per [`MAINTAIN_INTERVAL`]: the announced endpoint, liveness, neighbours,
+    /// adjacency and routes.
+    pub(super) fn maintain(&mut self, now: Instant) {
+        if self.advertise.is_none() {
+            let best = most_reported(&self.observed);
+            if best.is_some() && best != self.announced_endpoint {
+                tracing::info!(endpoint = ?best, "announcing the endpoint peers see");
+                self.announced_endpoint = best;
+                self.info_version += 1;
+                self.publish_member(now);
+            }
+        }
+        if self.liveness_dirty || now >= self.next_liveness {
+            self.evaluate_liveness(now);
+        }
+        self.choose_outbound(now);
+        let neighbours = self.gossip.neighbours(now);
+        let mut adjacency: Vec<([u8; 8], u16)> = neighbours
+            .iter()
+            .filter_map(|id| {
+                let p = self.peers.get(&PublicKey::from_bytes(*id))?;
+                (p.current.is_some() && self.recently_heard(now, p)).then(|| {
+                    let ms = p
+                        .rtt
+                        .map_or(0, |d| d.as_millis().min(u128::from(u16::MAX)) as u16);
+                    (prefix(id), ms)
+                })
+            })
+            .collect();
+        adjacency.sort_unstable();
+        adjacency.truncate(mesh_proto::gossip::MAX_ADJACENCY);
+        let prefixes: Vec<[u8; 8]> = adjacency.iter().map(|(p, _)| *p).collect();
+        if prefixes != self.own_adjacency {
+            self.adjacency_version += 1;
+            self.publish_adjacency(now, adjacency);
+            self.pump_gossip(now);
+        }
+        if self.routes_dirty {
+            self.rebuild_routes();
+        }
+        let _ = MAINTAIN_INTERVAL;
+    }
+
+    /// Marks members alive or dead from reachability over mutually confirmed adjacency.
+    fn evaluate_liveness(&mut self, now: Instant) {
+        self.liveness_dirty = false;
+        self.next_liveness = now + LIVENESS_EVERY;
+        let own = self.keypair.public();
+        let own_prefix = prefix(own.as_bytes());
+        let lists = |m: &Member, p: &[u8; 8]| m.adjacency.binary_search(p).is_ok();
+        let mut reached: HashSet<PublicKey> = HashSet::new();
+        let mut queue: VecDeque<PublicKey> = VecDeque::new();
+        // From us: members with a live session, and neighbours we list that list us.
+        for (key, p) in &self.peers {
+            let direct = p.current.is_some() && self.recently_heard(now, p);
+            let mutual = self
+                .own_adjacency
+                .binary_search(&prefix(key.as_bytes()))
+                .is_ok()
+                && self.members.get(key).is_some_and(|m| lists(m, &own_prefix));
+            if (direct || mutual) && self.members.contains_key(key) && reached.insert(*key) {
+                queue.push_back(*key);
+            }
+        }
+        while let Some(k) = queue.pop_front() {
+            let Some(m) = self.members.get(&k) else {
+                continue;
+            };
+            let mp = m.prefix();
+            for p in &m.adjacency {
+                let Some(nk) = self.by_prefix.get(p) else {
+                    continue;
+                };
+                if reached.contains(nk) {
+                    continue;
+                }
+                if self.members.get(nk).is_some_and(|n| lists(n, &mp)) {
+                    reached.insert(*nk);
+                    queue.push_back(*nk);
+                }
+            }
+        }
+        let mut keys: Vec<PublicKey> = self.members.keys().copied().collect();
+        keys.sort_unstable();
+        for key in keys {
+            let dead_after = self.dead_after;
+            let Some(m) = self.members.get_mut(&key) else {
+                continue;
+            };
+            let alive = !m.left && reached.contains(&key);
+            if alive {
+                m.unreachable_since = None;
+                if m.dead {
+                    m.dead = false;
+                    if let Some(p) = self.peers.get_mut(&key)
+                        && p.current.is_none()
+                    {
+                        p.attempts = 0;
+                        p.next_attempt = now;
+                    }
+                    tracing::info!(peer = %key.fingerprint(), name = %m.name, "member alive again");
+                    self.events.push_back(Event::MemberAlive { key });
+                    self.routes_dirty = true;
+                }
+                continue;
+            }
+            let since = *m.unreachable_since.get_or_insert(now);
+            if !m.dead && (m.left || now.saturating_duration_since(since) >= dead_after) {
+                m.dead = true;
+                tracing::info!(peer = %key.fingerprint(), name = %m.name, "member marked dead");
+                self.events.push_back(Event::MemberDead { key });
+                self.routes_dirty = true;
+                self.gossip.forget_neighbour(key.as_bytes());
+            } else if !m.dead {
+                let at = since + dead_after;
+                self.next_liveness = self.next_liveness.min(at);
+            }
+        }
+        let at = self.next_liveness;
+        self.schedule(at);
+    }
+
+    /// Keeps about log2(members) outbound neighbours, chosen at random among live members,
+    /// replacing dead ones and ones that do not answer. Bootstrap peers are left out once
+    /// there are enough others, so the first node of a cluster does not stay everybody's
+    /// neighbour.
+    fn choose_outbound(&mut self, now: Instant) {
+        let mut alive: Vec<PublicKey> = self
+            .members
+            .values()
+            .filter(|m| {
+                !m.dead && !m.left && (m.endpoint.is_some() || self.peers.contains_key(&m.key))
+            })
+            .map(|m| m.key)
+            .collect();
+        alive.sort_unstable();
+        let n = alive.len();
+        let log2 = (usize::BITS - n.leading_zeros()) as usize;
+        let target = log2.clamp(MIN_NEIGHBOURS, MAX_NEIGHBOURS).min(n);
+        let boot: BTreeSet<PublicKey> = self.bootstrap.iter().filter_map(|b| b.resolved).collect();
+        let failing = |k: &PublicKey| {
+            self.peers
+                .get(k)
+                .is_some_and(|p| p.current.is_none() && p.attempts >= NEIGHBOUR_ATTEMPTS)
+        };
+        let others = alive
+            .iter()
+            .filter(|k| !boot.contains(k) && !failing(k))
+            .count();
+        let eligible: Vec<PublicKey> = alive
+            .iter()
+            .copied()
+            .filter(|k| !failing(k) && (others < target || !boot.contains(k)))
+            .collect();
+        let eligible_set: BTreeSet<PublicKey> = eligible.iter().copied().collect();
+        let mut chosen: BTreeSet<PublicKey> = self
+            .gossip
+            .outbound()
+            .iter()
+            .map(|id| PublicKey::from_bytes(*id))
+            .filter(|k| eligible_set.contains(k))
+            .collect();
+        let mut pool: Vec<PublicKey> = eligible
+            .into_iter()
+            .filter(|k| !chosen.contains(k))
+            .collect();
+        while chosen.len() < target && !pool.is_empty() {
+            let i = (self.rng.next_u32() as usize) % pool.len();
+            chosen.insert(pool.swap_remove(i));
+        }
+        while chosen.len() > target {
+            let Some(k) = chosen.iter().next_back().copied() else {
+                break;
+            };
+            chosen.remove(&k);
+        }
+        let ids: BTreeSet<NodeId> = chosen.iter().map(|k| *k.as_bytes()).collect();
+        if &ids != self.gossip.outbound() {
+            self.gossip.set_outbound(now, ids);
+        }
+        for k in chosen {
+            if self.ensure_peer(now, k) && self.peers.get(&k).is_some_and(|p| p.current.is_none()) {
+                self.ensure_handshake(now, k);
+            }
+        }
+        self.pump_gossip(now);
+    }
+
+    /// Every member, in API form.
+    pub fn members(&self, now: Instant) -> Vec<mesh_api::MemberStatus> {
+        let neighbours = self.gossip.neighbours(now);
+        let mut out: Vec<mesh_api::MemberStatus> = self
+            .members
+            .values()
+            .map(|m| {
+                let peer = self.peers.get(&m.key);
+                mesh_api::MemberStatus {
+                    name: m.name.clone(),
+                    public_key: m.key.to_string(),
+                    endpoint: m.endpoint.map(|e| e.to_string()),
+                    blocks: m.blocks.iter().map(ToString::to_string).collect(),
+                    state: if m.left {
+                        mesh_api::MemberState::Left
+                    } else if m.dead {
+                        mesh_api::MemberState::Dead
+                    } else {
+                        mesh_api::MemberState::Alive
+                    },
+                    neighbour: neighbours.contains(m.key.as_bytes()),
+                    session: peer.is_some_and(|p| p.current.is_some()),
+                    unreachable_secs: m
+                        .unreachable_since
+                        .map(|t| now.saturating_duration_since(t).as_secs()),
+                }
+            })
+            .collect();
+        out.push(mesh_api::MemberStatus {
+            name: self.name.clone(),
+            public_key: self.keypair.public().to_string(),
+            endpoint: self.announced_endpoint.map(|e| e.to_string()),
+            blocks: self.blocks.iter().map(ToString::to_string).collect(),
+            state: mesh_api::MemberState::Local,
+            neighbour: false,
+            session: false,
+            unreachable_secs: None,
+        });
+        out.sort_by(|a, b| (&a.name, &a.public_key).cmp(&(&b.name, &b.public_key)));
+        out
+    }
+
+    /// Gossip counters and sizes, in API form.
+    pub fn gossip_status(&self, now: Instant) -> mesh_api::GossipStatus {
+        let s = self.gossip.stats();
+        mesh_api::GossipStatus {
+            records: self.gossip.store().len() as u64,
+            neighbours: self.gossip.neighbours(now).len() as u64,
+            outbound: self.gossip.outbound().len() as u64,
+            tx_messages: s.tx_messages,
+            tx_bytes: s.tx_bytes,
+            rx_messages: s.rx_messages,
+            rx_bytes: s.rx_bytes,
+            records_applied: s.records_applied,
+            records_redundant: s.records_redundant,
+            malformed: s.malformed + s.invalid_records,
+        }
+    }
+
+    /// Members known (not counting this node) and how many of them are alive.
+    pub fn member_counts(&self) -> (usize, usize) {
+        let alive = self.members.values().filter(|m| !m.dead && !m.left).count();
+        (self.members.len(), alive)
+    }
+}
+
+/// The endpoint most peers say they see us at (ties: the lowest address).
+fn most_reported(observed: &HashMap<PublicKey, SocketAddr>) -> Option<SocketAddr> {
+    let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
+    for a in observed.values() {
+        *counts.entry(*a).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by(|(a, ca), (b, cb)| ca.cmp(cb).then(b.cmp(a)))
+        .map(|(a, _)| a)
+}

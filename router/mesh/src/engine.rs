@@ -1,0 +1,561 @@
+//! [`Gossip`]: spreads a [`Store`] between neighbours.
+//!
+//! Two mechanisms, both over the sealed sessions the caller owns:
+//!
+//! - **Push**: a record that is new here (written locally or received) is queued for every
+//!   neighbour except the one it came from, and sent at the next flush, packed into as few
+//!   messages as fit. A change therefore floods the neighbour graph in about its diameter in
+//!   round trips, and each node receives it about once per neighbour.
+//! - **Anti-entropy**: every `anti_entropy_interval` (jittered) the node sends its digest
+//!   (256 bucket hashes, about 1 KB) to its next outbound neighbour in turn. The receiver
+//!   answers each differing bucket with its listing of that bucket; the listing's receiver
+//!   pushes what the other lacks and pulls what it lacks itself. Pushes lost on the way, a
+//!   node back from a partition, and a newcomer are all repaired this way. The cost per node
+//!   is one digest per interval, whatever the cluster's size, plus the differences.
+//!
+//! Neighbours are the *outbound* ones the caller picks ([`Gossip::set_outbound`]) and the
+//! *inbound* ones: nodes that sent us gossip within `inbound_ttl`. Each node's outbound
+//! neighbours hear a digest from it at least every `outbound × interval`, so inbound links
+//! stay up while the other side keeps choosing us.
+
+use crate::store::{Merge, Record, RecordKey, Store};
+use mesh_proto::ParseError;
+use mesh_proto::gossip::{GossipMsg, MAX_BODY_LEN, MAX_GOSSIP_LEN, ShortKey, WireRecord};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// A node, by its 32-byte static key.
+pub type NodeId = [u8; 32];
+
+/// Gossip settings.
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    /// Time between two digests this node sends.
+    pub anti_entropy_interval: Duration,
+    /// A node that sent us gossip counts as a neighbour this long.
+    pub inbound_ttl: Duration,
+    /// Buckets answered with a listing per digest received (the rest at the next round).
+    pub max_listings_per_digest: usize,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            anti_entropy_interval: Duration::from_secs(1),
+            inbound_ttl: Duration::from_secs(30),
+            max_listings_per_digest: 32,
+        }
+    }
+}
+
+/// Gossip counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    /// Messages sent.
+    pub tx_messages: u64,
+    /// Their bytes.
+    pub tx_bytes: u64,
+    /// Messages received.
+    pub rx_messages: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Records received that were new or newer.
+    pub records_applied: u64,
+    /// Records received that we already had (or had newer).
+    pub records_redundant: u64,
+    /// Messages that did not parse.
+    pub malformed: u64,
+    /// Records refused by the validator.
+    pub invalid_records: u64,
+    /// Digests sent.
+    pub digests: u64,
+}
+
+/// Decides whether a record's body is acceptable for its kind.
+pub type Validator = fn(kind: u8, body: &[u8]) -> bool;
+
+/// The gossip engine of one node. See the module docs.
+#[derive(Debug)]
+pub struct Gossip {
+    config: GossipConfig,
+    store: Store,
+    validator: Validator,
+    rng: ChaCha20Rng,
+    outbound: BTreeSet<NodeId>,
+    inbound: BTreeMap<NodeId, Instant>,
+    pending: BTreeMap<NodeId, BTreeSet<RecordKey>>,
+    ae_cursor: usize,
+    next_ae: Instant,
+    sends: VecDeque<(NodeId, Vec<u8>)>,
+    changes: VecDeque<RecordKey>,
+    stats: GossipStats,
+}
+
+fn accept_all(_: u8, _: &[u8]) -> bool {
+    true
+}
+
+impl Gossip {
+    /// An engine with an empty store.
+    pub fn new(config: GossipConfig, now: Instant, seed: [u8; 32]) -> Self {
+        Self {
+            next_ae: now + config.anti_entropy_interval,
+            config,
+            store: Store::default(),
+            validator: accept_all,
+            rng: ChaCha20Rng::from_seed(seed),
+            outbound: BTreeSet::new(),
+            inbound: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            ae_cursor: 0,
+            sends: VecDeque::new(),
+            changes: VecDeque::new(),
+            stats: GossipStats::default(),
+        }
+    }
+
+    /// Records whose body `validator` refuses are neither stored nor passed on.
+    pub fn set_validator(&mut self, validator: Validator) {
+        self.validator = validator;
+    }
+
+    /// The records.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> GossipStats {
+        self.stats
+    }
+
+    /// Outbound and live inbound neighbours.
+    pub fn neighbours(&self, now: Instant) -> BTreeSet<NodeId> {
+        let mut all = self.outbound.clone();
+        all.extend(
+            self.inbound
+                .iter()
+                .filter(|(_, at)| now.saturating_duration_since(**at) < self.config.inbound_ttl)
+                .map(|(id, _)| *id),
+        );
+        all
+    }
+
+    /// The outbound neighbours.
+    pub fn outbound(&self) -> &BTreeSet<NodeId> {
+        &self.outbound
+    }
+
+    /// Sets the outbound neighbours. A new one gets our digest at once, so it catches up
+    /// without waiting for its turn.
+    pub fn set_outbound(&mut self, now: Instant, ids: BTreeSet<NodeId>) {
+        let added: Vec<NodeId> = ids.difference(&self.outbound).copied().collect();
+        self.outbound = ids;
+        for id in added {
+            self.send_digest(id);
+        }
+        self.drop_stale_pending(now);
+    }
+
+    /// Forgets a node entirely (it is dead or gone): no more pushes to it.
+    pub fn forget_neighbour(&mut self, id: &NodeId) {
+        self.outbound.remove(id);
+        self.inbound.remove(id);
+        self.pending.remove(id);
+    }
+
+    /// Stores a record this node wrote and queues it for every neighbour. Returns whether it
+    /// was newer than what was held.
+    pub fn insert_local(
+        &mut self,
+        now: Instant,
+        key: RecordKey,
+        version: u64,
+        body: &[u8],
+    ) -> bool {
+        if body.len() > MAX_BODY_LEN {
+            return false;
+        }
+        if self.store.merge(key, version, body) != Merge::Applied {
+            return false;
+        }
+        for n in self.neighbours(now) {
+            self.pending.entry(n).or_default().insert(key);
+        }
+        self.flush();
+        true
+    }
+
+    /// Handles one gossip message (including its type byte) from `from`.
+    pub fn handle(&mut self, now: Instant, from: NodeId, msg: &[u8]) -> Result<(), ParseError> {
+        self.stats.rx_messages += 1;
+        self.stats.rx_bytes += msg.len() as u64;
+        let parsed = match GossipMsg::parse(msg) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.malformed += 1;
+                return Err(e);
+            }
+        };
+        self.inbound.insert(from, now);
+        match parsed {
+            GossipMsg::Push(records) => self.on_push(now, from, records),
+            GossipMsg::Digest { buckets, .. } => {
+                let mut answered = 0;
+                for b in 0..=255u8 {
+                    if buckets[usize::from(b)] == self.store.bucket_hash(b) {
+                        continue;
+                    }
+                    if answered == self.config.max_listings_per_digest {
+                        break;
+                    }
+                    answered += 1;
+                    if buckets[usize::from(b)] == 0 {
+                        // The sender has nothing there: everything we have is news to it.
+                        let keys: Vec<RecordKey> = self
+                            .store
+                            .in_range(
+                                b,
+                                (0, [b, 0, 0, 0, 0, 0, 0, 0]),
+                                (0xff, [b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+                            )
+                            .map(|(k, _)| *k)
+                            .collect();
+                        self.pending.entry(from).or_default().extend(keys);
+                    } else {
+                        for m in self.store.listings(b) {
+                            self.send(from, &m);
+                        }
+                    }
+                }
+            }
+            GossipMsg::Listing {
+                bucket,
+                low,
+                high,
+                entries,
+            } => {
+                let theirs: BTreeMap<ShortKey, u64> =
+                    entries.iter().map(|e| (e.key, e.version)).collect();
+                let mut push = Vec::new();
+                for (k, r) in self.store.in_range(bucket, low, high) {
+                    match theirs.get(&k.short()) {
+                        Some(v) if *v >= r.version => {}
+                        _ => push.push(*k),
+                    }
+                }
+                let mut pull = Vec::new();
+                for e in &entries {
+                    let ours = self.store.by_short(e.key).map(|(_, r)| r.version).max();
+                    if ours.is_none_or(|v| v < e.version) {
+                        pull.push(e.key);
+                    }
+                }
+                self.pending.entry(from).or_default().extend(push);
+                for chunk in pull.chunks((MAX_GOSSIP_LEN - 4) / 9) {
+                    self.send(from, &GossipMsg::Pull(chunk.to_vec()));
+                }
+            }
+            GossipMsg::Pull(keys) => {
+                let mut push = Vec::new();
+                for short in keys {
+                    push.extend(self.store.by_short(short).map(|(k, _)| *k));
+                }
+                self.pending.entry(from).or_default().extend(push);
+            }
+        }
+        self.flush();
+        Ok(())
+    }
+
+    fn on_push(&mut self, now: Instant, from: NodeId, records: Vec<WireRecord>) {
+        let neighbours = self.neighbours(now);
+        for rec in records {
+            if !(self.validator)(rec.kind, &rec.body) {
+                self.stats.invalid_records += 1;
+                continue;
+            }
+            let key = RecordKey {
+                kind: rec.kind,
+                id: rec.id,
+            };
+            match self.store.merge(key, rec.version, &rec.body) {
+                Merge::Applied => {
+                    self.stats.records_applied += 1;
+                    self.changes.push_back(key);
+                    for n in neighbours.iter().filter(|n| **n != from) {
+                        self.pending.entry(*n).or_default().insert(key);
+                    }
+                }
+                Merge::Same => self.stats.records_redundant += 1,
+                Merge::Older => {
+                    // The sender is behind: give it ours.
+                    self.stats.records_redundant += 1;
+                    self.pending.entry(from).or_default().insert(key);
+                }
+            }
+        }
+    }
+
+    /// Runs anti-entropy when due and forgets silent inbound neighbours.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now < self.next_ae {
+            return;
+        }
+        let ttl = self.config.inbound_ttl;
+        self.inbound
+            .retain(|_, at| now.saturating_duration_since(*at) < ttl);
+        self.drop_stale_pending(now);
+        let targets: Vec<NodeId> = if self.outbound.is_empty() {
+            self.inbound.keys().copied().collect()
+        } else {
+            self.outbound.iter().copied().collect()
+        };
+        if !targets.is_empty() {
+            self.ae_cursor = (self.ae_cursor + 1) % targets.len();
+            self.send_digest(targets[self.ae_cursor]);
+        }
+        // 0.75 to 1.25 times the interval, so nodes started together drift apart.
+        let base = self.config.anti_entropy_interval;
+        let jitter = (self.rng.next_u32() % 1000) as u64;
+        self.next_ae = now + base * 3 / 4 + base.mul_f64(jitter as f64 / 2000.0);
+    }
+
+    /// When [`Gossip::handle_timeout`] next has work.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_ae
+    }
+
+    /// Next message to send: `(neighbour, bytes)`. The caller seals it on its session with
+    /// that neighbour (and drops it if there is none: anti-entropy repairs the loss).
+    pub fn poll_send(&mut self) -> Option<(NodeId, Vec<u8>)> {
+        self.sends.pop_front()
+    }
+
+    /// Next record that changed because of a message received.
+    pub fn poll_change(&mut self) -> Option<RecordKey> {
+        self.changes.pop_front()
+    }
+
+    /// A record.
+    pub fn get(&self, key: &RecordKey) -> Option<&Record> {
+        self.store.get(key)
+    }
+
+    fn drop_stale_pending(&mut self, now: Instant) {
+        let live = self.neighbours(now);
+        self.pending.retain(|id, _| live.contains(id));
+    }
+
+    fn send_digest(&mut self, to: NodeId) {
+        self.stats.digests += 1;
+        let d = self.store.digest();
+        self.send(to, &d);
+    }
+
+    fn send(&mut self, to: NodeId, msg: &GossipMsg) {
+        if let Some(bytes) = msg.to_bytes() {
+            self.stats.tx_messages += 1;
+            self.stats.tx_bytes += bytes.len() as u64;
+            self.sends.push_back((to, bytes));
+        }
+    }
+
+    /// Packs every queued record into push messages.
+    fn flush(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for (to, keys) in pending {
+            let mut batch: Vec<WireRecord> = Vec::new();
+            let mut len = 4;
+            for key in keys {
+                let Some(r) = self.store.get(&key) else {
+                    continue;
+                };
+                let rec = WireRecord {
+                    kind: key.kind,
+                    id: key.id,
+                    version: r.version,
+                    body: r.body.clone(),
+                };
+                if len + rec.wire_len() > MAX_GOSSIP_LEN && !batch.is_empty() {
+                    self.send(to, &GossipMsg::Push(std::mem::take(&mut batch)));
+                    len = 4;
+                }
+                len += rec.wire_len();
+                batch.push(rec);
+            }
+            if !batch.is_empty() {
+                self.send(to, &GossipMsg::Push(batch));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        let mut id = [0u8; 32];
+        id[0] = n.wrapping_mul(37);
+        id[1] = n;
+        id
+    }
+
+    /// Engines wired all to all (or as `links` says), exchanging messages until quiet.
+    struct Net {
+        nodes: Vec<Gossip>,
+        now: Instant,
+        /// Messages delivered.
+        delivered: usize,
+        drop_every: usize,
+    }
+
+    impl Net {
+        fn new(n: usize) -> Self {
+            let now = Instant::now();
+            let nodes = (0..n)
+                .map(|i| Gossip::new(GossipConfig::default(), now, [i as u8; 32]))
+                .collect();
+            Self {
+                nodes,
+                now,
+                delivered: 0,
+                drop_every: 0,
+            }
+        }
+
+        fn index(&self, nid: &NodeId) -> usize {
+            (0..self.nodes.len())
+                .find(|i| id(*i as u8) == *nid)
+                .unwrap()
+        }
+
+        fn pump(&mut self) {
+            let mut sent = 0usize;
+            loop {
+                let mut any = false;
+                for i in 0..self.nodes.len() {
+                    while let Some((to, bytes)) = self.nodes[i].poll_send() {
+                        any = true;
+                        sent += 1;
+                        if self.drop_every > 0 && sent.is_multiple_of(self.drop_every) {
+                            continue;
+                        }
+                        let j = self.index(&to);
+                        self.delivered += 1;
+                        self.nodes[j].handle(self.now, id(i as u8), &bytes).unwrap();
+                    }
+                }
+                if !any {
+                    break;
+                }
+            }
+        }
+
+        fn tick(&mut self, secs: u64) {
+            for _ in 0..secs * 4 {
+                self.now += Duration::from_millis(250);
+                for g in &mut self.nodes {
+                    g.handle_timeout(self.now);
+                }
+                self.pump();
+            }
+        }
+
+        fn converged(&self) -> bool {
+            let d = self.nodes[0].store().digest();
+            self.nodes.iter().all(|g| g.store().digest() == d)
+        }
+    }
+
+    fn ring(net: &mut Net) {
+        let n = net.nodes.len();
+        for i in 0..n {
+            let out: BTreeSet<NodeId> = [id(((i + 1) % n) as u8)].into_iter().collect();
+            let now = net.now;
+            net.nodes[i].set_outbound(now, out);
+        }
+        net.pump();
+    }
+
+    #[test]
+    fn a_record_floods_a_ring_by_push() {
+        let mut net = Net::new(8);
+        ring(&mut net);
+        let now = net.now;
+        let key = RecordKey { kind: 1, id: id(3) };
+        assert!(net.nodes[3].insert_local(now, key, 1, b"hello"));
+        net.pump();
+        assert!(net.converged());
+        for g in &net.nodes {
+            assert_eq!(g.get(&key).unwrap().body, b"hello");
+        }
+        // A stale local write is refused and sends nothing.
+        assert!(!net.nodes[2].insert_local(now, key, 0, b"old"));
+        assert!(net.nodes[2].poll_send().is_none());
+    }
+
+    #[test]
+    fn anti_entropy_repairs_lost_pushes_and_late_joiners() {
+        let mut net = Net::new(6);
+        ring(&mut net);
+        net.drop_every = 2; // lose every second message
+        let now = net.now;
+        for i in 0..6u8 {
+            for k in 0..40u8 {
+                let mut rid = id(i);
+                rid[2] = k;
+                net.nodes[usize::from(i)].insert_local(
+                    now,
+                    RecordKey { kind: 1, id: rid },
+                    1,
+                    &[i, k],
+                );
+            }
+        }
+        net.pump();
+        assert!(!net.converged());
+        net.drop_every = 0;
+        net.tick(30);
+        assert!(net.converged());
+        assert_eq!(net.nodes[5].store().len(), 240);
+    }
+
+    #[test]
+    fn newer_versions_win_and_the_sender_of_an_old_one_is_corrected() {
+        let mut net = Net::new(2);
+        ring(&mut net);
+        let key = RecordKey { kind: 2, id: id(0) };
+        let now = net.now;
+        // Written on both sides while they did not talk (no neighbours yet for node 1's write).
+        net.nodes[0].insert_local(now, key, 5, b"new");
+        net.nodes[1].forget_neighbour(&id(0));
+        net.nodes[1].insert_local(now, key, 3, b"old");
+        net.pump();
+        net.tick(5);
+        assert!(net.converged());
+        assert_eq!(net.nodes[1].get(&key).unwrap().body, b"new");
+    }
+
+    #[test]
+    fn garbage_is_an_error_and_counted() {
+        let mut g = Gossip::new(GossipConfig::default(), Instant::now(), [0; 32]);
+        assert!(g.handle(Instant::now(), id(1), &[2, 9]).is_err());
+        assert_eq!(g.stats().malformed, 1);
+        g.set_validator(|kind, _| kind != 7);
+        let push = GossipMsg::Push(vec![WireRecord {
+            kind: 7,
+            id: id(1),
+            version: 1,
+            body: vec![],
+        }])
+        .to_bytes()
+        .unwrap();
+        g.handle(Instant::now(), id(1), &push).unwrap();
+        assert_eq!(g.store().len(), 0);
+        assert_eq!(g.stats().invalid_records, 1);
+    }
+}
