@@ -16,6 +16,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo build --workspace --locked"
 cargo build --workspace --locked
+./scripts/chart-check.sh
 
 step "cargo test --workspace --locked"
 cargo test --workspace --locked

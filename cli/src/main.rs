@@ -48,12 +48,14 @@ enum Output {
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 enum Command {
-    /// This node, its peers and their sessions, drop counters.
+    /// This node, its peers and their sessions, a summary of the members, drop counters.
     Status,
     /// Who the peers are: name, key fingerprint, endpoints, session state.
     Peers,
     /// Each peer's path and session: RTT, MTU, cipher, last handshake, traffic, drops.
     Connections,
+    /// Cluster members from gossip: state, endpoint, blocks, neighbour, session, time unreachable.
+    Members,
     /// The route table: which peer each block goes to; this node's blocks are `local`.
     Routes,
     /// This node's pod address pool: blocks, used and free addresses, allocations.
@@ -128,6 +130,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let status = ask(cli, |c| async move { c.status().await })?;
             let view = mesh_api::ConnectionsView::from_status(&status);
             output(&view, cli.output, views::connections_text)?
+        }
+        Command::Members => {
+            let status = ask(cli, |c| async move { c.status().await })?;
+            let view = views::MembersView::from_status(&status);
+            output(&view, cli.output, views::members_text)?
         }
         Command::Routes => {
             let routes: mesh_api::Routes =
@@ -354,6 +361,22 @@ mod tests {
             conns
         );
 
+        let members = views::MembersView::from_status(&status);
+        let text = output(&members, Output::Json, views::members_text).unwrap();
+        assert!(
+            text.starts_with("{\n  \"members\": [\n    {\n      \"name\": \"alpha\",\n"),
+            "{text}"
+        );
+        assert!(text.contains("\"fingerprint\": \"Z2FtbWFn\""), "{text}");
+        assert!(text.contains("\"state\": \"local\""), "{text}");
+        assert!(text.contains("\"state\": \"dead\""), "{text}");
+        assert!(text.contains("\"unreachable_secs\": 754"), "{text}");
+        assert!(text.contains("\"endpoint\": null"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<views::MembersView>(&text).unwrap(),
+            members
+        );
+
         let routes = views::tests::sample_routes();
         let text = output(&routes, Output::Json, views::routes_text).unwrap();
         assert!(text.contains("\"via\": \"local\""), "{text}");
@@ -407,13 +430,21 @@ mod tests {
             clap_complete::Shell::Fish,
         ] {
             let text = completions_text(shell).unwrap();
-            for cmd in ["status", "peers", "connections", "routes", "ipam", "keygen"] {
+            for cmd in [
+                "status",
+                "peers",
+                "connections",
+                "members",
+                "routes",
+                "ipam",
+                "keygen",
+            ] {
                 assert!(text.contains(cmd), "{shell} completions lack {cmd}");
             }
         }
         let man = man_text().unwrap();
         assert!(man.contains(".TH meshctl 1"), "{man}");
-        for cmd in ["connections", "routes", "ipam", "completions"] {
+        for cmd in ["connections", "members", "routes", "ipam", "completions"] {
             assert!(man.contains(cmd), "man page lacks {cmd}");
         }
     }
@@ -426,6 +457,8 @@ mod tests {
                 vec!["meshctl", "connections", "-o", "json"],
                 Command::Connections,
             ),
+            (vec!["meshctl", "members"], Command::Members),
+            (vec!["meshctl", "members", "-o", "json"], Command::Members),
             (vec!["meshctl", "routes"], Command::Routes),
             (vec!["meshctl", "ipam"], Command::Ipam),
             (vec!["meshctl", "keygen"], Command::Keygen),

@@ -1,7 +1,7 @@
 //! Turns API answers into text for people: the `status` view, byte sizes,
 //! durations and aligned tables. Pure functions, no I/O.
 
-use mesh_api::{DropCount, PeerState, PeerStatus, Status};
+use mesh_api::{DropCount, MemberState, PeerState, PeerStatus, Status, key_fingerprint};
 
 /// Separator between table columns.
 const GAP: &str = "  ";
@@ -24,6 +24,45 @@ fn datapath(d: &mesh_api::DatapathStatus) -> String {
         per(d.udp_send_datagrams, d.udp_sends),
         per(d.udp_recv_datagrams, d.udp_recvs),
         per(d.tun_write_packets, d.tun_writes),
+    )
+}
+
+/// `1 neighbour`, `2 neighbours`.
+fn count(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+/// One line on the cluster as gossip shows it: the other members by state (this node not
+/// counted), then this node's gossip neighbours and records held. `-` when meshd reports no
+/// members at all (not even itself).
+fn members(status: &Status) -> String {
+    if status.members.is_empty() {
+        return "-".to_owned();
+    }
+    let (mut alive, mut dead, mut left) = (0u64, 0u64, 0u64);
+    for m in &status.members {
+        match m.state {
+            MemberState::Local => {}
+            MemberState::Alive => alive += 1,
+            MemberState::Dead => dead += 1,
+            MemberState::Left => left += 1,
+        }
+    }
+    let parts: Vec<String> = [(alive, "alive"), (dead, "dead"), (left, "left")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    let by_state = if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    };
+    format!(
+        "{}{by_state}; gossip: {}, {}",
+        alive + dead + left,
+        count(status.gossip.neighbours, "neighbour"),
+        count(status.gossip.records, "record"),
     )
 }
 
@@ -50,6 +89,7 @@ pub(crate) fn status_lines(status: &Status) -> Vec<String> {
         ("version", or_dash(&node.version)),
         ("uptime", duration(node.uptime_secs)),
         ("datapath", datapath(&status.datapath)),
+        ("members", members(status)),
     ]);
 
     lines.push(String::new());
@@ -107,6 +147,21 @@ pub(crate) fn warnings(status: &Status) -> Vec<String> {
             PeerState::Idle | PeerState::Established => {}
         }
     }
+    for m in status
+        .members
+        .iter()
+        .filter(|m| m.state == MemberState::Dead)
+    {
+        let who = format!(
+            "member {} ({})",
+            name_or_unknown(&m.name),
+            or_dash(&key_fingerprint(&m.public_key))
+        );
+        out.push(match m.unreachable_secs {
+            Some(secs) => format!("{who} dead: unreachable for {}", duration(secs)),
+            None => format!("{who} dead"),
+        });
+    }
     let failed = status.total_drops("handshake_failed");
     if failed > 0 {
         out.push(format!(
@@ -161,10 +216,24 @@ fn peer_row(peer: &PeerStatus) -> Vec<String> {
 /// A peer that has not announced a name yet is "(unknown)"; one known only by
 /// its address (no key yet) is "(unknown)" too, its ENDPOINT tells it apart.
 pub(crate) fn peer_name(peer: &PeerStatus) -> String {
-    if peer.name.is_empty() {
+    name_or_unknown(&peer.name)
+}
+
+/// `(unknown)` for a node that has not announced a name.
+pub(crate) fn name_or_unknown(name: &str) -> String {
+    if name.is_empty() {
         "(unknown)".to_owned()
     } else {
-        peer.name.clone()
+        name.to_owned()
+    }
+}
+
+pub(crate) fn member_state(state: MemberState) -> &'static str {
+    match state {
+        MemberState::Local => "local",
+        MemberState::Alive => "alive",
+        MemberState::Dead => "dead",
+        MemberState::Left => "left",
     }
 }
 
@@ -294,7 +363,7 @@ fn pad(s: &str, w: usize) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use mesh_api::NodeStatus;
+    use mesh_api::{GossipStatus, MemberStatus, NodeStatus};
 
     fn drop_count(reason: &str, packets: u64) -> DropCount {
         DropCount {
@@ -303,8 +372,27 @@ pub(crate) mod tests {
         }
     }
 
+    fn member(
+        name: &str,
+        public_key: &str,
+        state: MemberState,
+        endpoint: Option<&str>,
+        blocks: &[&str],
+    ) -> MemberStatus {
+        MemberStatus {
+            name: name.to_owned(),
+            public_key: public_key.to_owned(),
+            endpoint: endpoint.map(str::to_owned),
+            blocks: blocks.iter().map(|b| (*b).to_owned()).collect(),
+            state,
+            neighbour: false,
+            session: false,
+            unreachable_secs: None,
+        }
+    }
+
     /// A node with an established named peer, a peer known only by address, and
-    /// node-wide drops.
+    /// node-wide drops; five members (this node, two alive, one dead, one that left).
     pub(crate) fn sample_status() -> Status {
         Status {
             node: NodeStatus {
@@ -356,8 +444,67 @@ pub(crate) mod tests {
                 },
             ],
             drops: vec![drop_count("no_route", 3), drop_count("malformed", 1)],
-            members: Vec::new(),
-            gossip: Default::default(),
+            // In the API's order: by name.
+            members: vec![
+                member(
+                    "alpha",
+                    "q2Ms0bVgZ0Vx7yH3nWmJ0k2pKf9cJbQkq3a0Xy1Wm2E=",
+                    MemberState::Local,
+                    Some("198.18.0.1:6788"),
+                    &["10.32.1.0/24"],
+                ),
+                MemberStatus {
+                    neighbour: true,
+                    session: true,
+                    ..member(
+                        "beta",
+                        "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
+                        MemberState::Alive,
+                        Some("198.18.0.2:6788"),
+                        &["10.32.2.0/24", "10.32.9.0/24"],
+                    )
+                },
+                member(
+                    "delta",
+                    "ZGVsdGFkZWx0YWRlbHRhZGVsdGFkZWx0YWRlbHRhZGU=",
+                    MemberState::Left,
+                    Some("198.18.0.4:6788"),
+                    &["10.32.4.0/24"],
+                ),
+                MemberStatus {
+                    neighbour: true,
+                    unreachable_secs: Some(12),
+                    ..member(
+                        "epsilon",
+                        "ZXBzaWxvbmVwc2lsb25lcHNpbG9uZXBzaWxvbmVwc2k=",
+                        MemberState::Alive,
+                        None,
+                        &[],
+                    )
+                },
+                MemberStatus {
+                    unreachable_secs: Some(754),
+                    ..member(
+                        "gamma",
+                        "Z2FtbWFnYW1tYWdhbW1hZ2FtbWFnYW1tYWdhbW1hZ2E=",
+                        MemberState::Dead,
+                        Some("198.18.0.5:6788"),
+                        &["10.32.5.0/24"],
+                    )
+                },
+            ],
+            gossip: GossipStatus {
+                records: 10,
+                neighbours: 2,
+                outbound: 1,
+                tx_messages: 40,
+                tx_bytes: 5_120,
+                rx_messages: 38,
+                rx_bytes: 4_800,
+                records_applied: 12,
+                records_redundant: 30,
+                malformed: 1,
+            },
         }
     }
 
@@ -376,6 +523,7 @@ pub(crate) mod tests {
             "version     0.1.0",
             "uptime      1h 2m",
             "datapath    offload on, GSO 64, GRO 64; per call: TUN read 45.5, UDP send 45.5, UDP recv -, TUN write 25.0",
+            "members     4 (2 alive, 1 dead, 1 left); gossip: 2 neighbours, 10 records",
             "",
             "NAME       ENDPOINT         STATE        BLOCKS                     HANDSHAKE  RTT      RX                  TX                DROPS",
             "beta       198.18.0.2:6788  established  10.32.2.0/24,10.32.9.0/24  12s ago    1.23 ms  1200 pkt / 1.5 MiB  10 pkt / 1.5 KiB  replay=2 authentication=1",
@@ -384,6 +532,7 @@ pub(crate) mod tests {
             "node drops: no_route=3 malformed=1",
             "",
             "warning: 198.18.0.3:6788: no session yet: is meshd running there, is UDP 6788 open both ways, is it the same cluster secret?",
+            "warning: member gamma (Z2FtbWFn) dead: unreachable for 12m 34s",
             "warning: 3 packets had no owner: a destination inside the range that no peer announced (no_route)",
         ];
         assert_eq!(status_lines(&sample_status()), expected);
@@ -400,11 +549,14 @@ pub(crate) mod tests {
             warnings(&status),
             [
                 "beta (198.18.0.2:6788): the session expired and new handshakes get no answer: is the node down?",
+                "member gamma (Z2FtbWFn) dead: unreachable for 12m 34s",
                 "4 handshake messages failed: a node with another cluster secret (or an attacker) is trying to connect",
             ]
         );
         status.peers[0].state = mesh_api::PeerState::Established;
         status.drops.clear();
+        // Members that left, or are alive but unreachable for a while, are no warning.
+        status.members[4].state = MemberState::Left;
         assert!(warnings(&status).is_empty());
     }
 
@@ -416,7 +568,42 @@ pub(crate) mod tests {
         status.node.blocks.clear();
         let lines = status_lines(&status);
         assert_eq!(lines[4], "blocks      -");
-        assert_eq!(&lines[12..], ["", "no peers"]);
+        assert_eq!(
+            &lines[13..17],
+            [
+                "",
+                "no peers",
+                "",
+                "warning: member gamma (Z2FtbWFn) dead: unreachable for 12m 34s"
+            ]
+        );
+        assert_eq!(lines.len(), 17);
+    }
+
+    #[test]
+    fn members_line_counts_the_other_members_by_state() {
+        let mut status = sample_status();
+        // gamma (dead) becomes a dead member that never announced a name or key.
+        status.members[4].name.clear();
+        status.members[4].public_key.clear();
+        status.members[4].unreachable_secs = None;
+        status.gossip.neighbours = 1;
+        status.gossip.records = 1;
+        assert_eq!(
+            members(&status),
+            "4 (2 alive, 1 dead, 1 left); gossip: 1 neighbour, 1 record"
+        );
+        assert!(
+            warnings(&status).contains(&"member (unknown) (-) dead".to_owned()),
+            "{:?}",
+            warnings(&status)
+        );
+
+        status.members.retain(|m| m.state == MemberState::Local);
+        status.gossip = GossipStatus::default();
+        assert_eq!(members(&status), "0; gossip: 0 neighbours, 0 records");
+        status.members.clear();
+        assert_eq!(members(&status), "-", "a meshd that reports no members");
     }
 
     #[test]

@@ -1,26 +1,20 @@
-//! The `peers`, `connections`, `routes` and `ipam` views as text for people. Pure functions
-//! over `mesh_api` types, no I/O; the helpers (tables, sizes, durations) are `render`'s.
+//! The `peers`, `connections`, `members`, `routes` and `ipam` views as text for people. Pure
+//! functions over `mesh_api` types, no I/O; the helpers (tables, sizes, durations) are
+//! `render`'s.
 
 use mesh_api::{
-    ConnectionsView, DnsChanged, DnsRecord, DnsRecords, IpamStatus, PeerState, PeersView, RouteVia,
-    Routes, key_fingerprint,
+    ConnectionsView, DnsChanged, DnsRecord, DnsRecords, IpamStatus, MemberState, MemberStatus,
+    PeerState, PeersView, RouteVia, Routes, Status, key_fingerprint,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::render::{
-    drops, duration, key_values, list_or_dash, or_dash, rtt, state, table, traffic,
+    drops, duration, key_values, list_or_dash, member_state, name_or_unknown, or_dash, rtt, state,
+    table, traffic,
 };
 
 /// Container ids are 64 hex digits; people recognise the first 12 (as `docker ps` shows).
 const CONTAINER_ID_SHOWN: usize = 12;
-
-/// `(unknown)` for a peer that has not announced a name.
-fn name_or_unknown(name: &str) -> String {
-    if name.is_empty() {
-        "(unknown)".to_owned()
-    } else {
-        name.to_owned()
-    }
-}
 
 fn ago(secs: Option<u64>) -> String {
     secs.map_or_else(|| "never".to_owned(), |s| format!("{} ago", duration(s)))
@@ -105,6 +99,124 @@ pub(crate) fn connections_lines(view: &ConnectionsView) -> Vec<String> {
 /// [`connections_lines`] as one string ending in a newline.
 pub(crate) fn connections_text(view: &ConnectionsView) -> String {
     with_newline(connections_lines(view))
+}
+
+/// `meshctl members -o json`: every cluster member this node knows, itself included (built
+/// from [`Status`] by `meshctl`), in the table's order: this node, then the alive, then the
+/// dead and the departed; by name, then key, within each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MembersView {
+    /// Every member.
+    pub(crate) members: Vec<MemberView>,
+}
+
+/// One member in [`MembersView`]: a [`MemberStatus`] and its key's fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MemberView {
+    /// The name it announced.
+    pub(crate) name: String,
+    /// Static public key, base64.
+    pub(crate) public_key: String,
+    /// [`key_fingerprint`] of `public_key`.
+    pub(crate) fingerprint: String,
+    /// The endpoint it announces, `IP:PORT`, if known.
+    pub(crate) endpoint: Option<String>,
+    /// Blocks it announces, CIDR.
+    pub(crate) blocks: Vec<String>,
+    /// `local`, `alive`, `dead` or `left`.
+    pub(crate) state: MemberState,
+    /// One of this node's gossip neighbours.
+    pub(crate) neighbour: bool,
+    /// This node has a session with it now.
+    pub(crate) session: bool,
+    /// Seconds since nothing shows it alive.
+    pub(crate) unreachable_secs: Option<u64>,
+}
+
+/// Sort rank of a member state: this node, then the alive, then the dead and departed.
+fn member_rank(state: MemberState) -> u8 {
+    match state {
+        MemberState::Local => 0,
+        MemberState::Alive => 1,
+        MemberState::Dead | MemberState::Left => 2,
+    }
+}
+
+impl MembersView {
+    /// The members of `status`.
+    pub(crate) fn from_status(status: &Status) -> Self {
+        let mut members: Vec<&MemberStatus> = status.members.iter().collect();
+        members.sort_by(|a, b| {
+            (member_rank(a.state), &a.name, &a.public_key).cmp(&(
+                member_rank(b.state),
+                &b.name,
+                &b.public_key,
+            ))
+        });
+        Self {
+            members: members
+                .into_iter()
+                .map(|m| MemberView {
+                    name: m.name.clone(),
+                    public_key: m.public_key.clone(),
+                    fingerprint: key_fingerprint(&m.public_key),
+                    endpoint: m.endpoint.clone(),
+                    blocks: m.blocks.clone(),
+                    state: m.state,
+                    neighbour: m.neighbour,
+                    session: m.session,
+                    unreachable_secs: m.unreachable_secs,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn yes_or_dash(b: bool) -> String {
+    if b { "yes" } else { "-" }.to_owned()
+}
+
+/// `meshctl members`.
+pub(crate) fn members_lines(view: &MembersView) -> Vec<String> {
+    if view.members.is_empty() {
+        return vec!["no members".to_owned()];
+    }
+    let rows: Vec<Vec<String>> = view
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                name_or_unknown(&m.name),
+                member_state(m.state).to_owned(),
+                m.endpoint
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), or_dash),
+                list_or_dash(&m.blocks),
+                yes_or_dash(m.neighbour),
+                yes_or_dash(m.session),
+                m.unreachable_secs.map_or_else(|| "-".to_owned(), duration),
+                or_dash(&m.fingerprint),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "STATE",
+            "ENDPOINT",
+            "BLOCKS",
+            "NEIGHBOUR",
+            "SESSION",
+            "UNREACHABLE",
+            "KEY",
+        ],
+        &rows,
+    )
+}
+
+/// [`members_lines`] as one string ending in a newline.
+pub(crate) fn members_text(view: &MembersView) -> String {
+    with_newline(members_lines(view))
 }
 
 /// `meshctl routes`.
@@ -319,6 +431,39 @@ pub(crate) mod tests {
                 "(unknown)  -         direct 198.18.0.3:6788  handshaking  -        1420  -                  never      0 pkt / 0 B         0 pkt / 0 B       -",
             ]
         );
+    }
+
+    #[test]
+    fn members_view_renders_exact_lines_local_then_alive_then_dead_or_left() {
+        let view = MembersView::from_status(&sample_status());
+        assert_eq!(
+            members_lines(&view),
+            [
+                "NAME     STATE  ENDPOINT         BLOCKS                     NEIGHBOUR  SESSION  UNREACHABLE  KEY",
+                "alpha    local  198.18.0.1:6788  10.32.1.0/24               -          -        -            q2Ms0bVg",
+                "beta     alive  198.18.0.2:6788  10.32.2.0/24,10.32.9.0/24  yes        yes      -            Zm9vYmFy",
+                "epsilon  alive  -                -                          yes        -        12s          ZXBzaWxv",
+                "delta    left   198.18.0.4:6788  10.32.4.0/24               -          -        -            ZGVsdGFk",
+                "gamma    dead   198.18.0.5:6788  10.32.5.0/24               -          -        12m 34s      Z2FtbWFn",
+            ]
+        );
+        assert_eq!(
+            members_text(&MembersView { members: vec![] }),
+            "no members\n"
+        );
+    }
+
+    #[test]
+    fn members_view_sorts_by_state_rank_then_name_whatever_the_api_order() {
+        let mut status = sample_status();
+        status.members.reverse();
+        status.members[0].name = "aardvark".into(); // gamma, dead: still after the alive
+        let names: Vec<String> = MembersView::from_status(&status)
+            .members
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, ["alpha", "beta", "epsilon", "aardvark", "delta"]);
     }
 
     #[test]

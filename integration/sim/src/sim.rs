@@ -551,6 +551,12 @@ impl Sim {
         self.net.set_link(a, b, link);
     }
 
+    /// Sets the link of every pair without a setting of its own.
+    pub fn set_default_link(&mut self, link: Link) {
+        self.fault(format!("default link {link:?}"));
+        self.net.set_default_link(link);
+    }
+
     /// Heals every partition, lifts every block and resets every link.
     pub fn heal_network(&mut self) {
         self.fault("heal network".to_string());

@@ -385,6 +385,22 @@ impl Node {
             self.drops.add(DropReason::NoRoute);
             return Encap::Dropped(DropReason::NoRoute);
         }
+        // A session that brought nothing for DEAD_AFTER was idle on both sides (nobody
+        // needed it, so no keepalives): the peer may have restarted or let it expire since.
+        // Sending on it could vanish; queue the packet behind a fresh handshake instead.
+        if let Some(peer) = self.peers.get_mut(&key)
+            && peer.current.is_some()
+            && peer
+                .last_rx
+                .is_none_or(|t| now.saturating_duration_since(t) >= DEAD_AFTER)
+            && peer
+                .last_tx
+                .is_none_or(|t| now.saturating_duration_since(t) >= DEAD_AFTER)
+        {
+            peer.previous = peer.current.take();
+            peer.attempts = 0;
+            peer.next_attempt = now;
+        }
         if let Some(peer) = self.peers.get_mut(&key)
             && peer.unconfirmed_final.is_some()
         {
@@ -607,6 +623,7 @@ impl Node {
                 }
             },
             Inner::Control(CONTROL_GOSSIP, msg) => {
+                peer.gossip_rx += 1;
                 let from = *key.as_bytes();
                 let msg = msg.to_vec();
                 if self.gossip.handle(now, from, &msg).is_err()
@@ -998,11 +1015,10 @@ impl Node {
             .entry(key)
             .or_insert_with(|| Peer::new(key, endpoint, now));
         let was_established = peer.current.is_some();
-        if let Some(old_prev) = peer.previous.take()
-            && old_prev != index
-        {
-            self.slots.remove(&old_prev);
-        }
+        // The session before the previous one stays in `slots` until it expires: with
+        // handshakes crossing (both sides initiating, plus a bootstrap XX) three sessions can
+        // form within a round trip, and packets the peer sealed on any of them must open.
+        peer.previous = None;
         peer.previous = peer.current.replace(index).filter(|i| *i != index);
         peer.unconfirmed_final = None;
         peer.endpoint = endpoint;

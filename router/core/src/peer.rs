@@ -46,6 +46,8 @@ pub(crate) struct Peer {
     pub(crate) last_data: Option<Instant>,
 
     pub(crate) queue: VecDeque<Vec<u8>>,
+    /// Gossip messages received from the peer.
+    pub(crate) gossip_rx: u64,
     /// Our XX third message and the session it completes, kept until the peer sends
     /// anything on that session: until then the peer may not have it (the message may be
     /// lost), so packets wait in `queue` and the message is sent again with our info.
@@ -80,6 +82,7 @@ impl Peer {
             last_tx: None,
             last_data: None,
             queue: VecDeque::new(),
+            gossip_rx: 0,
             unconfirmed_final: None,
             rx_packets: 0,
             rx_bytes: 0,

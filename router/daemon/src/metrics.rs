@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use mesh_api::{IpamStatus, PeerState, Status, key_fingerprint};
+use mesh_api::{IpamStatus, MemberState, PeerState, Status, key_fingerprint};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -37,6 +37,14 @@ const STATES: [(PeerState, &str); 4] = [
     (PeerState::Handshaking, "handshaking"),
     (PeerState::Established, "established"),
     (PeerState::Expired, "expired"),
+];
+
+/// Member states counted in `mesh_members` (this node, `local`, is not counted), in the order
+/// the `state` label values are written.
+const MEMBER_STATES: [(MemberState, &str); 3] = [
+    (MemberState::Alive, "alive"),
+    (MemberState::Dead, "dead"),
+    (MemberState::Left, "left"),
 ];
 
 /// The metrics socket, bound by `main` before `run` (so a busy port is refused before the
@@ -462,6 +470,65 @@ impl Collector for Snapshot {
             single(&mut e, name, help, counter(v))?;
         }
 
+        // Members and gossip.
+        family(
+            &mut e,
+            "mesh_members",
+            "Other cluster members this node knows, by state (this node not counted).",
+            MEMBER_STATES.iter().map(|(st, name)| {
+                let n = s.members.iter().filter(|m| m.state == *st).count();
+                ([("state", *name)], gauge_u(n as u64))
+            }),
+        )?;
+        let g = &s.gossip;
+        single(
+            &mut e,
+            "mesh_gossip_neighbours",
+            "Gossip neighbours now (chosen by this node or by them).",
+            gauge_u(g.neighbours),
+        )?;
+        single(
+            &mut e,
+            "mesh_gossip_records",
+            "Gossip records held.",
+            gauge_u(g.records),
+        )?;
+        family(
+            &mut e,
+            "mesh_gossip_messages",
+            "Gossip messages sent (tx) and received (rx).",
+            [
+                ([("direction", "tx")], counter(g.tx_messages)),
+                ([("direction", "rx")], counter(g.rx_messages)),
+            ],
+        )?;
+        family(
+            &mut e,
+            "mesh_gossip_bytes",
+            "Bytes of gossip messages sent (tx) and received (rx), before sealing.",
+            [
+                ([("direction", "tx")], counter(g.tx_bytes)),
+                ([("direction", "rx")], counter(g.rx_bytes)),
+            ],
+        )?;
+        // Not `mesh_gossip_records_total`: in OpenMetrics that family would be named
+        // `mesh_gossip_records`, the gauge's name.
+        family(
+            &mut e,
+            "mesh_gossip_records_received",
+            "Gossip records received: new or newer (applied) or already known (redundant).",
+            [
+                ([("result", "applied")], counter(g.records_applied)),
+                ([("result", "redundant")], counter(g.records_redundant)),
+            ],
+        )?;
+        single(
+            &mut e,
+            "mesh_gossip_malformed",
+            "Gossip messages or records received that did not parse.",
+            counter(g.malformed),
+        )?;
+
         // The address pool.
         let ip = &self.ipam;
         family(
@@ -498,7 +565,10 @@ impl Collector for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_api::{DatapathStatus, DropCount, IpamAllocation, NodeStatus, PeerStatus};
+    use mesh_api::{
+        DatapathStatus, DropCount, GossipStatus, IpamAllocation, MemberStatus, NodeStatus,
+        PeerStatus,
+    };
     use std::time::Duration;
 
     fn drop_count(reason: &str, packets: u64) -> DropCount {
@@ -525,6 +595,50 @@ mod tests {
             drops: vec![drop_count("replay", 2), drop_count("handshake_failed", 1)],
         };
         let unknown = PeerStatus::address_only("198.18.0.3:6788".into(), PeerState::Handshaking);
+        let member = |name: &str, public_key: &str, state| MemberStatus {
+            name: name.into(),
+            public_key: public_key.into(),
+            endpoint: Some("198.18.0.9:6788".into()),
+            blocks: vec!["10.32.9.0/24".into()],
+            state,
+            neighbour: false,
+            session: false,
+            unreachable_secs: None,
+        };
+        let members = vec![
+            member(
+                "alpha",
+                "q2Ms0bVgZ0Vx7yH3nWmJ0k2pKf9cJbQkq3a0Xy1Wm2E=",
+                MemberState::Local,
+            ),
+            MemberStatus {
+                neighbour: true,
+                session: true,
+                ..member(
+                    "beta",
+                    "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
+                    MemberState::Alive,
+                )
+            },
+            member(
+                "delta",
+                "ZGVsdGFkZWx0YWRlbHRhZGVsdGFkZWx0YWRlbHRhZGU=",
+                MemberState::Left,
+            ),
+            member(
+                "epsilon",
+                "ZXBzaWxvbmVwc2lsb25lcHNpbG9uZXBzaWxvbmVwc2k=",
+                MemberState::Alive,
+            ),
+            MemberStatus {
+                unreachable_secs: Some(754),
+                ..member(
+                    "gamma",
+                    "Z2FtbWFnYW1tYWdhbW1hZ2FtbWFnYW1tYWdhbW1hZ2E=",
+                    MemberState::Dead,
+                )
+            },
+        ];
         Snapshot {
             status: Status {
                 node: NodeStatus {
@@ -556,8 +670,19 @@ mod tests {
                     udp_recvs: 7,
                     udp_recv_datagrams: 8,
                 },
-                members: Vec::new(),
-                gossip: Default::default(),
+                members,
+                gossip: GossipStatus {
+                    records: 10,
+                    neighbours: 2,
+                    outbound: 1,
+                    tx_messages: 40,
+                    tx_bytes: 5_120,
+                    rx_messages: 38,
+                    rx_bytes: 4_800,
+                    records_applied: 12,
+                    records_redundant: 30,
+                    malformed: 1,
+                },
             },
             ipam: IpamStatus {
                 range: "10.32.0.0/12".into(),
@@ -646,23 +771,48 @@ mod tests {
             "mesh_ipam_blocks 1",
             "mesh_ipam_allocations 1",
             "mesh_ipam_stranded_allocations 0",
+            "# HELP mesh_members Other cluster members this node knows, by state (this node not counted).",
+            "# TYPE mesh_members gauge",
+            "mesh_members{state=\"alive\"} 2",
+            "mesh_members{state=\"dead\"} 1",
+            "mesh_members{state=\"left\"} 1",
+            "# TYPE mesh_gossip_neighbours gauge",
+            "mesh_gossip_neighbours 2",
+            "# TYPE mesh_gossip_records gauge",
+            "mesh_gossip_records 10",
+            "# TYPE mesh_gossip_messages_total counter",
+            "mesh_gossip_messages_total{direction=\"tx\"} 40",
+            "mesh_gossip_messages_total{direction=\"rx\"} 38",
+            "# TYPE mesh_gossip_bytes_total counter",
+            "mesh_gossip_bytes_total{direction=\"tx\"} 5120",
+            "mesh_gossip_bytes_total{direction=\"rx\"} 4800",
+            "# TYPE mesh_gossip_records_received_total counter",
+            "mesh_gossip_records_received_total{result=\"applied\"} 12",
+            "mesh_gossip_records_received_total{result=\"redundant\"} 30",
+            "# TYPE mesh_gossip_malformed_total counter",
+            "mesh_gossip_malformed_total 1",
             "# TYPE process_start_time_seconds gauge",
             "process_start_time_seconds 1700000000.5",
         ] {
             assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
         }
-        // The peer known only by its address has no per-peer series.
+        // The peer known only by its address has no per-peer series; members have none.
         assert!(!text.contains("peer=\"\""), "{text}");
+        assert!(!text.contains("state=\"local\""), "{text}");
+        for name in ["delta", "epsilon", "gamma"] {
+            assert!(!text.contains(name), "member {name} in a label: {text}");
+        }
         assert!(!text.contains("# EOF"));
     }
 
     #[test]
     fn no_secret_or_full_key_in_labels() {
         let s = snapshot();
-        let full_keys = [
+        let mut full_keys = vec![
             s.status.node.public_key.clone(),
             s.status.peers[1].public_key.clone(),
         ];
+        full_keys.extend(s.status.members.iter().map(|m| m.public_key.clone()));
         let text = encode(s, Format::Text).unwrap();
         for key in full_keys {
             assert!(!text.contains(&key), "full key {key} in metrics");
@@ -672,7 +822,17 @@ mod tests {
     #[test]
     fn openmetrics_on_request_ends_with_eof() {
         let text = encode(snapshot(), Format::OpenMetrics).unwrap();
+        // Family names are unique in OpenMetrics too, where a counter's has no `_total`.
+        check_well_formed(&text);
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains("# TYPE mesh_gossip_records gauge\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE mesh_gossip_records_received counter\n"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE mesh_peer_rx_packets counter\n"));
         assert!(text.contains("mesh_peer_rx_packets_total{peer=\"beta\",key=\"Zm9vYmFy\"} 10\n"));
         let accept = HeaderValue::from_static(

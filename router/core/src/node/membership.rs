@@ -394,7 +394,12 @@ impl Node {
         let n = alive.len();
         let log2 = (usize::BITS - n.leading_zeros()) as usize;
         let target = log2.clamp(MIN_NEIGHBOURS, MAX_NEIGHBOURS).min(n);
+        // A bootstrap peer is let go only once it has told us what it knows: the nodes that
+        // joined through us may be all we know, and without it we would be an island.
         let boot: BTreeSet<PublicKey> = self.bootstrap.iter().filter_map(|b| b.resolved).collect();
+        let boot_pending = boot
+            .iter()
+            .any(|k| self.peers.get(k).is_none_or(|p| p.gossip_rx == 0));
         let failing = |k: &PublicKey| {
             self.peers
                 .get(k)
@@ -407,7 +412,7 @@ impl Node {
         let eligible: Vec<PublicKey> = alive
             .iter()
             .copied()
-            .filter(|k| !failing(k) && (others < target || !boot.contains(k)))
+            .filter(|k| !failing(k) && (boot_pending || others < target || !boot.contains(k)))
             .collect();
         let eligible_set: BTreeSet<PublicKey> = eligible.iter().copied().collect();
         let mut chosen: BTreeSet<PublicKey> = self
@@ -417,6 +422,11 @@ impl Node {
             .map(|id| PublicKey::from_bytes(*id))
             .filter(|k| eligible_set.contains(k))
             .collect();
+        for k in &boot {
+            if eligible_set.contains(k) && self.peers.get(k).is_none_or(|p| p.gossip_rx == 0) {
+                chosen.insert(*k);
+            }
+        }
         let mut pool: Vec<PublicKey> = eligible
             .into_iter()
             .filter(|k| !chosen.contains(k))

@@ -1,0 +1,150 @@
+//! Gossip membership in the simulator, each over many seeds: everyone learns everyone from a
+//! single bootstrap peer, a join reaches every node, a crashed node is marked dead within the
+//! bound, and comes back alive when it restarts.
+//!
+//! `MESH_SIM_SEEDS=N` runs N seeds, `MESH_SIM_SEED=S` replays seed S alone.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use mesh_api::MemberState;
+use mesh_sim::properties::{all_pairs, check_exchange, check_membership};
+use mesh_sim::{Link, SeedGuard, Sim, SimRng, Topology, seeds};
+use std::time::Duration;
+
+/// Bound on learning every member after the last join, virtual time.
+const CONVERGE: Duration = Duration::from_secs(20);
+/// `DEFAULT_DEAD_AFTER` plus the time the crashed node's neighbours take to notice (a
+/// session without anything received for 30 s stops counting) and to gossip it.
+const DEATH_BOUND: Duration = Duration::from_secs(75);
+
+fn state_of(sim: &Sim, observer: usize, target: usize) -> Option<MemberState> {
+    let key = sim.public_key(target)?.to_string();
+    sim.node(observer)?
+        .members(sim.now())
+        .into_iter()
+        .find(|m| m.public_key == key)
+        .map(|m| m.state)
+}
+
+#[test]
+fn given_one_peer_every_node_learns_every_member_and_routes_its_block() {
+    for seed in seeds(6) {
+        let _guard = SeedGuard::new(seed, "everyone learns everyone");
+        let mut sim = Sim::new(seed);
+        let mut rng = SimRng::new(seed, 200);
+        let n = 20 + rng.below(40);
+        let topology = if rng.chance(0.5) {
+            Topology::Star
+        } else {
+            Topology::RandomEarlier
+        };
+        sim.set_default_link(Link {
+            latency: Duration::from_millis(5),
+            jitter: Duration::from_millis(2),
+            loss: 0.01,
+        });
+        topology.build(&mut sim, n, &mut rng);
+        let took = sim.run_until(CONVERGE, Duration::from_millis(500), |s| {
+            check_membership(s).is_ok()
+        });
+        if took.is_none() {
+            panic!(
+                "seed {seed}: {n} nodes ({topology:?}) not converged in {CONVERGE:?}: {}",
+                check_membership(&sim).unwrap_err()
+            );
+        }
+        // Nobody keeps a session with everybody: gossip neighbours are about log2(N), and the
+        // sessions every joiner made with its bootstrap peer lapse (no keepalives or rekeys
+        // for sessions nobody needs; they expire 180 s after their handshake).
+        sim.run_for(Duration::from_secs(200));
+        check_membership(&sim).unwrap_or_else(|e| panic!("seed {seed}: after lapse: {e}"));
+        let max_sessions = (0..n).map(|i| sim.established_count(i)).max().unwrap();
+        assert!(
+            max_sessions < n - 1 || n < 8,
+            "seed {seed}: a node has {max_sessions} sessions of {}",
+            n - 1
+        );
+        // Packets between random pairs arrive (sessions made on demand).
+        sim.set_default_link(Link::default());
+        let pairs: std::collections::BTreeSet<(usize, usize)> = all_pairs(&sim)
+            .into_iter()
+            .filter(|_| rng.chance(0.05))
+            .collect();
+        check_exchange(&mut sim, &pairs, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(sim.violations().is_empty());
+    }
+}
+
+#[test]
+fn a_crashed_node_is_marked_dead_in_bound_and_alive_again_after_restart() {
+    for seed in seeds(8) {
+        let _guard = SeedGuard::new(seed, "dead and back");
+        let mut sim = Sim::new(seed);
+        let mut rng = SimRng::new(seed, 300);
+        let n = 8 + rng.below(12);
+        Topology::Star.build(&mut sim, n, &mut rng);
+        sim.run_until(CONVERGE, Duration::from_millis(500), |s| {
+            check_membership(s).is_ok()
+        })
+        .unwrap_or_else(|| panic!("seed {seed}: no convergence"));
+        let victim = 1 + rng.below(n - 1);
+        sim.crash(victim);
+        let took = sim.run_until(DEATH_BOUND, Duration::from_millis(500), |s| {
+            s.up_nodes()
+                .into_iter()
+                .all(|o| state_of(s, o, victim) == Some(MemberState::Dead))
+        });
+        assert!(
+            took.is_some(),
+            "seed {seed}: node {victim} not dead everywhere after {DEATH_BOUND:?}: {:?}",
+            sim.up_nodes()
+                .into_iter()
+                .map(|o| (o, state_of(&sim, o, victim)))
+                .collect::<Vec<_>>()
+        );
+        // Nobody was marked dead by mistake.
+        for o in sim.up_nodes() {
+            for t in sim.up_nodes() {
+                if o != t {
+                    assert_eq!(
+                        state_of(&sim, o, t),
+                        Some(MemberState::Alive),
+                        "seed {seed}: {o} on {t}"
+                    );
+                }
+            }
+        }
+        sim.restart(victim);
+        sim.run_until(CONVERGE, Duration::from_millis(500), |s| {
+            check_membership(s).is_ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "seed {seed}: {victim} not alive again: {}",
+                check_membership(&sim).unwrap_err()
+            )
+        });
+    }
+}
+
+#[test]
+fn a_late_join_reaches_every_node() {
+    let seed = seeds(1)[0];
+    let _guard = SeedGuard::new(seed, "late join");
+    let mut sim = Sim::new(seed);
+    let mut rng = SimRng::new(seed, 400);
+    Topology::RandomEarlier.build(&mut sim, 100, &mut rng);
+    sim.run_until(CONVERGE * 2, Duration::from_millis(500), |s| {
+        check_membership(s).is_ok()
+    })
+    .expect("100 nodes converge");
+    let newcomer = sim.add_node(mesh_sim::NodeSpec::bootstrap([rng.below(100)]));
+    let took = sim.run_until(CONVERGE, Duration::from_millis(100), |s| {
+        (0..100).all(|o| state_of(s, o, newcomer) == Some(MemberState::Alive))
+    });
+    assert!(
+        took.is_some(),
+        "seed {seed}: the join did not reach everyone"
+    );
+    eprintln!("join known by all 100 nodes after {took:?} (virtual)");
+}
