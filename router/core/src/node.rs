@@ -565,7 +565,7 @@ impl Node {
         };
         if !*confirmed {
             *confirmed = true;
-            self.install_session(now, key, receiver, from, None);
+            self.install_session(now, key, receiver, from, None, None);
         }
         let Some(peer) = self.peers.get_mut(&key) else {
             return self.drop_node(DropReason::UnknownSession);
@@ -920,12 +920,8 @@ impl Node {
             receiver,
             from,
             Some(now.saturating_duration_since(started)),
+            final_msg,
         );
-        if let Some(msg) = final_msg
-            && let Some(p) = self.peers.get_mut(&remote)
-        {
-            p.unconfirmed_final = Some((receiver, msg));
-        }
         Decap::Consumed
     }
 
@@ -968,7 +964,7 @@ impl Node {
                 confirmed: true,
             },
         );
-        self.install_session(now, remote, receiver, from, None);
+        self.install_session(now, remote, receiver, from, None, None);
         Decap::Consumed
     }
 
@@ -1008,6 +1004,7 @@ impl Node {
         index: u32,
         endpoint: SocketAddr,
         rtt: Option<Duration>,
+        xx_final: Option<Vec<u8>>,
     ) {
         self.member_mut(key);
         let peer = self
@@ -1018,9 +1015,12 @@ impl Node {
         // The session before the previous one stays in `slots` until it expires: with
         // handshakes crossing (both sides initiating, plus a bootstrap XX) three sessions can
         // form within a round trip, and packets the peer sealed on any of them must open.
-        peer.previous = None;
         peer.previous = peer.current.replace(index).filter(|i| *i != index);
-        peer.unconfirmed_final = None;
+        // An XX initiator's session may not exist at the peer yet (its third message can be
+        // lost, or overtaken by our first packets): packets stay queued until the peer sends
+        // something on it.
+        let waiting = xx_final.is_some();
+        peer.unconfirmed_final = xx_final.map(|m| (index, m));
         peer.endpoint = endpoint;
         peer.last_handshake = Some(now);
         peer.handshakes += 1;
@@ -1038,7 +1038,11 @@ impl Node {
         if let Some(h) = peer.handshake.take() {
             self.slots.remove(&h);
         }
-        let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
+        let queued: Vec<Vec<u8>> = if waiting {
+            Vec::new()
+        } else {
+            peer.queue.drain(..).collect()
+        };
         // A bootstrap address whose node reached us first needs no handshake of its own.
         for b in self.bootstrap.iter_mut().filter(|b| b.addr == endpoint) {
             b.resolved = Some(key);

@@ -14,7 +14,7 @@
 //!   is one digest per interval, whatever the cluster's size, plus the differences.
 //!
 //! Neighbours are the *outbound* ones the caller picks ([`Gossip::set_outbound`]) and the
-//! *inbound* ones: nodes that sent us gossip within `inbound_ttl`. Each node's outbound
+//! *inbound* ones: nodes that sent us a digest within `inbound_ttl`. Each node's outbound
 //! neighbours hear a digest from it at least every `outbound × interval`, so inbound links
 //! stay up while the other side keeps choosing us.
 
@@ -199,7 +199,12 @@ impl Gossip {
                 return Err(e);
             }
         };
-        self.inbound.insert(from, now);
+        // Only a digest says the sender chose us (it sends digests to its outbound
+        // neighbours only); pushes and answers do not, or two nodes pushing to each other
+        // would keep each other as neighbours forever.
+        if matches!(parsed, GossipMsg::Digest { .. }) {
+            self.inbound.insert(from, now);
+        }
         match parsed {
             GossipMsg::Push(records) => self.on_push(now, from, records),
             GossipMsg::Digest { buckets, .. } => {
