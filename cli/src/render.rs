@@ -437,6 +437,7 @@ pub(crate) mod tests {
                     tx_packets: 10,
                     tx_bytes: 1_536,
                     drops: vec![drop_count("replay", 2), drop_count("authentication", 1)],
+                    relay: None,
                 },
                 PeerStatus {
                     drops: vec![drop_count("replay", 0)],

@@ -66,6 +66,9 @@ pub(crate) fn connections_lines(view: &ConnectionsView) -> Vec<String> {
                 or_dash(&c.fingerprint),
                 match c.path {
                     mesh_api::PathKind::Direct => format!("direct {}", or_dash(&c.endpoint)),
+                    mesh_api::PathKind::Relay => {
+                        format!("via {}", c.relay.as_deref().unwrap_or("(unknown)"))
+                    }
                 },
                 state(c.state).to_owned(),
                 c.rtt_us.map_or_else(|| "-".to_owned(), rtt),

@@ -276,7 +276,7 @@ fn add_wires_a_pod_that_reaches_the_gateway_and_another_host_then_del_frees_it()
         res_a["interfaces"][1]["sandbox"],
         format!("/var/run/netns/{ns_a}")
     );
-    assert_eq!(res_a["interfaces"][1]["mtu"], 1440);
+    assert_eq!(res_a["interfaces"][1]["mtu"], 1420);
     assert_eq!(
         res_a["routes"],
         json!([{"dst": "0.0.0.0/0", "gw": "10.32.1.1"}])
@@ -302,7 +302,7 @@ fn add_wires_a_pod_that_reaches_the_gateway_and_another_host_then_del_frees_it()
     let pod_a = as_pod(a, &ns_a, ip_a);
     let link = pod_a.exec(&["ip", "-o", "link", "show", "eth0"]).unwrap();
     assert!(
-        String::from_utf8_lossy(&link.stdout).contains("mtu 1440"),
+        String::from_utf8_lossy(&link.stdout).contains("mtu 1420"),
         "{link:?}"
     );
     wait_ping(

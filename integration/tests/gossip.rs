@@ -141,3 +141,115 @@ fn five_hosts_from_one_peer_learn_each_other_and_mark_a_killed_host_dead() {
         }
     }
 }
+
+/// Drops the underlay between `host` and `other` in `host`'s namespace (both directions).
+/// The rules live in the test's namespace and go with it.
+fn cut(host: &Host, other: &Host, add: bool) {
+    let ip = other.underlay_ip.to_string();
+    let op = if add { "-A" } else { "-D" };
+    for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+        let out = host
+            .exec(&["iptables", "-w", op, chain, dir, &ip, "-j", "DROP"])
+            .expect("iptables");
+        assert!(
+            out.status.success(),
+            "iptables {op} {chain} in {}: {}",
+            host.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn path_to(host: &Host, peer_key: &str) -> Result<(mesh_api::PathKind, Option<String>), String> {
+    let v: mesh_api::ConnectionsView = meshctl_json(&host.api_socket(), &["connections"])?;
+    v.connections
+        .into_iter()
+        .find(|c| c.public_key == peer_key)
+        .map(|c| (c.path, c.relay))
+        .ok_or_else(|| format!("{} has no connection to {peer_key}", host.name))
+}
+
+#[test]
+fn a_cut_link_goes_through_a_relay_and_back_to_direct_after_the_heal() {
+    require_root();
+    let mut topo = Topology::new("gossip_relay").expect("topology");
+    let hosts: Vec<Host> = HOSTS[..3]
+        .iter()
+        .map(|(name, _, _)| topo.add_host(name).expect("host"))
+        .collect();
+    let started = Instant::now();
+    for (i, host) in hosts.iter().enumerate() {
+        let peers: Vec<&Host> = if i == 0 { vec![] } else { vec![&hosts[0]] };
+        topo.start_meshd(host, MeshdOpts::new(HOSTS[i].1).peers(peers))
+            .expect("start meshd");
+    }
+    let pods: Vec<Pod> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| topo.add_pod(h, "p1", HOSTS[i].2).expect("pod"))
+        .collect();
+    for host in &hosts {
+        wait_until(
+            &format!("{} knows every member alive", host.name),
+            CONVERGE_BOUND.saturating_sub(started.elapsed()),
+            POLL,
+            || members_alive(host, hosts.len()),
+        )
+        .expect("membership");
+    }
+    let (a, b) = (&hosts[1], &hosts[2]);
+    let (pa, pb) = (&pods[1], &pods[2]);
+    wait_ping(pa, pb, started + CONVERGE_BOUND).expect("b -> c direct");
+    let b_key = status(b).expect("status").node.public_key;
+    let a_key = status(a).expect("status").node.public_key;
+    assert_eq!(
+        path_to(a, &b_key).expect("path").0,
+        mesh_api::PathKind::Direct
+    );
+
+    // Cut b <-> c (hosts[1] and hosts[2]) with a steady ping running: traffic moves to a
+    // path through a (hosts[0]).
+    cut(a, b, true);
+    let cut_at = Instant::now();
+    wait_ping(pa, pb, cut_at + Duration::from_secs(20)).expect("ping through the relay");
+    eprintln!(
+        "first ping through the relay {:?} after the cut",
+        cut_at.elapsed()
+    );
+    let (kind, relay) = path_to(a, &b_key).expect("path");
+    assert_eq!(kind, mesh_api::PathKind::Relay);
+    assert_eq!(relay.as_deref(), Some(hosts[0].name.as_str()));
+    // Full-size packets fit through the relay (default MTU leaves room for its framing).
+    let big = pa
+        .exec(&[
+            "ping",
+            "-c",
+            "3",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1392",
+            &pb.ip.to_string(),
+        ])
+        .expect("big ping");
+    assert!(
+        big.status.success(),
+        "full-size ping through the relay: {}",
+        String::from_utf8_lossy(&big.stdout)
+    );
+
+    // Heal: direct again within 10 s (plus a poll).
+    cut(a, b, false);
+    let healed = Instant::now();
+    wait_until("direct again", Duration::from_secs(12), POLL, || {
+        match (path_to(a, &b_key)?, path_to(b, &a_key)?) {
+            ((mesh_api::PathKind::Direct, _), (mesh_api::PathKind::Direct, _)) => Ok(()),
+            other => Err(format!("paths {other:?}")),
+        }
+    })
+    .expect("back to direct");
+    eprintln!("direct again {:?} after the heal", healed.elapsed());
+    wait_ping(pa, pb, Instant::now() + Duration::from_secs(5)).expect("direct ping");
+}

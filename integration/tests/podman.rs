@@ -176,7 +176,7 @@ fn podman_containers_on_two_hosts_ping_through_the_mesh_and_rm_frees_everything(
         .exec(a, &ca, &["ip", "-o", "link", "show", "eth0"])
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&link.stdout).contains("mtu 1440"),
+        String::from_utf8_lossy(&link.stdout).contains("mtu 1420"),
         "{link:?}"
     );
     let resolv = podman.exec(a, &ca, &["cat", "/etc/resolv.conf"]).unwrap();

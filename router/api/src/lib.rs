@@ -195,6 +195,10 @@ pub struct PeerStatus {
     pub tx_bytes: u64,
     /// Packets from or for this peer that were dropped, by reason.
     pub drops: Vec<DropCount>,
+    /// Public key (base64) of the member our datagrams to this peer go through, when the
+    /// direct path failed; `None` when direct.
+    #[serde(default)]
+    pub relay: Option<String>,
 }
 
 /// A drop counter.
@@ -230,6 +234,7 @@ impl PeerStatus {
             tx_packets: 0,
             tx_bytes: 0,
             drops: Vec::new(),
+            relay: None,
         }
     }
 }
@@ -486,9 +491,10 @@ impl PeerView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PathKind {
-    /// Straight to the peer's underlay endpoint. (Relays are not built yet; when they are,
-    /// a `relay` kind and the relay's name are added beside this.)
+    /// Straight to the peer's underlay endpoint.
     Direct,
+    /// Through another member (`relay` names it), because the direct path failed.
+    Relay,
 }
 
 /// `meshctl connections -o json`: each peer's path and session (built from [`Status`]).
@@ -511,8 +517,11 @@ pub struct ConnectionView {
     pub endpoint: String,
     /// Session state.
     pub state: PeerState,
-    /// Always `direct` today.
+    /// `direct`, or `relay` through the member named by `relay`.
     pub path: PathKind,
+    /// Name (or key fingerprint when it announced none) of the relay in use.
+    #[serde(default)]
+    pub relay: Option<String>,
     /// Round-trip time of the last handshake, microseconds.
     pub rtt_us: Option<u64>,
     /// Overlay MTU (the node's; no per-path MTU probing yet).
@@ -548,7 +557,18 @@ impl ConnectionsView {
                 fingerprint: key_fingerprint(&p.public_key),
                 endpoint: p.endpoint.clone(),
                 state: p.state,
-                path: PathKind::Direct,
+                path: if p.relay.is_some() {
+                    PathKind::Relay
+                } else {
+                    PathKind::Direct
+                },
+                relay: p.relay.as_ref().map(|r| {
+                    status
+                        .members
+                        .iter()
+                        .find(|m| &m.public_key == r && !m.name.is_empty())
+                        .map_or_else(|| key_fingerprint(r), |m| m.name.clone())
+                }),
                 rtt_us: p.rtt_us,
                 mtu: node.mtu,
                 cipher: (p.state == PeerState::Established && !node.cipher.is_empty())

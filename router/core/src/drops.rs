@@ -33,11 +33,14 @@ pub enum DropReason {
     BadControl,
     /// The caller's buffer was too small (a bug in the caller).
     BufferTooSmall,
+    /// A relay frame from a node we have no session with, for a node we cannot reach, or
+    /// whose end-to-end session does not belong to the node it names.
+    RelayRefused,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::UnknownSession,
         DropReason::Replay,
@@ -53,6 +56,7 @@ impl DropReason {
         DropReason::UnsupportedPacket,
         DropReason::BadControl,
         DropReason::BufferTooSmall,
+        DropReason::RelayRefused,
     ];
 
     /// Stable snake_case name.
@@ -73,6 +77,7 @@ impl DropReason {
             DropReason::UnsupportedPacket => "unsupported_packet",
             DropReason::BadControl => "bad_control",
             DropReason::BufferTooSmall => "buffer_too_small",
+            DropReason::RelayRefused => "relay_refused",
         }
     }
 

@@ -32,6 +32,7 @@ use mesh_proto::datagram::{
 };
 use mesh_proto::gossip::CONTROL_GOSSIP;
 use mesh_proto::inner::Inner;
+use mesh_proto::relay::{RELAY_HEADER_LEN, RelayFrame, emit_relay_header, wrap};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::{HashMap, VecDeque};
@@ -40,6 +41,13 @@ use std::time::{Duration, Instant};
 
 /// Membership, neighbours, adjacency and liveness are revisited this often.
 const MAINTAIN_INTERVAL: Duration = Duration::from_secs(1);
+/// While a peer is reached through a relay, a direct handshake is tried this often.
+const DIRECT_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// Packets sent this long without anything back make us ask the peer for an answer; no
+/// answer within as long again and the path is taken for dead.
+const PATH_SILENCE: Duration = Duration::from_secs(1);
+/// Unanswered handshakes to a peer after which one goes through a relay.
+const RELAY_AFTER_ATTEMPTS: u32 = 2;
 /// Peer info is sent again this often until the peer acknowledges it.
 const INFO_RETRANSMIT: Duration = Duration::from_secs(1);
 /// A peer we sent to but have not heard from for this long gets a new handshake.
@@ -95,6 +103,8 @@ pub enum Encap {
     },
     /// Kept until a session with the owner exists (a handshake was started).
     Queued,
+    /// Sealed and queued as a transmit through a relay (see [`Node::poll_transmit`]).
+    Relayed,
     /// Dropped and counted.
     Dropped(DropReason),
 }
@@ -160,7 +170,20 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Peer(PublicKey),
+    /// A direct handshake with a peer we reach through a relay: back to direct if it works.
+    Probe(PublicKey),
     Bootstrap(usize),
+}
+
+/// How a datagram came, and how to answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Direct(SocketAddr),
+    /// Forwarded by `relay` from the node whose key starts with `peer`.
+    Relay {
+        relay: PublicKey,
+        peer: [u8; 8],
+    },
 }
 
 #[derive(Debug)]
@@ -221,6 +244,7 @@ pub struct Node {
     by_prefix: HashMap<[u8; 8], PublicKey>,
     gossip: Gossip,
     next_maintain: Instant,
+    next_random_digest: Instant,
     routes_dirty: bool,
     liveness_dirty: bool,
     next_liveness: Instant,
@@ -232,6 +256,9 @@ pub struct Node {
     /// Announced blocks that are not routed (outside the range or taken), already reported.
     conflicts: std::collections::HashSet<(PublicKey, Ipv4Net)>,
     limiter: HandshakeLimiter,
+    /// Datagrams (and their bytes) this node forwarded as a relay.
+    relayed_packets: u64,
+    relayed_bytes: u64,
     drops: DropCounters,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -265,6 +292,7 @@ impl Node {
             by_prefix: HashMap::new(),
             gossip,
             next_maintain: now,
+            next_random_digest: now + Duration::from_secs(15),
             routes_dirty: false,
             liveness_dirty: true,
             next_liveness: now,
@@ -275,6 +303,8 @@ impl Node {
             routes: RouteTable::new(),
             conflicts: std::collections::HashSet::new(),
             limiter: HandshakeLimiter::default(),
+            relayed_packets: 0,
+            relayed_bytes: 0,
             drops: DropCounters::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -412,8 +442,14 @@ impl Node {
         }
         match self.seal_for(now, key, buf, packet_len) {
             Some((to, len)) => {
-                if let Some(p) = self.peers.get_mut(&key) {
+                let relay = self.peers.get_mut(&key).and_then(|p| {
                     p.last_data = Some(now);
+                    p.relay
+                });
+                if relay.is_some() {
+                    let datagram = buf[..len].to_vec();
+                    self.push_to_peer(key, datagram);
+                    return Encap::Relayed;
                 }
                 Encap::Send { to, len }
             }
@@ -465,7 +501,14 @@ impl Node {
         peer.tx_packets += 1;
         peer.tx_bytes += len as u64;
         peer.last_tx = Some(now);
+        let check_path = peer
+            .last_rx
+            .is_none_or(|t| now.saturating_duration_since(t) >= PATH_SILENCE)
+            && peer.liveness_probe.is_none();
         let to = peer.endpoint;
+        if check_path {
+            self.schedule(now + PATH_SILENCE);
+        }
         if rekey {
             self.ensure_handshake(now, key);
         }
@@ -477,12 +520,47 @@ impl Node {
         let mut buf = vec![0u8; DATA_HEADER_LEN + plaintext.len() + TAG_LEN];
         buf[DATA_HEADER_LEN..DATA_HEADER_LEN + plaintext.len()].copy_from_slice(plaintext);
         match self.seal_for(now, key, &mut buf, plaintext.len()) {
-            Some((to, len)) => {
+            Some((_, len)) => {
                 buf.truncate(len);
-                self.transmits.push_back(Transmit { to, payload: buf });
+                self.push_to_peer(key, buf);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Queues a datagram for a peer: to its endpoint, or framed for its relay.
+    fn push_to_peer(&mut self, key: PublicKey, payload: Vec<u8>) {
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        let relay = peer
+            .relay
+            .and_then(|r| self.peers.get(&r))
+            .map(|r| r.endpoint);
+        let (to, payload) = match relay {
+            Some(relay_addr) => (
+                relay_addr,
+                wrap(mesh_proto::gossip::prefix(key.as_bytes()), &payload),
+            ),
+            None => (peer.endpoint, payload),
+        };
+        self.transmits.push_back(Transmit { to, payload });
+    }
+
+    /// Queues a datagram back along the path one came by.
+    fn push_on_path(&mut self, path: Path, payload: Vec<u8>) {
+        match path {
+            Path::Direct(to) => self.transmits.push_back(Transmit { to, payload }),
+            Path::Relay { relay, peer } => {
+                if let Some(r) = self.peers.get(&relay) {
+                    let to = r.endpoint;
+                    self.transmits.push_back(Transmit {
+                        to,
+                        payload: wrap(peer, &payload),
+                    });
+                }
+            }
         }
     }
 
@@ -490,6 +568,90 @@ impl Node {
 
     /// Handles one datagram from the underlay, decrypting data in place.
     pub fn decapsulate(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Decap {
+        match RelayFrame::parse(buf) {
+            Ok(frame) if frame.to_forward => {
+                let dst = frame.peer;
+                return self.forward_relay(now, from, dst, buf);
+            }
+            Ok(frame) => {
+                // Forwarded to us: only from a member we have a session with, at its endpoint.
+                let src = frame.peer;
+                let Some(relay) = self.session_peer_at(from) else {
+                    return self.drop_node(DropReason::RelayRefused);
+                };
+                let path = Path::Relay { relay, peer: src };
+                return match self.decapsulate_path(now, path, from, &mut buf[RELAY_HEADER_LEN..]) {
+                    Decap::Deliver { start, len } => Decap::Deliver {
+                        start: start + RELAY_HEADER_LEN,
+                        len,
+                    },
+                    other => other,
+                };
+            }
+            Err(_) => {}
+        }
+        self.decapsulate_path(now, Path::Direct(from), from, buf)
+    }
+
+    /// The peer with a live session at `addr`, reached directly.
+    fn session_peer_at(&self, addr: SocketAddr) -> Option<PublicKey> {
+        let mut found: Vec<PublicKey> = self
+            .peers
+            .values()
+            .filter(|p| p.endpoint == addr && p.relay.is_none() && p.current.is_some())
+            .map(|p| p.key)
+            .collect();
+        found.sort_unstable();
+        found.first().copied()
+    }
+
+    /// We are the relay: pass the datagram on to `dst` if both ends are members we have
+    /// direct sessions with. The header is rewritten in place to name the source.
+    fn forward_relay(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        dst: [u8; 8],
+        buf: &mut [u8],
+    ) -> Decap {
+        let Some(src) = self.session_peer_at(from) else {
+            return self.drop_node(DropReason::RelayRefused);
+        };
+        let to = self.by_prefix.get(&dst).copied().and_then(|k| {
+            self.peers
+                .get(&k)
+                .filter(|p| p.current.is_some() && p.relay.is_none() && k != src)
+                .map(|p| p.endpoint)
+        });
+        let Some(to) = to else {
+            return self.drop_node(DropReason::RelayRefused);
+        };
+        if let Ok(h) = (&mut buf[..RELAY_HEADER_LEN]).try_into() {
+            emit_relay_header(h, false, mesh_proto::gossip::prefix(src.as_bytes()));
+        }
+        self.relayed_packets += 1;
+        self.relayed_bytes += buf.len() as u64;
+        // Both sessions carry traffic now: keep them up while it lasts.
+        let dst_key = self.by_prefix.get(&dst).copied();
+        for k in [Some(src), dst_key].into_iter().flatten() {
+            if let Some(p) = self.peers.get_mut(&k) {
+                p.last_data = Some(now);
+            }
+        }
+        self.transmits.push_back(Transmit {
+            to,
+            payload: buf.to_vec(),
+        });
+        Decap::Consumed
+    }
+
+    fn decapsulate_path(
+        &mut self,
+        now: Instant,
+        path: Path,
+        from: SocketAddr,
+        buf: &mut [u8],
+    ) -> Decap {
         let header: [u8; DATA_HEADER_LEN];
         let (receiver, counter) = match Datagram::parse(buf) {
             Err(_) => return self.drop_node(DropReason::Malformed),
@@ -498,21 +660,21 @@ impl Node {
                 sender,
                 noise,
             }) => {
-                return self.on_init(now, from, pattern, sender, noise);
+                return self.on_init(now, path, from, pattern, sender, noise);
             }
             Ok(Datagram::HandshakeResponse {
                 sender,
                 receiver,
                 noise,
             }) => {
-                return self.on_response(now, from, sender, receiver, noise);
+                return self.on_response(now, path, sender, receiver, noise);
             }
             Ok(Datagram::HandshakeFinal {
                 sender,
                 receiver,
                 noise,
             }) => {
-                return self.on_final(now, from, sender, receiver, noise);
+                return self.on_final(now, path, sender, receiver, noise);
             }
             Ok(Datagram::Data {
                 receiver,
@@ -524,7 +686,7 @@ impl Node {
                 (receiver, counter)
             }
         };
-        self.on_data(now, from, receiver, counter, &header, buf)
+        self.on_data(now, path, receiver, counter, &header, buf)
     }
 
     fn drop_node(&mut self, reason: DropReason) -> Decap {
@@ -535,7 +697,7 @@ impl Node {
     fn on_data(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        path: Path,
         receiver: u32,
         counter: u64,
         header: &[u8; DATA_HEADER_LEN],
@@ -551,6 +713,11 @@ impl Node {
             return self.drop_node(DropReason::UnknownSession);
         };
         let key = *key;
+        if let Path::Relay { peer, .. } = path
+            && peer != mesh_proto::gossip::prefix(key.as_bytes())
+        {
+            return self.drop_node(DropReason::RelayRefused);
+        }
         let opened = session.open(now, counter, header, &mut buf[DATA_HEADER_LEN..]);
         let len = match opened {
             Ok(len) => len,
@@ -565,7 +732,7 @@ impl Node {
         };
         if !*confirmed {
             *confirmed = true;
-            self.install_session(now, key, receiver, from, None, None);
+            self.install_session(now, key, receiver, path, None, None);
         }
         let Some(peer) = self.peers.get_mut(&key) else {
             return self.drop_node(DropReason::UnknownSession);
@@ -585,7 +752,11 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&key) else {
             return self.drop_node(DropReason::UnknownSession);
         };
-        if peer.endpoint != from {
+        peer.liveness_probe = None;
+        if let Path::Direct(from) = path
+            && peer.relay.is_none()
+            && peer.endpoint != from
+        {
             tracing::info!(peer = %peer.key.fingerprint(), old = %peer.endpoint, new = %from, "peer endpoint changed");
             peer.endpoint = from;
         }
@@ -678,28 +849,31 @@ impl Node {
     }
 
     fn send_info(&mut self, now: Instant, key: PublicKey) {
+        self.send_info_asking(now, key, false);
+    }
+
+    /// Sends our info; `ask` claims we have none of the peer's, which makes it answer at
+    /// once (how a silent path is tested).
+    fn send_info_asking(&mut self, now: Instant, key: PublicKey, ask: bool) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
         let info = PeerInfo {
             info_version: self.info_version,
-            acked_version: peer.info_version,
+            acked_version: if ask { 0 } else { peer.info_version },
             name: self.name.clone(),
             blocks: self.blocks.clone(),
-            observed: match peer.endpoint {
-                SocketAddr::V4(v4) => Some(v4),
-                SocketAddr::V6(_) => None,
+            observed: match (peer.endpoint, peer.relay) {
+                (SocketAddr::V4(v4), None) => Some(v4),
+                _ => None,
             },
         };
         peer.info_next_send = now + INFO_RETRANSMIT;
-        if let Some((_, msg)) = &peer.unconfirmed_final {
-            self.transmits.push_back(Transmit {
-                to: peer.endpoint,
-                payload: msg.clone(),
-            });
-        }
         if peer.acked_our_info < self.info_version {
             peer.info_sent_at = Some(now);
+        }
+        if let Some((_, msg)) = peer.unconfirmed_final.clone() {
+            self.push_to_peer(key, msg);
         }
         let mut buf = [0u8; MAX_PEER_INFO_LEN];
         if let Some(n) = info.emit(&mut buf) {
@@ -761,6 +935,7 @@ impl Node {
     fn on_init(
         &mut self,
         now: Instant,
+        path: Path,
         from: SocketAddr,
         pattern: Pattern,
         sender: u32,
@@ -794,10 +969,7 @@ impl Node {
         if let Ok(h) = (&mut out[..REPLY_HEADER_LEN]).try_into() {
             emit_reply_header(h, false, index, sender);
         }
-        self.transmits.push_back(Transmit {
-            to: from,
-            payload: out,
-        });
+        self.push_on_path(path, out);
         match pattern {
             HandshakePattern::IK => {
                 let Some(remote) = hs.remote_static() else {
@@ -835,7 +1007,7 @@ impl Node {
     fn on_response(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        path: Path,
         sender: u32,
         receiver: u32,
         noise: &[u8],
@@ -871,10 +1043,7 @@ impl Node {
                 emit_reply_header(h, true, receiver, sender);
             }
             final_msg = Some(out.clone());
-            self.transmits.push_back(Transmit {
-                to: from,
-                payload: out,
-            });
+            self.push_on_path(path, out);
         }
         let Some(remote) = hs.remote_static() else {
             self.count_handshake_failure(target);
@@ -918,7 +1087,7 @@ impl Node {
             now,
             remote,
             receiver,
-            from,
+            path,
             Some(now.saturating_duration_since(started)),
             final_msg,
         );
@@ -928,7 +1097,7 @@ impl Node {
     fn on_final(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        path: Path,
         sender: u32,
         receiver: u32,
         noise: &[u8],
@@ -964,7 +1133,7 @@ impl Node {
                 confirmed: true,
             },
         );
-        self.install_session(now, remote, receiver, from, None, None);
+        self.install_session(now, remote, receiver, path, None, None);
         Decap::Consumed
     }
 
@@ -977,6 +1146,13 @@ impl Node {
                     p.handshake = None;
                 }
             }
+            Target::Probe(key) => {
+                if let Some(p) = self.peers.get_mut(&key)
+                    && p.probe == Some(index)
+                {
+                    p.probe = None;
+                }
+            }
             Target::Bootstrap(i) => {
                 if self.bootstrap[i].handshake == Some(index) {
                     self.bootstrap[i].handshake = None;
@@ -987,7 +1163,7 @@ impl Node {
 
     fn count_handshake_failure(&mut self, target: Target) {
         match target {
-            Target::Peer(key) => match self.peers.get_mut(&key) {
+            Target::Peer(key) | Target::Probe(key) => match self.peers.get_mut(&key) {
                 Some(p) => p.drops.add(DropReason::HandshakeFailed),
                 None => self.drops.add(DropReason::HandshakeFailed),
             },
@@ -1002,15 +1178,26 @@ impl Node {
         now: Instant,
         key: PublicKey,
         index: u32,
-        endpoint: SocketAddr,
+        path: Path,
         rtt: Option<Duration>,
         xx_final: Option<Vec<u8>>,
     ) {
         self.member_mut(key);
+        let known = self.members.get(&key).and_then(|m| m.endpoint);
+        let relay_addr = match path {
+            Path::Relay { relay, .. } => self.peers.get(&relay).map(|r| r.endpoint),
+            Path::Direct(_) => None,
+        };
+        let Some(initial) = (match path {
+            Path::Direct(a) => Some(a),
+            Path::Relay { .. } => known.or(relay_addr),
+        }) else {
+            return;
+        };
         let peer = self
             .peers
             .entry(key)
-            .or_insert_with(|| Peer::new(key, endpoint, now));
+            .or_insert_with(|| Peer::new(key, initial, now));
         let was_established = peer.current.is_some();
         // The session before the previous one stays in `slots` until it expires: with
         // handshakes crossing (both sides initiating, plus a bootstrap XX) three sessions can
@@ -1021,11 +1208,43 @@ impl Node {
         // something on it.
         let waiting = xx_final.is_some();
         peer.unconfirmed_final = xx_final.map(|m| (index, m));
-        peer.endpoint = endpoint;
+        let was_relay = peer.relay;
+        match path {
+            Path::Direct(a) => {
+                peer.endpoint = a;
+                peer.relay = None;
+            }
+            Path::Relay { relay, .. } => {
+                peer.relay = Some(relay);
+                peer.next_probe = now + DIRECT_PROBE_INTERVAL;
+            }
+        }
+        if was_relay != peer.relay {
+            match peer.relay {
+                Some(r) => {
+                    tracing::info!(peer = %key.fingerprint(), relay = %r.fingerprint(), "path through a relay")
+                }
+                None if was_relay.is_some() => {
+                    tracing::info!(peer = %key.fingerprint(), "path direct again")
+                }
+                None => {}
+            }
+        }
+        let endpoint = peer.endpoint;
+        peer.liveness_probe = None;
+        if let Some(p) = peer.probe.take()
+            && p != index
+        {
+            self.slots.remove(&p);
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         peer.last_handshake = Some(now);
         peer.handshakes += 1;
         peer.attempts = 0;
         peer.ever_established = true;
+        peer.first_established.get_or_insert(now);
         peer.last_rx = Some(now);
         if rtt.is_some() {
             peer.rtt = rtt;
@@ -1044,7 +1263,12 @@ impl Node {
             peer.queue.drain(..).collect()
         };
         // A bootstrap address whose node reached us first needs no handshake of its own.
-        for b in self.bootstrap.iter_mut().filter(|b| b.addr == endpoint) {
+        let direct = matches!(path, Path::Direct(_));
+        for b in self
+            .bootstrap
+            .iter_mut()
+            .filter(|b| direct && b.addr == endpoint)
+        {
             b.resolved = Some(key);
             b.attempts = 0;
             if let Some(h) = b.handshake.take() {
@@ -1079,8 +1303,11 @@ impl Node {
     fn initiate(&mut self, now: Instant, target: Target) {
         let seed = self.seed();
         let jitter = self.rng.next_u64();
+        if let Target::Peer(key) = target {
+            self.pick_path(now, key);
+        }
         let (to, hs) = match target {
-            Target::Peer(key) => {
+            Target::Peer(key) | Target::Probe(key) => {
                 let Some(peer) = self.peers.get(&key) else {
                     return;
                 };
@@ -1122,6 +1349,13 @@ impl Node {
                 peer.next_attempt = now + handshake_retry_delay(a, jitter);
                 (a, old)
             }
+            Target::Probe(key) => {
+                let Some(peer) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                peer.next_probe = now + DIRECT_PROBE_INTERVAL;
+                (0, peer.probe.replace(index))
+            }
             Target::Bootstrap(i) => {
                 let b = &mut self.bootstrap[i];
                 let old = b.handshake.replace(index);
@@ -1143,8 +1377,82 @@ impl Node {
                 started: now,
             },
         );
-        self.transmits.push_back(Transmit { to, payload: out });
+        match target {
+            Target::Peer(key) => self.push_to_peer(key, out),
+            Target::Probe(_) | Target::Bootstrap(_) => {
+                self.transmits.push_back(Transmit { to, payload: out })
+            }
+        }
         self.schedule(now + handshake_retry_delay(attempts, jitter));
+    }
+
+    /// Before a handshake with `key`: after [`RELAY_AFTER_ATTEMPTS`] unanswered ones go
+    /// through a relay, and a relay that is no longer usable is replaced.
+    fn pick_path(&mut self, now: Instant, key: PublicKey) {
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        let usable = |n: &Self, r: PublicKey| {
+            n.peers.get(&r).is_some_and(|p| {
+                p.current.is_some()
+                    && p.relay.is_none()
+                    && p.last_rx
+                        .is_some_and(|t| now.saturating_duration_since(t) < membership::LIVE_WINDOW)
+            })
+        };
+        let wanted = match peer.relay {
+            Some(r) if usable(self, r) => return,
+            Some(_) => true,
+            None => peer.current.is_none() && peer.attempts >= RELAY_AFTER_ATTEMPTS,
+        };
+        if !wanted {
+            return;
+        }
+        let relay = self.choose_relay(now, key);
+        if relay.is_none() {
+            self.prepare_relay(now, key);
+        }
+        if let Some(peer) = self.peers.get_mut(&key)
+            && peer.relay != relay
+        {
+            match relay {
+                Some(r) => {
+                    tracing::debug!(peer = %key.fingerprint(), relay = %r.fingerprint(), "handshake through a relay")
+                }
+                None => {
+                    tracing::debug!(peer = %key.fingerprint(), "no relay usable; trying direct")
+                }
+            }
+            peer.relay = relay;
+        }
+    }
+
+    /// Packets to `key` went unanswered although we asked: the path is dead. The session is
+    /// kept for receiving, and a new handshake goes through a relay at once.
+    fn fail_over(&mut self, now: Instant, key: PublicKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        tracing::info!(peer = %key.fingerprint(), "no answer on the path to the peer; failing over");
+        peer.liveness_probe = None;
+        if let Some(c) = peer.current.take() {
+            peer.previous = Some(c);
+        }
+        // The relay in use (if any) failed too: pick another.
+        let failed_relay = peer.relay.take();
+        peer.attempts = peer.attempts.max(RELAY_AFTER_ATTEMPTS);
+        peer.next_attempt = now;
+        if let Some(h) = peer.handshake.take() {
+            self.slots.remove(&h);
+        }
+        let relay = self.choose_relay_except(now, key, failed_relay);
+        if relay.is_none() {
+            self.prepare_relay(now, key);
+        }
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.relay = relay;
+        }
+        self.initiate(now, Target::Peer(key));
     }
 
     // ---------------------------------------------------------------- timers
@@ -1289,6 +1597,53 @@ impl Node {
             if let Some(at) = rekey_at.filter(|at| *at > now && wanted) {
                 self.schedule(at);
             }
+            self.path_timers(now, key);
+        }
+    }
+
+    /// A session's path: ask for an answer when packets go out and nothing comes back, fail
+    /// over when the answer does not come either; while relayed, try direct now and then.
+    fn path_timers(&mut self, now: Instant, key: PublicKey) {
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        let sending = peer
+            .last_tx
+            .is_some_and(|t| now.saturating_duration_since(t) < PATH_SILENCE);
+        let heard = peer.last_rx;
+        let quiet = heard.is_none_or(|t| now.saturating_duration_since(t) >= PATH_SILENCE);
+        match peer.liveness_probe {
+            None if sending && quiet => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.liveness_probe = Some(now);
+                }
+                self.send_info_asking(now, key, true);
+                self.schedule(now + PATH_SILENCE);
+            }
+            Some(asked) if heard.is_none_or(|t| t < asked) => {
+                if now.saturating_duration_since(asked) >= PATH_SILENCE {
+                    self.fail_over(now, key);
+                    return;
+                }
+                self.schedule(asked + PATH_SILENCE);
+            }
+            Some(_) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.liveness_probe = None;
+                }
+            }
+            None => {}
+        }
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        if peer.relay.is_some() && peer.current.is_some() {
+            if now >= peer.next_probe {
+                self.initiate(now, Target::Probe(key));
+            } else {
+                let at = peer.next_probe;
+                self.schedule(at);
+            }
         }
     }
 
@@ -1345,6 +1700,7 @@ impl Node {
                 tx_packets: p.tx_packets,
                 tx_bytes: p.tx_bytes,
                 drops: p.drops.to_api(),
+                relay: p.relay.map(|r| r.to_string()),
             })
             .collect();
         for b in &self.bootstrap {

@@ -14,6 +14,13 @@ pub(crate) const QUEUE_LIMIT: usize = 64;
 pub(crate) struct Peer {
     pub(crate) key: PublicKey,
     pub(crate) endpoint: SocketAddr,
+    /// The member our datagrams to this peer go through, when the direct path failed.
+    pub(crate) relay: Option<PublicKey>,
+    /// Index of a direct handshake tried while relayed (back to direct when it completes).
+    pub(crate) probe: Option<u32>,
+    pub(crate) next_probe: Instant,
+    /// When we asked the peer for an immediate answer because packets went unanswered.
+    pub(crate) liveness_probe: Option<Instant>,
     /// Highest info version of the peer we applied.
     pub(crate) info_version: u64,
     /// Highest version of *our* info the peer acknowledged.
@@ -39,6 +46,8 @@ pub(crate) struct Peer {
     pub(crate) handshakes: u64,
     pub(crate) rtt: Option<Duration>,
     pub(crate) ever_established: bool,
+    /// When the first session with this peer was made.
+    pub(crate) first_established: Option<Instant>,
     pub(crate) last_rx: Option<Instant>,
     pub(crate) last_tx: Option<Instant>,
     /// Last IP packet sent or delivered on a session with the peer (not keepalives or
@@ -64,6 +73,10 @@ impl Peer {
         Self {
             key,
             endpoint,
+            relay: None,
+            probe: None,
+            next_probe: now,
+            liveness_probe: None,
             info_version: 0,
             acked_our_info: 0,
             info_sent_at: None,
@@ -78,6 +91,7 @@ impl Peer {
             handshakes: 0,
             rtt: None,
             ever_established: false,
+            first_established: None,
             last_rx: None,
             last_tx: None,
             last_data: None,

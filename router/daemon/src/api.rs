@@ -400,6 +400,7 @@ mod tests {
             tx_packets: 0,
             tx_bytes: 0,
             drops: vec![],
+            relay: None,
         }
     }
 

@@ -16,7 +16,7 @@ pub(crate) const DEFAULT_PORT: u16 = 6788;
 /// Default cluster range.
 pub(crate) const DEFAULT_RANGE: &str = "10.32.0.0/12";
 /// Default overlay MTU: 1500 - IPv4 20 - UDP 8 - mesh header 16 - AEAD tag 16.
-pub(crate) const DEFAULT_MTU: u32 = 1440;
+pub(crate) const DEFAULT_MTU: u32 = 1420;
 /// Default state directory.
 pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/mesh";
 /// Default bridge name.
@@ -75,7 +75,7 @@ pub(crate) struct RunArgs {
     /// Endpoint to announce to the cluster, `IP:PORT` [default: the one peers see].
     #[arg(long, env = "MESH_ADVERTISE", value_name = "IP:PORT")]
     pub(crate) advertise: Option<SocketAddr>,
-    /// Overlay MTU for the TUN device and pods [default: 1440].
+    /// Overlay MTU for the TUN device and pods [default: 1420].
     #[arg(long, env = "MESH_MTU", value_name = "N")]
     pub(crate) mtu: Option<u32>,
     /// Bridge that pods attach to [default: mesh0].

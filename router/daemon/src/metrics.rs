@@ -593,6 +593,7 @@ mod tests {
             tx_packets: 20,
             tx_bytes: 2_000,
             drops: vec![drop_count("replay", 2), drop_count("handshake_failed", 1)],
+            relay: None,
         };
         let unknown = PeerStatus::address_only("198.18.0.3:6788".into(), PeerState::Handshaking);
         let member = |name: &str, public_key: &str, state| MemberStatus {

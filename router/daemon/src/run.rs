@@ -447,7 +447,7 @@ async fn tun_to_udp(
             for (i, chunk) in store.chunks_mut(slot).take(n).enumerate() {
                 sealed[i] = match node.encapsulate(now, chunk, sizes[i]) {
                     Encap::Send { to, len } => Some((to, len)),
-                    Encap::Queued | Encap::Dropped(_) => None,
+                    Encap::Queued | Encap::Relayed | Encap::Dropped(_) => None,
                 };
             }
             drain(&mut node, &mut pending);

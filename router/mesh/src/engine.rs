@@ -354,7 +354,9 @@ impl Gossip {
         self.pending.retain(|id, _| live.contains(id));
     }
 
-    fn send_digest(&mut self, to: NodeId) {
+    /// Sends our digest to any node (outside the neighbours too): occasional exchanges
+    /// with a random member join gossip islands that know of each other.
+    pub fn send_digest(&mut self, to: NodeId) {
         self.stats.digests += 1;
         let d = self.store.digest();
         self.send(to, &d);

@@ -7,6 +7,7 @@
 //!   blocks), told apart from IP packets by their first byte.
 //! - [`gossip`]: the gossip messages (push, digest, listing, pull) and the record bodies
 //!   they carry (members, adjacency), control type `0x02`.
+//! - [`relay`]: the 12-byte framing of datagrams forwarded through a relay node.
 //! - [`inner`]: the little we read of the tunnelled IP packets (version, source, destination).
 //!
 //! This crate does no I/O and no cryptography: it only says where the bytes are. Every
@@ -18,6 +19,7 @@ pub mod control;
 pub mod datagram;
 pub mod gossip;
 pub mod inner;
+pub mod relay;
 
 /// The wire format could not be parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -29,6 +29,13 @@ const MIN_NEIGHBOURS: usize = 3;
 const MAX_NEIGHBOURS: usize = 16;
 /// Unanswered handshakes after which an outbound neighbour is replaced.
 const NEIGHBOUR_ATTEMPTS: u32 = 3;
+/// A bootstrap peer stays an outbound neighbour at least this long after the first session
+/// (and until it sent us gossip): long enough for several digests each way, so what we know
+/// reaches it and the nodes that joined through us do not form an island.
+const BOOTSTRAP_KEEP: Duration = Duration::from_secs(10);
+/// A digest goes to one random member outside the neighbours this often: gossip islands that
+/// know of each other merge even if no neighbour links them.
+const RANDOM_DIGEST_EVERY: Duration = Duration::from_secs(15);
 /// Liveness is recomputed at least this often even when no record changed (session
 /// activity ages without any record changing).
 const LIVENESS_EVERY: Duration = Duration::from_secs(5);
@@ -111,7 +118,11 @@ impl Node {
                 any = true;
                 let key = PublicKey::from_bytes(to);
                 if !self.send_plaintext(now, key, &bytes) && self.ensure_peer(now, key) {
-                    // Lost; anti-entropy sends it again once the session is up.
+                    // Sent when the session is up (the queue is bounded; anti-entropy
+                    // repairs whatever it drops).
+                    if let Some(p) = self.peers.get_mut(&key) {
+                        p.enqueue(&bytes);
+                    }
                     self.ensure_handshake(now, key);
                 }
             }
@@ -238,6 +249,10 @@ impl Node {
         {
             return true;
         }
+        // A relay in use for another peer.
+        if self.peers.values().any(|p| p.relay == Some(key)) {
+            return true;
+        }
         let bootstrap = self.bootstrap.iter().any(|b| b.resolved == Some(key));
         bootstrap && !self.has_live_neighbour(now)
     }
@@ -271,6 +286,10 @@ impl Node {
             self.evaluate_liveness(now);
         }
         self.choose_outbound(now);
+        if now >= self.next_random_digest {
+            self.next_random_digest = now + RANDOM_DIGEST_EVERY;
+            self.random_digest(now);
+        }
         let neighbours = self.gossip.neighbours(now);
         let mut adjacency: Vec<([u8; 8], u16)> = neighbours
             .iter()
@@ -397,9 +416,12 @@ impl Node {
         // A bootstrap peer is let go only once it has told us what it knows: the nodes that
         // joined through us may be all we know, and without it we would be an island.
         let boot: BTreeSet<PublicKey> = self.bootstrap.iter().filter_map(|b| b.resolved).collect();
-        let boot_pending = boot
-            .iter()
-            .any(|k| self.peers.get(k).is_none_or(|p| p.gossip_rx == 0));
+        let pending = |p: &Peer| {
+            p.gossip_rx == 0
+                || p.first_established
+                    .is_none_or(|t| now.saturating_duration_since(t) < BOOTSTRAP_KEEP)
+        };
+        let boot_pending = boot.iter().any(|k| self.peers.get(k).is_none_or(pending));
         let failing = |k: &PublicKey| {
             self.peers
                 .get(k)
@@ -423,7 +445,7 @@ impl Node {
             .filter(|k| eligible_set.contains(k))
             .collect();
         for k in &boot {
-            if eligible_set.contains(k) && self.peers.get(k).is_none_or(|p| p.gossip_rx == 0) {
+            if eligible_set.contains(k) && self.peers.get(k).is_none_or(pending) {
                 chosen.insert(*k);
             }
         }
@@ -529,4 +551,108 @@ fn most_reported(observed: &HashMap<PublicKey, SocketAddr>) -> Option<SocketAddr
         .into_iter()
         .max_by(|(a, ca), (b, cb)| ca.cmp(cb).then(b.cmp(a)))
         .map(|(a, _)| a)
+}
+
+impl Node {
+    /// The best relay towards `dst`: a live member both we and `dst` have a direct session
+    /// with (so it can forward both ways), by our round-trip time to it. Two hops at most:
+    /// adjacency lists gossip neighbours, and every member has a few.
+    pub(super) fn choose_relay(&self, now: Instant, dst: PublicKey) -> Option<PublicKey> {
+        self.choose_relay_except(now, dst, None)
+    }
+
+    pub(super) fn choose_relay_except(
+        &self,
+        now: Instant,
+        dst: PublicKey,
+        except: Option<PublicKey>,
+    ) -> Option<PublicKey> {
+        let d = self.members.get(&dst)?;
+        let dp = d.prefix();
+        let own = self.keypair.public();
+        let mut best: Option<(Duration, PublicKey)> = None;
+        for p in &d.adjacency {
+            let Some(&r) = self.by_prefix.get(p) else {
+                continue;
+            };
+            if r == dst || r == own || Some(r) == except {
+                continue;
+            }
+            let Some(rm) = self.members.get(&r) else {
+                continue;
+            };
+            if rm.dead || rm.left || rm.adjacency.binary_search(&dp).is_err() {
+                continue;
+            }
+            let Some(peer) = self.peers.get(&r) else {
+                continue;
+            };
+            if peer.current.is_none() || peer.relay.is_some() || !self.recently_heard(now, peer) {
+                continue;
+            }
+            let rtt = peer.rtt.unwrap_or(Duration::from_secs(1));
+            if best.is_none_or(|(b, k)| (rtt, r) < (b, k)) {
+                best = Some((rtt, r));
+            }
+        }
+        best.map(|(_, r)| r)
+    }
+
+    /// No relay to `dst` is usable yet: start a session with one of its neighbours, so the
+    /// next attempt has one.
+    pub(super) fn prepare_relay(&mut self, now: Instant, dst: PublicKey) {
+        let Some(d) = self.members.get(&dst) else {
+            return;
+        };
+        let dp = d.prefix();
+        let own = self.keypair.public();
+        let mut candidates: Vec<PublicKey> = d
+            .adjacency
+            .iter()
+            .filter_map(|p| self.by_prefix.get(p).copied())
+            .filter(|r| {
+                *r != dst
+                    && *r != own
+                    && self.members.get(r).is_some_and(|m| {
+                        !m.dead && !m.left && m.adjacency.binary_search(&dp).is_ok()
+                    })
+            })
+            .collect();
+        candidates.sort_unstable();
+        if let Some(r) = candidates.first().copied()
+            && self.ensure_peer(now, r)
+            && self.peers.get(&r).is_some_and(|p| p.current.is_none())
+        {
+            if let Some(p) = self.peers.get_mut(&r) {
+                p.last_data = Some(now); // wanted while we may relay through it
+            }
+            self.ensure_handshake(now, r);
+        }
+    }
+}
+
+impl Node {
+    /// One digest to a random live member that is not a neighbour (see
+    /// [`RANDOM_DIGEST_EVERY`]).
+    fn random_digest(&mut self, now: Instant) {
+        let neighbours = self.gossip.neighbours(now);
+        let mut candidates: Vec<PublicKey> = self
+            .members
+            .values()
+            .filter(|m| {
+                !m.dead
+                    && !m.left
+                    && !neighbours.contains(m.key.as_bytes())
+                    && (m.endpoint.is_some() || self.peers.contains_key(&m.key))
+            })
+            .map(|m| m.key)
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        candidates.sort_unstable();
+        let k = candidates[(self.rng.next_u32() as usize) % candidates.len()];
+        self.gossip.send_digest(*k.as_bytes());
+        self.pump_gossip(now);
+    }
 }
