@@ -58,6 +58,7 @@ fn config(i: u8, bootstrap: Vec<SocketAddr>) -> NodeConfig {
         advertise: None,
         dead_after: mesh_core::DEFAULT_DEAD_AFTER,
         gossip: mesh_core::GossipConfig::default(),
+        ring: None,
     }
 }
 

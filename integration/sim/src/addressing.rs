@@ -34,6 +34,11 @@ impl Addressing {
         self.range
     }
 
+    /// Prefix length of a block.
+    pub fn block_prefix(&self) -> u8 {
+        self.block_prefix
+    }
+
     /// How many nodes can get a block.
     pub fn capacity(&self) -> usize {
         (1usize << (self.block_prefix - self.range.prefix_len())).min(MAX_UNDERLAY_NODES)

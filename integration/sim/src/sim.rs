@@ -47,6 +47,10 @@ pub struct SimConfig {
     /// Panic (printing the seed) as soon as a step breaks an invariant. Off, violations are
     /// collected in [`Sim::violations`] instead.
     pub panic_on_violation: bool,
+    /// Automatic IPAM: nodes get their blocks from the cluster's address ring (node 0, or any
+    /// node without bootstrap peers, founds it) instead of block `i`. The packet ledger's
+    /// ownership checks assume block `i`, so send no packets in this mode.
+    pub auto_ipam: bool,
 }
 
 impl Default for SimConfig {
@@ -58,6 +62,7 @@ impl Default for SimConfig {
             keep_deliveries: false,
             record_trace: false,
             panic_on_violation: true,
+            auto_ipam: false,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct NodeStats {
     pub delivered: u64,
     /// `BlockConflict` events it raised.
     pub block_conflicts: u64,
+    /// `ForeignRing` events it raised.
+    pub foreign_rings: u64,
     /// Times it was (re)started.
     pub starts: u64,
 }
@@ -180,6 +187,9 @@ struct SimNode {
     keypair: StaticKeypair,
     /// What meshd persists in `peers.json`: every peer it was ever established with.
     known: BTreeMap<PublicKey, SocketAddr>,
+    /// What meshd persists with automatic IPAM: the ring replica and the blocks in use.
+    ring_state: Option<mesh_ipam::ring::RingState>,
+    active: Vec<Ipv4Net>,
     node: Option<Node>,
     /// The time the timer heap holds for this node.
     armed: Option<Duration>,
@@ -305,6 +315,8 @@ impl Sim {
             spec,
             keypair,
             known: BTreeMap::new(),
+            ring_state: None,
+            active: Vec::new(),
             node: None,
             armed: None,
             stats: NodeStats::default(),
@@ -343,6 +355,16 @@ impl Sim {
             advertise: None,
             dead_after: mesh_core::DEFAULT_DEAD_AFTER,
             gossip: mesh_core::GossipConfig::default(),
+            ring: self.config.auto_ipam.then(|| mesh_core::RingConfig {
+                block_prefix: self.config.addressing.block_prefix(),
+                state: n.ring_state.clone(),
+                active: n.active.clone(),
+                found_nonce: n.spec.bootstrap.is_empty().then(|| {
+                    let mut nonce = [0u8; 16];
+                    nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                    nonce
+                }),
+            }),
         };
         let now = self.start + self.elapsed;
         n.node = Some(Node::new(config, now, self.node_rng.bytes32()));
@@ -801,6 +823,9 @@ impl Sim {
                     n.known.insert(key, endpoint);
                 }
                 Event::BlockConflict { .. } => n.stats.block_conflicts += 1,
+                Event::RingChanged => n.ring_state = node.ring_state(),
+                Event::BlocksChanged { active } => n.active = active,
+                Event::ForeignRing { .. } => n.stats.foreign_rings += 1,
                 Event::MemberDead { .. } | Event::MemberAlive { .. } => {}
             }
         }

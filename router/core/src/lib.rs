@@ -25,7 +25,10 @@ mod route;
 
 pub use drops::{DropCounters, DropReason};
 pub use mesh_gossip::GossipConfig;
-pub use node::{DEFAULT_DEAD_AFTER, Decap, Encap, Event, Node, NodeConfig, Transmit};
+pub use node::{
+    CONTROL_BLOCK_REQUEST, DEFAULT_DEAD_AFTER, Decap, Encap, Event, KIND_RING, Node, NodeConfig,
+    RingConfig, Transmit,
+};
 pub use route::RouteTable;
 
 /// Bytes a sealed data datagram adds around a packet (header + AEAD tag).

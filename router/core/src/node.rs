@@ -8,7 +8,10 @@
 //! Each peer has a `current` session (we send on it) and a `previous` one (still accepted),
 //! so packets in flight across a rekey are not lost.
 
+mod ipam;
 mod membership;
+
+pub use ipam::{CONTROL_BLOCK_REQUEST, KIND_RING, RingConfig};
 
 use crate::drops::{DropCounters, DropReason};
 use crate::member::Member;
@@ -46,6 +49,8 @@ const DIRECT_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Packets sent this long without anything back make us ask the peer for an answer; no
 /// answer within as long again and the path is taken for dead.
 const PATH_SILENCE: Duration = Duration::from_secs(1);
+/// A peer needed again this long after its last handshake attempt starts over.
+const FRESH_AFTER: Duration = Duration::from_secs(60);
 /// Unanswered handshakes to a peer after which one goes through a relay.
 const RELAY_AFTER_ATTEMPTS: u32 = 2;
 /// Peer info is sent again this often until the peer acknowledges it.
@@ -86,6 +91,9 @@ pub struct NodeConfig {
     pub dead_after: Duration,
     /// Gossip timers.
     pub gossip: GossipConfig,
+    /// Automatic IPAM: blocks come from the cluster's address ring (then `blocks` is
+    /// ignored). `None`: the node owns exactly `blocks` (`--block`).
+    pub ring: Option<RingConfig>,
 }
 
 /// Default of [`NodeConfig::dead_after`].
@@ -144,6 +152,22 @@ pub enum Event {
         key: PublicKey,
         /// Where it is.
         endpoint: SocketAddr,
+    },
+    /// Automatic IPAM: the blocks used for pods changed (persist them, give them to the pool,
+    /// put the first one's gateway on the bridge).
+    BlocksChanged {
+        /// All of them, in the order taken.
+        active: Vec<Ipv4Net>,
+    },
+    /// Automatic IPAM: the ring replica changed; persist [`Node::ring_state`] before sending
+    /// what the node queued.
+    RingChanged,
+    /// Gossip brought the address ring of another cluster; it was refused.
+    ForeignRing {
+        /// Our ring id.
+        ours: String,
+        /// Theirs.
+        theirs: String,
     },
     /// A member was marked dead (nothing showed it alive for `dead_after`), or left.
     MemberDead {
@@ -246,6 +270,7 @@ pub struct Node {
     next_maintain: Instant,
     next_random_digest: Instant,
     routes_dirty: bool,
+    ipam: Option<ipam::IpamState>,
     liveness_dirty: bool,
     next_liveness: Instant,
     rng: ChaCha20Rng,
@@ -269,6 +294,7 @@ impl Node {
     /// A node at time `now`; `seed` feeds every random choice it makes (session indices,
     /// ephemeral keys, jitter).
     pub fn new(config: NodeConfig, now: Instant, seed: [u8; 32]) -> Self {
+        let ring_config = config.ring;
         let mut rng = ChaCha20Rng::from_seed(seed);
         let mut gossip_seed = [0u8; 32];
         rng.fill_bytes(&mut gossip_seed);
@@ -292,8 +318,9 @@ impl Node {
             by_prefix: HashMap::new(),
             gossip,
             next_maintain: now,
-            next_random_digest: now + Duration::from_secs(15),
+            next_random_digest: now + Duration::from_secs(60),
             routes_dirty: false,
+            ipam: None,
             liveness_dirty: true,
             next_liveness: now,
             rng,
@@ -319,6 +346,10 @@ impl Node {
         }
         node.publish_member(now);
         node.publish_adjacency(now, Vec::new());
+        if let Some(rc) = ring_config {
+            node.blocks = Vec::new();
+            node.ipam_init(now, rc);
+        }
         for addr in config.bootstrap {
             if node.bootstrap.iter().any(|b| b.addr == addr) {
                 continue;
@@ -793,6 +824,11 @@ impl Node {
                     Decap::Dropped(DropReason::BadControl)
                 }
             },
+            Inner::Control(CONTROL_BLOCK_REQUEST, msg) => {
+                let msg = msg.to_vec();
+                self.on_block_request(now, key, &msg);
+                Decap::Consumed
+            }
             Inner::Control(CONTROL_GOSSIP, msg) => {
                 peer.gossip_rx += 1;
                 let from = *key.as_bytes();
@@ -889,6 +925,16 @@ impl Node {
     /// its traffic, however recently it handshaked.
     fn rebuild_routes(&mut self) {
         let own = self.keypair.public();
+        if let Some(spans) = self.ring_routes() {
+            // Automatic IPAM: the ring says who owns what; announcements do not matter.
+            let mut table = RouteTable::new();
+            for (net, key) in spans {
+                let _ = table.insert(net, key);
+            }
+            self.routes = table;
+            self.routes_dirty = false;
+            return;
+        }
         let mut table = RouteTable::new();
         for b in &self.blocks {
             let _ = table.insert(*b, own);
@@ -1290,11 +1336,21 @@ impl Node {
 
     /// Starts a handshake with a known peer unless one is in flight or backing off.
     fn ensure_handshake(&mut self, now: Instant, key: PublicKey) {
-        let Some(peer) = self.peers.get(&key) else {
+        let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        // Needed again long after the last attempt: start over (direct, no backoff); what
+        // failed then says little about now.
+        if peer.current.is_none()
+            && peer.handshake.is_none()
+            && now.saturating_duration_since(peer.next_attempt) >= FRESH_AFTER
+        {
+            peer.attempts = 0;
+            peer.relay = None;
+        }
         if peer.handshake.is_some() || now < peer.next_attempt {
-            self.schedule(peer.next_attempt);
+            let at = peer.next_attempt;
+            self.schedule(at);
             return;
         }
         self.initiate(now, Target::Peer(key));
@@ -1400,6 +1456,18 @@ impl Node {
                         .is_some_and(|t| now.saturating_duration_since(t) < membership::LIVE_WINDOW)
             })
         };
+        // Without a session, after the first unanswered attempts every other one goes
+        // direct again: a relay chosen from stale adjacency (or one that lost its own
+        // session with the peer) must not be the only way tried.
+        if peer.current.is_none()
+            && peer.attempts >= RELAY_AFTER_ATTEMPTS
+            && (peer.attempts - RELAY_AFTER_ATTEMPTS) % 2 == 1
+        {
+            if let Some(p) = self.peers.get_mut(&key) {
+                p.relay = None;
+            }
+            return;
+        }
         let wanted = match peer.relay {
             Some(r) if usable(self, r) => return,
             Some(_) => true,
@@ -1511,6 +1579,8 @@ impl Node {
                     peer.current = peer.previous.take();
                     if peer.current.is_none() {
                         tracing::info!(peer = %peer.key.fingerprint(), "session expired");
+                        // The path goes with the session: the next one is found afresh.
+                        peer.relay = None;
                     }
                 }
                 if peer.previous == Some(index) {

@@ -51,6 +51,7 @@ fn config(i: usize, secret: &[u8], bootstrap: Vec<usize>) -> NodeConfig {
         advertise: None,
         dead_after: mesh_core::DEFAULT_DEAD_AFTER,
         gossip: mesh_core::GossipConfig::default(),
+        ring: None,
     }
 }
 

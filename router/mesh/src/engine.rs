@@ -354,6 +354,15 @@ impl Gossip {
         self.pending.retain(|id, _| live.contains(id));
     }
 
+    /// Pushes one record to `to` now (neighbour or not): a donation goes straight to the
+    /// node that asked, besides spreading by gossip.
+    pub fn push_to(&mut self, to: NodeId, key: RecordKey) {
+        if self.store.get(&key).is_some() {
+            self.pending.entry(to).or_default().insert(key);
+            self.flush();
+        }
+    }
+
     /// Sends our digest to any node (outside the neighbours too): occasional exchanges
     /// with a random member join gossip islands that know of each other.
     pub fn send_digest(&mut self, to: NodeId) {

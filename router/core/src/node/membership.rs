@@ -35,7 +35,7 @@ const NEIGHBOUR_ATTEMPTS: u32 = 3;
 const BOOTSTRAP_KEEP: Duration = Duration::from_secs(10);
 /// A digest goes to one random member outside the neighbours this often: gossip islands that
 /// know of each other merge even if no neighbour links them.
-const RANDOM_DIGEST_EVERY: Duration = Duration::from_secs(15);
+const RANDOM_DIGEST_EVERY: Duration = Duration::from_secs(60);
 /// Liveness is recomputed at least this often even when no record changed (session
 /// activity ages without any record changing).
 const LIVENESS_EVERY: Duration = Duration::from_secs(5);
@@ -46,6 +46,7 @@ pub(super) fn valid_record(kind: u8, body: &[u8]) -> bool {
     match kind {
         KIND_MEMBER => MemberBody::parse(body).is_ok(),
         KIND_ADJACENCY => AdjacencyBody::parse(body).is_ok(),
+        super::KIND_RING => mesh_ipam::ring::Entry::decode(body).is_ok(),
         _ => true,
     }
 }
@@ -138,6 +139,10 @@ impl Node {
         };
         let version = rec.version;
         let body = rec.body.clone();
+        if key.kind == super::KIND_RING {
+            self.apply_ring_record(now, &key.id);
+            return;
+        }
         let pk = PublicKey::from_bytes(key.id);
         if pk == self.keypair.public() {
             // Our own record, newer than ours: written by an earlier run of this node (or
@@ -311,6 +316,7 @@ impl Node {
             self.publish_adjacency(now, adjacency);
             self.pump_gossip(now);
         }
+        self.ipam_maintain(now);
         if self.routes_dirty {
             self.rebuild_routes();
         }
@@ -619,14 +625,15 @@ impl Node {
             })
             .collect();
         candidates.sort_unstable();
+        // Marked wanted: its timers start the handshake (not from here, which runs inside
+        // a handshake's own path choice).
         if let Some(r) = candidates.first().copied()
             && self.ensure_peer(now, r)
-            && self.peers.get(&r).is_some_and(|p| p.current.is_none())
+            && let Some(p) = self.peers.get_mut(&r)
+            && p.current.is_none()
         {
-            if let Some(p) = self.peers.get_mut(&r) {
-                p.last_data = Some(now); // wanted while we may relay through it
-            }
-            self.ensure_handshake(now, r);
+            p.last_data = Some(now);
+            self.schedule(now);
         }
     }
 }
