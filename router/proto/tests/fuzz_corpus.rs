@@ -212,3 +212,111 @@ fn a_peer_info_control_message_goes_through_both_checks() {
     assert!(fuzz_peer_info(&info));
     assert!(!fuzz_peer_info(&info[..info.len() - 1]));
 }
+
+fn valid_gossip(rng: &mut Rng) -> Vec<u8> {
+    use mesh_proto::gossip::{
+        AdjacencyBody, BUCKETS, GossipMsg, ListingEntry, MemberBody, WireRecord,
+    };
+    let key8 = |rng: &mut Rng| {
+        let mut p = [0u8; 8];
+        p.iter_mut().for_each(|b| *b = rng.next() as u8);
+        p
+    };
+    let msg = match rng.below(4) {
+        0 => {
+            let n = rng.below(5);
+            let records = (0..n)
+                .map(|_| {
+                    let mut id = [0u8; 32];
+                    id.iter_mut().for_each(|b| *b = rng.next() as u8);
+                    let body = if rng.below(2) == 0 {
+                        MemberBody {
+                            name: "n".repeat(rng.below(20)),
+                            endpoint: (rng.below(2) == 0).then(|| {
+                                std::net::SocketAddrV4::new(
+                                    (rng.next() as u32).into(),
+                                    rng.next() as u16,
+                                )
+                            }),
+                            blocks: vec!["10.32.1.0/24".parse().unwrap_or_else(|e| panic!("{e}"))],
+                            left: rng.below(2) == 0,
+                        }
+                        .to_bytes()
+                    } else {
+                        AdjacencyBody {
+                            neighbours: (0..rng.below(6))
+                                .map(|_| (key8(rng), rng.next() as u16))
+                                .collect(),
+                        }
+                        .to_bytes()
+                    };
+                    WireRecord {
+                        kind: 1 + rng.below(3) as u8,
+                        id,
+                        version: rng.next(),
+                        body: body.unwrap_or_default(),
+                    }
+                })
+                .collect();
+            GossipMsg::Push(records)
+        }
+        1 => {
+            let mut buckets = Box::new([0u32; BUCKETS]);
+            buckets.iter_mut().for_each(|b| *b = rng.next() as u32);
+            GossipMsg::Digest {
+                count: rng.next() as u32,
+                buckets,
+            }
+        }
+        2 => {
+            let bucket = rng.next() as u8;
+            let mut entries: Vec<ListingEntry> = (0..rng.below(10))
+                .map(|_| {
+                    let mut p = key8(rng);
+                    p[0] = bucket;
+                    ListingEntry {
+                        key: (1 + rng.below(3) as u8, p),
+                        version: rng.next(),
+                    }
+                })
+                .collect();
+            entries.sort_by_key(|e| e.key);
+            entries.dedup_by_key(|e| e.key);
+            GossipMsg::Listing {
+                bucket,
+                low: (0, [bucket, 0, 0, 0, 0, 0, 0, 0]),
+                high: (255, [bucket, 255, 255, 255, 255, 255, 255, 255]),
+                entries,
+            }
+        }
+        _ => GossipMsg::Pull(
+            (0..rng.below(10))
+                .map(|_| (rng.below(4) as u8, key8(rng)))
+                .collect(),
+        ),
+    };
+    msg.to_bytes().unwrap_or_default()
+}
+
+fn valid_relay(rng: &mut Rng) -> Vec<u8> {
+    let mut dst = [0u8; 8];
+    dst.iter_mut().for_each(|b| *b = rng.next() as u8);
+    let inner = valid_datagram(rng);
+    let mut out = mesh_proto::relay::wrap(dst, &inner);
+    if rng.below(2) == 0 {
+        out[0] = mesh_proto::relay::TYPE_RELAYED;
+    }
+    out
+}
+
+#[test]
+fn gossip_parse_never_panics_and_round_trips() {
+    let accepted = run("gossip", 0x6055_1b, valid_gossip, proto_checks::fuzz_gossip);
+    assert!(accepted > CASES / 4, "only {accepted} inputs parsed");
+}
+
+#[test]
+fn relay_frames_parse_never_panics_and_rewrite_in_place() {
+    let accepted = run("relay", 0x4e1a_7, valid_relay, proto_checks::fuzz_relay);
+    assert!(accepted > CASES / 4, "only {accepted} inputs parsed");
+}
