@@ -311,12 +311,17 @@ fn valid_relay(rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn gossip_parse_never_panics_and_round_trips() {
-    let accepted = run("gossip", 0x6055_1b, valid_gossip, proto_checks::fuzz_gossip);
+    let accepted = run(
+        "gossip",
+        0x0060_551b,
+        valid_gossip,
+        proto_checks::fuzz_gossip,
+    );
     assert!(accepted > CASES / 4, "only {accepted} inputs parsed");
 }
 
 #[test]
 fn relay_frames_parse_never_panics_and_rewrite_in_place() {
-    let accepted = run("relay", 0x4e1a_7, valid_relay, proto_checks::fuzz_relay);
+    let accepted = run("relay", 0x0004_e1a7, valid_relay, proto_checks::fuzz_relay);
     assert!(accepted > CASES / 4, "only {accepted} inputs parsed");
 }
