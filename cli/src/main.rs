@@ -58,8 +58,24 @@ enum Command {
     Members,
     /// The route table: which peer each block goes to; this node's blocks are `local`.
     Routes,
-    /// This node's pod address pool: blocks, used and free addresses, allocations.
-    Ipam,
+    /// This node's pod address pool: mode, blocks, used and free addresses, allocations;
+    /// with automatic IPAM also who owns which blocks of the range. `allocate` and `release`
+    /// hand an address out and free it by hand (for pods not made by the CNI plugin).
+    Ipam {
+        #[command(subcommand)]
+        action: Option<IpamAction>,
+    },
+    /// Declare member NAME (or KEY) gone for good and take its address blocks over (automatic
+    /// IPAM). Refuses a member this node sees alive unless --force. Run it on one node only,
+    /// for a member that will never run again with its key (see docs/ipam.md).
+    Rmpeer {
+        /// The member's name or public key (from `meshctl members`).
+        #[arg(value_name = "NAME|KEY")]
+        member: String,
+        /// Remove it even though this node sees it alive.
+        #[arg(long)]
+        force: bool,
+    },
     /// DNS records of the cluster zone (name, address, owner, served); `add` and `remove`
     /// edit this node's.
     Dns {
@@ -78,6 +94,32 @@ enum Command {
     Man,
     /// The version of this meshctl.
     Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+enum IpamAction {
+    /// Hand an address to attachment CONTAINER_ID/IFNAME (the same one again if it has one).
+    Allocate {
+        /// The attachment's container id.
+        container_id: String,
+        /// The attachment's interface name.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// Pod name, for the record.
+        #[arg(long)]
+        pod: Option<String>,
+        /// Pod namespace, for the record.
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// Free the address of attachment CONTAINER_ID/IFNAME.
+    Release {
+        /// The attachment's container id.
+        container_id: String,
+        /// The attachment's interface name.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -144,13 +186,60 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 )?;
             output(&routes, cli.output, views::routes_text)?
         }
-        Command::Ipam => {
+        Command::Ipam { action: None } => {
             let ipam: mesh_api::IpamStatus =
                 ask(
                     cli,
                     |c| async move { c.get_json(mesh_api::PATH_IPAM).await },
                 )?;
             output(&ipam, cli.output, views::ipam_text)?
+        }
+        Command::Ipam {
+            action:
+                Some(IpamAction::Allocate {
+                    container_id,
+                    ifname,
+                    pod,
+                    namespace,
+                }),
+        } => {
+            let req = mesh_api::IpamAllocateRequest {
+                container_id: container_id.clone(),
+                ifname: ifname.clone(),
+                pod_name: pod.clone(),
+                pod_namespace: namespace.clone(),
+                network: None,
+            };
+            let got: mesh_api::IpamAllocated = ask(cli, |c| async move {
+                c.post_json(mesh_api::PATH_IPAM_ALLOCATE, &req).await
+            })?;
+            output(&got, cli.output, views::allocated_text)?
+        }
+        Command::Ipam {
+            action:
+                Some(IpamAction::Release {
+                    container_id,
+                    ifname,
+                }),
+        } => {
+            let req = mesh_api::IpamReleaseRequest {
+                container_id: container_id.clone(),
+                ifname: ifname.clone(),
+            };
+            let freed: mesh_api::IpamReleased = ask(cli, |c| async move {
+                c.post_json(mesh_api::PATH_IPAM_RELEASE, &req).await
+            })?;
+            output(&freed, cli.output, views::released_text)?
+        }
+        Command::Rmpeer { member, force } => {
+            let req = mesh_api::MemberRemoveRequest {
+                member: member.clone(),
+                force: *force,
+            };
+            let removed: mesh_api::MemberRemoved = ask(cli, |c| async move {
+                c.post_json(mesh_api::PATH_MEMBERS_REMOVE, &req).await
+            })?;
+            output(&removed, cli.output, views::removed_text)?
         }
         Command::Dns { action: None } => {
             let dns: mesh_api::DnsRecords =
@@ -353,8 +442,8 @@ mod tests {
         let text = output(&conns, Output::Json, views::connections_text).unwrap();
         assert!(text.contains("\"path\": \"direct\""), "{text}");
         assert!(
-            !text.contains("relay"),
-            "no relay fields before relays exist: {text}"
+            text.contains("\"relay\": null"),
+            "a direct path names no relay: {text}"
         );
         assert_eq!(
             serde_json::from_str::<mesh_api::ConnectionsView>(&text).unwrap(),
@@ -390,6 +479,24 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<mesh_api::IpamStatus>(&text).unwrap(),
             ipam
+        );
+        let ring = views::tests::sample_ring_ipam();
+        let text = output(&ring, Output::Json, views::ipam_text).unwrap();
+        assert!(text.contains("\"mode\": \"automatic\""), "{text}");
+        assert!(text.contains("\"local\": true"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<mesh_api::IpamStatus>(&text).unwrap(),
+            ring
+        );
+        let removed = views::tests::sample_removed();
+        let text = output(&removed, Output::Json, views::removed_text).unwrap();
+        assert!(
+            text.contains("\"reclaimed\": [\n    \"10.32.5.0/24\""),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<mesh_api::MemberRemoved>(&text).unwrap(),
+            removed
         );
 
         let dns = views::tests::sample_dns();
@@ -437,6 +544,7 @@ mod tests {
                 "members",
                 "routes",
                 "ipam",
+                "rmpeer",
                 "keygen",
             ] {
                 assert!(text.contains(cmd), "{shell} completions lack {cmd}");
@@ -444,7 +552,14 @@ mod tests {
         }
         let man = man_text().unwrap();
         assert!(man.contains(".TH meshctl 1"), "{man}");
-        for cmd in ["connections", "members", "routes", "ipam", "completions"] {
+        for cmd in [
+            "connections",
+            "members",
+            "routes",
+            "ipam",
+            "rmpeer",
+            "completions",
+        ] {
             assert!(man.contains(cmd), "man page lacks {cmd}");
         }
     }
@@ -460,7 +575,41 @@ mod tests {
             (vec!["meshctl", "members"], Command::Members),
             (vec!["meshctl", "members", "-o", "json"], Command::Members),
             (vec!["meshctl", "routes"], Command::Routes),
-            (vec!["meshctl", "ipam"], Command::Ipam),
+            (vec!["meshctl", "ipam"], Command::Ipam { action: None }),
+            (
+                vec!["meshctl", "ipam", "allocate", "c1", "--ifname", "net1"],
+                Command::Ipam {
+                    action: Some(IpamAction::Allocate {
+                        container_id: "c1".into(),
+                        ifname: "net1".into(),
+                        pod: None,
+                        namespace: None,
+                    }),
+                },
+            ),
+            (
+                vec!["meshctl", "ipam", "release", "c1"],
+                Command::Ipam {
+                    action: Some(IpamAction::Release {
+                        container_id: "c1".into(),
+                        ifname: "eth0".into(),
+                    }),
+                },
+            ),
+            (
+                vec!["meshctl", "rmpeer", "gamma"],
+                Command::Rmpeer {
+                    member: "gamma".into(),
+                    force: false,
+                },
+            ),
+            (
+                vec!["meshctl", "rmpeer", "--force", "Z2FtbWFn", "-o", "json"],
+                Command::Rmpeer {
+                    member: "Z2FtbWFn".into(),
+                    force: true,
+                },
+            ),
             (vec!["meshctl", "keygen"], Command::Keygen),
             (
                 vec!["meshctl", "dns", "-o", "json"],
@@ -511,5 +660,7 @@ mod tests {
         assert_eq!(err.exit_code(), 2);
         let err = Cli::try_parse_from(["meshctl", "dns", "add", "web"]).unwrap_err();
         assert_eq!(err.exit_code(), 2, "add needs NAME and ADDRESS");
+        let err = Cli::try_parse_from(["meshctl", "rmpeer"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "rmpeer needs NAME|KEY");
     }
 }

@@ -128,7 +128,8 @@ pub(crate) fn status_lines(status: &Status) -> Vec<String> {
 /// What someone debugging the node should look at first, one line each.
 pub(crate) fn warnings(status: &Status) -> Vec<String> {
     use mesh_api::PeerState;
-    let mut out = Vec::new();
+    // meshd's own first: they name their fix (e.g. another cluster's address ring).
+    let mut out = status.warnings.clone();
     for p in &status.peers {
         let who = if p.name.is_empty() {
             p.endpoint.clone()
@@ -506,6 +507,7 @@ pub(crate) mod tests {
                 records_redundant: 30,
                 malformed: 1,
             },
+            warnings: vec![],
         }
     }
 
@@ -538,6 +540,23 @@ pub(crate) mod tests {
         ];
         assert_eq!(status_lines(&sample_status()), expected);
         assert_eq!(status_text(&sample_status()), expected.join("\n") + "\n");
+    }
+
+    #[test]
+    fn meshd_warnings_come_first_as_given() {
+        let mut status = sample_status();
+        status.peers.truncate(1);
+        status.drops.clear();
+        status.warnings = vec!["refusing address ownership of cluster ring 0a: reset one".into()];
+        let lines = status_lines(&status);
+        assert_eq!(
+            &lines[lines.len() - 3..],
+            [
+                "",
+                "warning: refusing address ownership of cluster ring 0a: reset one",
+                "warning: member gamma (Z2FtbWFn) dead: unreachable for 12m 34s",
+            ]
+        );
     }
 
     #[test]

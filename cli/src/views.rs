@@ -1,10 +1,12 @@
-//! The `peers`, `connections`, `members`, `routes` and `ipam` views as text for people. Pure
+//! The `peers`, `connections`, `members`, `routes`, `ipam` and `rmpeer` views as text for
+//! people. Pure
 //! functions over `mesh_api` types, no I/O; the helpers (tables, sizes, durations) are
 //! `render`'s.
 
 use mesh_api::{
-    ConnectionsView, DnsChanged, DnsRecord, DnsRecords, IpamStatus, MemberState, MemberStatus,
-    PeerState, PeersView, RouteVia, Routes, Status, key_fingerprint,
+    ConnectionsView, DnsChanged, DnsRecord, DnsRecords, IpamAllocated, IpamMode, IpamReleased,
+    IpamStatus, MemberRemoved, MemberState, MemberStatus, PeerState, PeersView, RouteVia, Routes,
+    Status, key_fingerprint,
 };
 use serde::{Deserialize, Serialize};
 
@@ -253,10 +255,22 @@ pub(crate) fn routes_text(routes: &Routes) -> String {
     with_newline(routes_lines(routes))
 }
 
-/// `meshctl ipam`: the pool's summary, then one line per allocation.
+/// `meshctl ipam`: the pool's summary, the use of each of its blocks, with automatic IPAM
+/// who owns which blocks of the range, then one line per allocation.
 pub(crate) fn ipam_lines(ipam: &IpamStatus) -> Vec<String> {
-    let mut lines = key_values(&[
-        ("range", or_dash(&ipam.range)),
+    let mut summary = vec![(
+        "mode",
+        match (ipam.mode, &ipam.ring) {
+            (IpamMode::Fixed, _) => "fixed (--block)".to_owned(),
+            (IpamMode::Automatic, Some(ring)) => format!("automatic, ring {ring}"),
+            (IpamMode::Automatic, None) => "automatic, no ring yet".to_owned(),
+        },
+    )];
+    summary.push(("range", or_dash(&ipam.range)));
+    if ipam.mode == IpamMode::Automatic && ipam.block_prefix > 0 {
+        summary.push(("block size", format!("/{}", ipam.block_prefix)));
+    }
+    summary.extend([
         ("bridge", or_dash(&ipam.bridge)),
         ("mtu", ipam.mtu.to_string()),
         ("blocks", list_or_dash(&ipam.blocks)),
@@ -265,6 +279,41 @@ pub(crate) fn ipam_lines(ipam: &IpamStatus) -> Vec<String> {
             format!("{} used, {} free", ipam.used, ipam.free),
         ),
     ]);
+    let mut lines = key_values(&summary);
+    if !ipam.block_use.is_empty() {
+        lines.push(String::new());
+        let rows: Vec<Vec<String>> = ipam
+            .block_use
+            .iter()
+            .map(|b| vec![b.block.clone(), b.used.to_string(), b.free.to_string()])
+            .collect();
+        lines.extend(table(&["BLOCK", "USED", "FREE"], &rows));
+    }
+    if ipam.mode == IpamMode::Automatic {
+        lines.push(String::new());
+        if ipam.owners.is_empty() {
+            lines.push("no ring known yet".to_owned());
+        } else {
+            let rows: Vec<Vec<String>> = ipam
+                .owners
+                .iter()
+                .map(|o| {
+                    let key = o.public_key.as_deref().unwrap_or("");
+                    vec![
+                        list_or_dash(&o.blocks),
+                        if key.is_empty() {
+                            "(not known yet)".to_owned()
+                        } else {
+                            name_or_unknown(&o.name)
+                        },
+                        or_dash(&key_fingerprint(key)),
+                        if o.local { "this node" } else { "-" }.to_owned(),
+                    ]
+                })
+                .collect();
+            lines.extend(table(&["OWNED", "OWNER", "KEY", "NOTE"], &rows));
+        }
+    }
     lines.push(String::new());
     if ipam.allocations.is_empty() {
         lines.push("no allocations".to_owned());
@@ -299,6 +348,43 @@ pub(crate) fn ipam_lines(ipam: &IpamStatus) -> Vec<String> {
 /// [`ipam_lines`] as one string ending in a newline.
 pub(crate) fn ipam_text(ipam: &IpamStatus) -> String {
     with_newline(ipam_lines(ipam))
+}
+
+/// `meshctl ipam allocate`: the address and what the pod needs besides.
+pub(crate) fn allocated_text(a: &IpamAllocated) -> String {
+    format!(
+        "{} {} (gateway {}, bridge {}, mtu {})\n",
+        if a.fresh { "allocated" } else { "already held" },
+        a.address,
+        a.gateway,
+        a.bridge,
+        a.mtu
+    )
+}
+
+/// `meshctl ipam release`.
+pub(crate) fn released_text(r: &IpamReleased) -> String {
+    match &r.released {
+        Some(a) => format!("released {a}\n"),
+        None => "the attachment held no address\n".to_owned(),
+    }
+}
+
+/// `meshctl rmpeer`: who was removed and which blocks this node took over.
+pub(crate) fn removed_text(r: &MemberRemoved) -> String {
+    let who = if r.name.is_empty() {
+        key_fingerprint(&r.public_key)
+    } else {
+        format!("{} ({})", r.name, key_fingerprint(&r.public_key))
+    };
+    if r.reclaimed.is_empty() {
+        format!("removed {who}: it owned no blocks this node knows of\n")
+    } else {
+        format!(
+            "removed {who}: this node took over {}\n",
+            r.reclaimed.join(", ")
+        )
+    }
 }
 
 fn dns_rows(records: &[DnsRecord]) -> Vec<Vec<String>> {
@@ -406,6 +492,71 @@ pub(crate) mod tests {
             ],
             used: 2,
             free: 251,
+            mode: IpamMode::Fixed,
+            block_prefix: 24,
+            ring: None,
+            block_use: vec![mesh_api::IpamBlockUse {
+                block: "10.32.1.0/24".to_owned(),
+                used: 1,
+                free: 251,
+            }],
+            owners: vec![],
+        }
+    }
+
+    /// Automatic IPAM: two blocks in use, the range shared by three owners and one run of
+    /// blocks whose owner this node has not heard of.
+    pub(crate) fn sample_ring_ipam() -> IpamStatus {
+        IpamStatus {
+            mode: IpamMode::Automatic,
+            ring: Some("5f0c1e2d3c4b5a69788796a5b4c3d2e1".to_owned()),
+            block_prefix: 24,
+            range: "10.32.0.0/12".to_owned(),
+            blocks: vec!["10.32.0.0/24".to_owned(), "10.32.1.0/24".to_owned()],
+            block_use: vec![
+                mesh_api::IpamBlockUse {
+                    block: "10.32.0.0/24".to_owned(),
+                    used: 253,
+                    free: 0,
+                },
+                mesh_api::IpamBlockUse {
+                    block: "10.32.1.0/24".to_owned(),
+                    used: 1,
+                    free: 252,
+                },
+            ],
+            owners: vec![
+                mesh_api::IpamSpan {
+                    blocks: vec!["10.32.0.0/13".to_owned(), "10.32.8.0/14".to_owned()],
+                    name: "alpha".to_owned(),
+                    public_key: Some("q2Ms0bVgZ0Vx7yH3nWmJ0k2pKf9cJbQkq3a0Xy1Wm2E=".to_owned()),
+                    local: true,
+                },
+                mesh_api::IpamSpan {
+                    blocks: vec!["10.44.0.0/14".to_owned()],
+                    name: String::new(),
+                    public_key: None,
+                    local: false,
+                },
+                mesh_api::IpamSpan {
+                    blocks: vec!["10.47.255.0/24".to_owned()],
+                    name: "beta".to_owned(),
+                    public_key: Some("Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=".to_owned()),
+                    local: false,
+                },
+            ],
+            allocations: vec![],
+            used: 254,
+            free: 252,
+            ..sample_ipam()
+        }
+    }
+
+    pub(crate) fn sample_removed() -> MemberRemoved {
+        MemberRemoved {
+            name: "gamma".to_owned(),
+            public_key: "Z2FtbWFnYW1tYWdhbW1hZ2FtbWFnYW1tYWdhbW1hZ2E=".to_owned(),
+            reclaimed: vec!["10.32.5.0/24".to_owned(), "10.32.6.0/23".to_owned()],
         }
     }
 
@@ -487,11 +638,15 @@ pub(crate) mod tests {
         assert_eq!(
             ipam_lines(&sample_ipam()),
             [
+                "mode       fixed (--block)",
                 "range      10.32.0.0/12",
                 "bridge     mesh0",
                 "mtu        1420",
                 "blocks     10.32.1.0/24",
                 "addresses  2 used, 251 free",
+                "",
+                "BLOCK         USED  FREE",
+                "10.32.1.0/24  1     251",
                 "",
                 "ADDRESS       CONTAINER     IFNAME  POD          NETWORK  NOTE",
                 "10.32.1.2/24  0123456789ab  eth0    default/web  mesh     -",
@@ -500,8 +655,82 @@ pub(crate) mod tests {
         );
         let mut empty = sample_ipam();
         empty.allocations.clear();
+        empty.block_use.clear();
         let lines = ipam_lines(&empty);
-        assert_eq!(&lines[5..], ["", "no allocations"]);
+        assert_eq!(&lines[6..], ["", "no allocations"]);
+    }
+
+    #[test]
+    fn ipam_view_of_automatic_ipam_shows_the_ring() {
+        assert_eq!(
+            ipam_text(&sample_ring_ipam()),
+            "\
+mode        automatic, ring 5f0c1e2d3c4b5a69788796a5b4c3d2e1
+range       10.32.0.0/12
+block size  /24
+bridge      mesh0
+mtu         1420
+blocks      10.32.0.0/24,10.32.1.0/24
+addresses   254 used, 252 free
+
+BLOCK         USED  FREE
+10.32.0.0/24  253   0
+10.32.1.0/24  1     252
+
+OWNED                      OWNER            KEY       NOTE
+10.32.0.0/13,10.32.8.0/14  alpha            q2Ms0bVg  this node
+10.44.0.0/14               (not known yet)  -         -
+10.47.255.0/24             beta             Zm9vYmFy  -
+
+no allocations
+"
+        );
+        let mut joining = sample_ring_ipam();
+        joining.ring = None;
+        joining.owners.clear();
+        joining.blocks.clear();
+        joining.block_use.clear();
+        let lines = ipam_lines(&joining);
+        assert_eq!(lines[0], "mode        automatic, no ring yet");
+        assert_eq!(lines[5], "blocks      -");
+        assert_eq!(&lines[7..], ["", "no ring known yet", "", "no allocations"]);
+    }
+
+    #[test]
+    fn rmpeer_allocate_and_release_say_what_happened() {
+        assert_eq!(
+            removed_text(&sample_removed()),
+            "removed gamma (Z2FtbWFn): this node took over 10.32.5.0/24, 10.32.6.0/23\n"
+        );
+        let mut none = sample_removed();
+        none.reclaimed.clear();
+        none.name.clear();
+        assert_eq!(
+            removed_text(&none),
+            "removed Z2FtbWFn: it owned no blocks this node knows of\n"
+        );
+        let got = IpamAllocated {
+            address: "10.32.1.5/24".to_owned(),
+            gateway: "10.32.1.1".to_owned(),
+            mtu: 1420,
+            bridge: "mesh0".to_owned(),
+            range: "10.32.0.0/12".to_owned(),
+            fresh: true,
+        };
+        assert_eq!(
+            allocated_text(&got),
+            "allocated 10.32.1.5/24 (gateway 10.32.1.1, bridge mesh0, mtu 1420)\n"
+        );
+        assert_eq!(
+            released_text(&IpamReleased {
+                released: Some("10.32.1.5/24".to_owned())
+            }),
+            "released 10.32.1.5/24\n"
+        );
+        assert_eq!(
+            released_text(&IpamReleased { released: None }),
+            "the attachment held no address\n"
+        );
     }
 
     #[test]

@@ -18,6 +18,10 @@ use crate::result::{self, Attached, Interface};
 const HOST_PREFIX: &str = "vmesh";
 /// Prefix of the pod end while it is still on the host, before it moves and is renamed.
 const TEMP_PREFIX: &str = "tmesh";
+/// Tries of an allocation meshd answers "try again" (503: automatic IPAM is getting the node
+/// a block), and the pause between them: about 8 s in all, then CNI error 11.
+const ALLOCATE_TRIES: u32 = 16;
+const ALLOCATE_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The host-side names of `key`'s veth: `vmesh` / `tmesh` + 10 hex digits of a stable hash
 /// (FNV-1a, so the names do not change with the Rust version that built the plugin).
@@ -60,10 +64,33 @@ fn meshd_error(e: MeshdError, what: &str) -> CniError {
         ),
         MeshdError::Api { code, .. } if code.as_u16() == 503 => CniError::new(
             Code::TryAgainLater,
-            format!("cannot {what}: meshd is not ready"),
+            format!("cannot {what} yet: try again later"),
             e.to_string(),
         ),
         _ => CniError::new(Code::MeshdError, format!("cannot {what}"), e.to_string()),
+    }
+}
+
+/// Runs `call` until it succeeds, fails with anything but 503 (meshd's "try again": it has no
+/// free address until it gets another block), or `tries` calls were made, `pause` apart.
+async fn retry_unavailable<T, F, Fut>(
+    tries: u32,
+    pause: std::time::Duration,
+    mut call: F,
+) -> Result<T, MeshdError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, MeshdError>>,
+{
+    let mut left = tries.max(1);
+    loop {
+        left -= 1;
+        match call().await {
+            Err(MeshdError::Api { code, .. }) if code.as_u16() == 503 && left > 0 => {
+                tokio::time::sleep(pause).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -113,17 +140,17 @@ pub(crate) async fn add(conf: &NetConf, env: &Env) -> Result<Value, CniError> {
         .ok_or_else(|| CniError::new(Code::InvalidEnv, "CNI_NETNS is not set", ""))?;
     netns_must_exist(netns)?;
     let meshd = Meshd::new(&conf.socket);
-    let allocated: mesh_api::IpamAllocated = meshd
-        .post(
-            mesh_api::PATH_IPAM_ALLOCATE,
-            &mesh_api::IpamAllocateRequest {
-                container_id: key.container_id().to_owned(),
-                ifname: key.ifname().to_owned(),
-                pod_name: env.args.pod_name.clone(),
-                pod_namespace: env.args.pod_namespace.clone(),
-                network: Some(conf.name.clone()),
-            },
-        )
+    let request = mesh_api::IpamAllocateRequest {
+        container_id: key.container_id().to_owned(),
+        ifname: key.ifname().to_owned(),
+        pod_name: env.args.pod_name.clone(),
+        pod_namespace: env.args.pod_namespace.clone(),
+        network: Some(conf.name.clone()),
+    };
+    let allocated: mesh_api::IpamAllocated =
+        retry_unavailable(ALLOCATE_TRIES, ALLOCATE_PAUSE, || {
+            meshd.post(mesh_api::PATH_IPAM_ALLOCATE, &request)
+        })
         .await
         .map_err(|e| meshd_error(e, "get a pod address"))?;
     match wire(conf, key, netns, &allocated).await {
@@ -481,6 +508,50 @@ pub(crate) async fn status(conf: &NetConf) -> Result<(), CniError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn api_error(code: u16) -> MeshdError {
+        MeshdError::Api {
+            code: mesh_api_client::StatusCode::from_u16(code).unwrap(),
+            message: format!("answer {code}"),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn allocation_is_retried_while_meshd_says_try_again() {
+        let pause = std::time::Duration::from_millis(1);
+        // 503 twice, then an address.
+        let mut calls = 0;
+        let got = retry_unavailable(16, pause, || {
+            calls += 1;
+            let n = calls;
+            async move { if n < 3 { Err(api_error(503)) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 3);
+        // 503 every time: as many calls as tries, then the 503 (CNI code 11).
+        let mut calls = 0;
+        let got: Result<u32, _> = retry_unavailable(4, pause, || {
+            calls += 1;
+            async { Err(api_error(503)) }
+        })
+        .await;
+        assert_eq!(calls, 4);
+        let err = meshd_error(got.unwrap_err(), "get a pod address");
+        assert_eq!(err.code, Code::TryAgainLater);
+        assert!(err.msg.contains("try again later"), "{}", err.msg);
+        // Anything else is not retried.
+        let mut calls = 0;
+        let got: Result<u32, _> = retry_unavailable(4, pause, || {
+            calls += 1;
+            async { Err(api_error(507)) }
+        })
+        .await;
+        assert_eq!(calls, 1);
+        assert_eq!(
+            meshd_error(got.unwrap_err(), "get a pod address").code,
+            Code::AddressesExhausted
+        );
+    }
 
     #[test]
     fn veth_names_are_stable_short_and_distinct() {

@@ -33,3 +33,32 @@ pub fn meshctl_json<T: serde::de::DeserializeOwned>(
 pub fn ipam(socket: &Path) -> Result<mesh_api::IpamStatus, String> {
     meshctl_json(socket, &["ipam"])
 }
+
+/// An address for attachment `container_id`/eth0 (`meshctl ipam allocate`), one try.
+pub fn allocate(socket: &Path, container_id: &str) -> Result<mesh_api::IpamAllocated, String> {
+    meshctl_json(socket, &["ipam", "allocate", container_id])
+}
+
+/// [`allocate`], tried again every `poll` while meshd answers 503 ("try again": automatic
+/// IPAM is getting the node a block), up to `timeout`; other errors end it at once.
+pub fn allocate_retrying(
+    socket: &Path,
+    container_id: &str,
+    timeout: std::time::Duration,
+    poll: std::time::Duration,
+) -> Result<mesh_api::IpamAllocated, String> {
+    let started = std::time::Instant::now();
+    loop {
+        match allocate(socket, container_id) {
+            Err(e) if e.contains("answered 503") && started.elapsed() < timeout => {
+                std::thread::sleep(poll);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Frees attachment `container_id`/eth0's address (`meshctl ipam release`).
+pub fn release(socket: &Path, container_id: &str) -> Result<mesh_api::IpamReleased, String> {
+    meshctl_json(socket, &["ipam", "release", container_id])
+}

@@ -165,8 +165,9 @@ impl Pod {
 /// How to start one `meshd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshdOpts {
-    /// `--block`: the address block of this node's pods.
-    pub block: String,
+    /// `--block`: the address block of this node's pods; `None` runs automatic IPAM (blocks
+    /// from the cluster's address ring).
+    pub block: Option<String>,
     /// `--peer`s, `IP:PORT` (see [`Host::peer_addr`]).
     pub peers: Vec<String>,
     /// Text of the secret file; `None` uses the topology's shared secret.
@@ -183,7 +184,16 @@ impl MeshdOpts {
     /// Options for a node owning `block`, with no peers and the shared secret.
     pub fn new(block: &str) -> Self {
         Self {
-            block: block.to_owned(),
+            block: Some(block.to_owned()),
+            ..Self::automatic()
+        }
+    }
+
+    /// Options for a node with automatic IPAM (no `--block`), no peers and the shared
+    /// secret. Without peers it founds the cluster's address ring.
+    pub fn automatic() -> Self {
+        Self {
+            block: None,
             peers: Vec::new(),
             secret: None,
             range: DEFAULT_RANGE.to_owned(),
@@ -512,12 +522,12 @@ impl Topology {
     /// Starts `meshd` in `host`'s namespace and waits until its API answers.
     pub fn start_meshd(&mut self, host: &Host, opts: MeshdOpts) -> Result<(), String> {
         let args = self.meshd_args(host, &opts)?;
-        self.start_meshd_with_args(host, Some(&opts.block), args)
+        self.start_meshd_with_args(host, opts.block.as_deref(), args)
     }
 
     /// The arguments (after the binary) [`Topology::start_meshd`] gives `meshd` for `opts`:
     /// `--name`, `--listen 0.0.0.0:6788`, `--peer`s, `--secret-file` (written now),
-    /// `--state-dir`, `--api-socket`, `--block`, `--range`, `--mtu`, `--dns-upstream`
+    /// `--state-dir`, `--api-socket`, `--block` (if any), `--range`, `--mtu`, `--dns-upstream`
     /// [`HARNESS_DNS_UPSTREAM`] (unless the extra ones name an upstream), then the extra ones.
     pub fn meshd_args(&self, host: &Host, opts: &MeshdOpts) -> Result<Vec<String>, String> {
         let secret_file = match &opts.secret {
@@ -544,11 +554,11 @@ impl Topology {
             host.state_dir().to_string_lossy().into_owned(),
             "--api-socket".into(),
             host.api_socket().to_string_lossy().into_owned(),
-            "--block".into(),
-            opts.block.clone(),
-            "--range".into(),
-            opts.range.clone(),
         ]);
+        if let Some(block) = &opts.block {
+            args.extend(["--block".into(), block.clone()]);
+        }
+        args.extend(["--range".into(), opts.range.clone()]);
         if let Some(mtu) = opts.mtu {
             args.extend(["--mtu".into(), mtu.to_string()]);
         }

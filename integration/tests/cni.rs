@@ -636,3 +636,52 @@ fn portmap_chained_after_mesh_cni_forwards_a_host_port() {
         .expect_ok("DEL");
     assert!(pod_veths(a).is_empty());
 }
+
+#[test]
+fn with_automatic_ipam_add_waits_for_a_first_block_and_for_another_when_the_pool_is_full() {
+    require_root();
+    let mut topo = Topology::new("cni_automatic_ipam").expect("topology");
+    let a = topo.add_host("a").expect("host a");
+    let b = topo.add_host("b").expect("host b");
+    let started = Instant::now();
+    // /30 blocks: one pod address each, so the second pod needs a second block.
+    for (host, peers) in [(&a, vec![]), (&b, vec![&a])] {
+        let mut opts = MeshdOpts::automatic().peers(peers);
+        opts.range = "10.32.0.0/16".to_owned();
+        opts.extra_args = vec!["--block-size".into(), "30".into()];
+        topo.start_meshd(host, opts).expect("start meshd");
+    }
+    // b has just started: it has no block until a donates one; ADD waits (meshd answers 503,
+    // the plugin tries again) instead of failing.
+    let ns1 = topo.add_container_netns(&b, "one").unwrap();
+    let first = Cni::new(&b, "ADD", "ctr-1", Some(&ns1))
+        .run(&topo, &conf(&b))
+        .expect_ok("first ADD on b");
+    // Its block is full now: the next ADD waits for another donation.
+    let ns2 = topo.add_container_netns(&b, "two").unwrap();
+    let second = Cni::new(&b, "ADD", "ctr-2", Some(&ns2))
+        .run(&topo, &conf(&b))
+        .expect_ok("second ADD on b");
+    let (ip1, ip2) = (address(&first), address(&second));
+    assert_ne!(
+        u32::from(ip1) >> 2,
+        u32::from(ip2) >> 2,
+        "{ip1} and {ip2} come from two /30 blocks"
+    );
+    for res in [&first, &second] {
+        let ip = address(res);
+        let gw = Ipv4Addr::from((u32::from(ip) & !3) + 1);
+        assert_eq!(res["ips"][0]["address"], format!("{ip}/30"), "{res:#}");
+        assert_eq!(res["ips"][0]["gateway"], gw.to_string(), "{res:#}");
+    }
+    // And on the founder, a pod of its own; all three reach each other.
+    let ns3 = topo.add_container_netns(&a, "three").unwrap();
+    let third = Cni::new(&a, "ADD", "ctr-3", Some(&ns3))
+        .run(&topo, &conf(&a))
+        .expect_ok("ADD on a");
+    let ip3 = address(&third);
+    let deadline = started + Duration::from_secs(30);
+    wait_ping(&as_pod(&b, &ns2, ip2), ip1, deadline);
+    wait_ping(&as_pod(&b, &ns2, ip2), ip3, deadline);
+    wait_ping(&as_pod(&a, &ns3, ip3), ip1, deadline);
+}

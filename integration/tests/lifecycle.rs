@@ -169,6 +169,11 @@ fn bad_input_is_refused_with_one_line_and_leaves_nothing_behind() {
             vec!["--block".into(), "host bits".into(), "10.32.1.0/24".into()],
         ),
         (
+            "--block-size with --block",
+            with(base(good, "10.32.1.0/24"), &["--block-size", "26"]),
+            vec!["--block-size 26 is for automatic IPAM".into()],
+        ),
+        (
             "--mtu 10",
             with(base(good, "10.32.1.0/24"), &["--mtu", "10"]),
             vec!["--mtu 10".into(), "out of range".into()],

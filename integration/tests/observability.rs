@@ -216,7 +216,7 @@ fn views_match_the_topology_and_metrics_match_the_api() {
             ("peers", "NAME"),
             ("connections", "NAME"),
             ("routes", "BLOCK"),
-            ("ipam", "range"),
+            ("ipam", "mode       fixed (--block)"),
         ] {
             let out = topo.meshctl(host, &[view]).expect("table view");
             // Shown with --nocapture (docs/operations.md's examples come from here).
@@ -231,6 +231,10 @@ fn views_match_the_topology_and_metrics_match_the_api() {
     let second = allocate(a, "obs-c2", "web-2");
     let ipam: IpamStatus = json(&topo, a, "ipam");
     assert_eq!(ipam.blocks, [BLOCKS[0].1]);
+    assert_eq!(ipam.mode, mesh_api::IpamMode::Fixed);
+    assert!(ipam.owners.is_empty(), "no ring with --block: {ipam:?}");
+    assert_eq!(ipam.block_use.len(), 1, "{ipam:?}");
+    assert_eq!(ipam.block_use[0].used, 2, "{ipam:?}");
     assert_eq!(ipam.bridge, BRIDGE);
     assert_eq!(ipam.used, 2, "{ipam:?}");
     for (container, pod, given) in [("obs-c1", "web-1", &first), ("obs-c2", "web-2", &second)] {

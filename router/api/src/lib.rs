@@ -33,6 +33,10 @@ pub struct Status {
     /// Gossip counters.
     #[serde(default)]
     pub gossip: GossipStatus,
+    /// Problems meshd itself found and cannot fix, one line each, naming the fix (e.g. the
+    /// address ring of another cluster was refused).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Whether a member is alive, as this node sees it.
@@ -398,6 +402,87 @@ pub struct IpamStatus {
     pub used: u64,
     /// Usable addresses still free.
     pub free: u64,
+    /// How the node gets its blocks: `fixed` (`--block`) or `automatic` (the cluster's
+    /// address ring).
+    #[serde(default)]
+    pub mode: IpamMode,
+    /// Prefix length of a block (of `--block`, or of every block of the ring).
+    #[serde(default)]
+    pub block_prefix: u8,
+    /// The cluster's address ring id (automatic, once this node founded or joined one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<String>,
+    /// Use of each of `blocks`, in the same order.
+    #[serde(default)]
+    pub block_use: Vec<IpamBlockUse>,
+    /// Who owns which blocks of the range, as this node's replica of the ring says, in
+    /// address order (automatic only; empty for `fixed`).
+    #[serde(default)]
+    pub owners: Vec<IpamSpan>,
+}
+
+/// How a node gets its address blocks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpamMode {
+    /// Its one block is given by `meshd --block`.
+    #[default]
+    Fixed,
+    /// Blocks come from the cluster's address ring: founded by the first node, donated by
+    /// their owner when a node needs one, reclaimed by `meshctl rmpeer`.
+    Automatic,
+}
+
+/// Addresses used and free in one block of a node's pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamBlockUse {
+    /// The block, CIDR.
+    pub block: String,
+    /// Usable addresses handed out.
+    pub used: u64,
+    /// Usable addresses still free.
+    pub free: u64,
+}
+
+/// A run of blocks with one owner, in [`IpamStatus::owners`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamSpan {
+    /// The blocks, as the fewest prefixes (CIDR).
+    pub blocks: Vec<String>,
+    /// The owner's name as gossip knows it; empty when unknown.
+    pub name: String,
+    /// The owner's static public key (base64); `None` when this node has not heard who owns
+    /// these blocks yet.
+    pub public_key: Option<String>,
+    /// The owner is this node.
+    pub local: bool,
+}
+
+/// `POST` [`MemberRemoveRequest`] — declares a member gone for good and takes over its
+/// address blocks (`meshctl rmpeer`); answers [`MemberRemoved`]. 409 when the member is
+/// alive and `force` is not set, 404 when no member matches, 400 for this node itself or an
+/// ambiguous name, 503 when the node runs with a fixed `--block`.
+pub const PATH_MEMBERS_REMOVE: &str = "/v1/members/remove";
+
+/// Body of [`PATH_MEMBERS_REMOVE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRemoveRequest {
+    /// The member's name, or its static public key (base64).
+    pub member: String,
+    /// Remove it even though this node sees it alive.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Answer of [`PATH_MEMBERS_REMOVE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRemoved {
+    /// The member's name, empty if it never announced one.
+    pub name: String,
+    /// Its static public key, base64.
+    pub public_key: String,
+    /// The blocks this node took over, CIDR, as the fewest prefixes.
+    pub reclaimed: Vec<String>,
 }
 
 /// `GET` — the route table: which peer each block of the range goes to ([`Routes`]).

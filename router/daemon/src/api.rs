@@ -63,6 +63,7 @@ pub(crate) async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared
         .route(mesh_api::PATH_DNS, get(dns_list))
         .route(mesh_api::PATH_DNS_ADD, post(dns_add))
         .route(mesh_api::PATH_DNS_REMOVE, post(dns_remove))
+        .route(mesh_api::PATH_MEMBERS_REMOVE, post(members_remove))
         .fallback(not_found)
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
@@ -127,7 +128,7 @@ async fn ready() -> Json<mesh_api::Ready> {
 }
 
 async fn ipam_status(State(shared): State<Arc<Shared>>) -> Json<mesh_api::IpamStatus> {
-    Json(shared.ipam.status())
+    Json(shared.ipam_status())
 }
 
 async fn ipam_allocate(
@@ -135,8 +136,160 @@ async fn ipam_allocate(
     body: Result<Json<mesh_api::IpamAllocateRequest>, JsonRejection>,
 ) -> Response {
     match body {
-        Ok(Json(req)) => answer(shared.ipam.allocate(req)),
+        Ok(Json(req)) => match shared.ipam.allocate(req) {
+            Err(IpamError::Allocate(e)) if shared.automatic() => {
+                answer::<()>(Err(need_block(&shared, &e)))
+            }
+            result => answer(result),
+        },
         Err(e) => bad_body(&e),
+    }
+}
+
+/// Automatic IPAM, the pool has no free address: asks the node for one more block (once per
+/// set of blocks: retries do not ask again) and tells the caller to try again shortly.
+fn need_block(shared: &Shared, e: &mesh_ipam::AllocateError) -> IpamError {
+    match e {
+        mesh_ipam::AllocateError::NoBlocks => IpamError::Waiting(
+            "this node has no address block yet: it is getting one from the cluster's address \
+             ring (it needs to reach a member that owns blocks); try again in a few seconds"
+                .to_owned(),
+        ),
+        mesh_ipam::AllocateError::Exhausted { blocks, capacity } => {
+            if shared.ipam.should_ask_for_block() {
+                let mut node = shared.node();
+                node.need_block(std::time::Instant::now());
+                shared.settle(&mut node);
+            }
+            let blocks: Vec<String> = blocks.iter().map(ToString::to_string).collect();
+            IpamError::Waiting(format!(
+                "all {capacity} pod addresses of this node's blocks ({}) are in use: it is \
+                 getting another block from the cluster's address ring; try again in a few \
+                 seconds",
+                blocks.join(", ")
+            ))
+        }
+    }
+}
+
+async fn members_remove(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<mesh_api::MemberRemoveRequest>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(req)) => refused(remove_member(&shared, &req)),
+        Err(e) => bad_body(&e),
+    }
+}
+
+/// `meshctl rmpeer`: the member named (by name or key) is gone for good; this node takes its
+/// blocks over (see the operator contract in docs/ipam.md).
+fn remove_member(
+    shared: &Shared,
+    req: &mesh_api::MemberRemoveRequest,
+) -> Result<mesh_api::MemberRemoved, DnsRefusal> {
+    if !shared.automatic() {
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node runs with a fixed --block: there is no address ring to take blocks \
+             back from (a member with a fixed --block owns only that block; just stop it)"
+                .to_owned(),
+        ));
+    }
+    let wanted = req.member.trim();
+    let now = std::time::Instant::now();
+    let mut node = shared.node();
+    let members = node.members(now);
+    let by_key: Vec<&mesh_api::MemberStatus> =
+        members.iter().filter(|m| m.public_key == wanted).collect();
+    let matches: Vec<&mesh_api::MemberStatus> = if by_key.is_empty() {
+        members.iter().filter(|m| m.name == wanted).collect()
+    } else {
+        by_key
+    };
+    let (name, key, state) = match matches.as_slice() {
+        [m] => (m.name.clone(), m.public_key.clone(), Some(m.state)),
+        [] => match wanted.parse::<mesh_crypto::PublicKey>() {
+            // A key gossip does not know (any more): its blocks may still be in the ring.
+            Ok(k) => (String::new(), k.to_string(), None),
+            Err(_) => {
+                return Err((
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no member is called {wanted:?}: give a name or public key from \
+                         `meshctl members`"
+                    ),
+                ));
+            }
+        },
+        several => {
+            let keys: Vec<String> = several
+                .iter()
+                .map(|m| format!("{} ({})", m.public_key, member_state(m.state)))
+                .collect();
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} members are called {wanted:?}: give the public key of the one to remove: {}",
+                    several.len(),
+                    keys.join(", ")
+                ),
+            ));
+        }
+    };
+    let who = if name.is_empty() {
+        mesh_api::key_fingerprint(&key)
+    } else {
+        name.clone()
+    };
+    match state {
+        Some(mesh_api::MemberState::Local) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{who} is this node: run `meshctl rmpeer` on another member (after stopping \
+                     this one for good)"
+                ),
+            ));
+        }
+        Some(mesh_api::MemberState::Alive) if !req.force => {
+            return Err((
+                StatusCode::CONFLICT,
+                format!(
+                    "member {who} is alive: removing it hands its address blocks to this node \
+                     while it may still give addresses out of them. Stop it for good first \
+                     (and `meshd reset` it before it ever joins again), wait until `meshctl \
+                     members` shows it dead, then run rmpeer again; --force removes it anyway"
+                ),
+            ));
+        }
+        _ => {}
+    }
+    let dead = key.parse::<mesh_crypto::PublicKey>().map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("member {who} has no valid public key ({key:?})"),
+        )
+    })?;
+    let blocks = node
+        .reclaim(now, dead)
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
+    shared.settle(&mut node);
+    drop(node);
+    tracing::warn!(member = %who, key = %key, ?blocks, force = req.force, "member removed: its blocks are this node's now");
+    Ok(mesh_api::MemberRemoved {
+        name,
+        public_key: key,
+        reclaimed: blocks.iter().map(ToString::to_string).collect(),
+    })
+}
+
+fn member_state(state: mesh_api::MemberState) -> &'static str {
+    match state {
+        mesh_api::MemberState::Local => "this node",
+        mesh_api::MemberState::Alive => "alive",
+        mesh_api::MemberState::Dead => "dead",
+        mesh_api::MemberState::Left => "left",
     }
 }
 
@@ -161,8 +314,9 @@ async fn ipam_gc(
 }
 
 /// 200 with the value, or the error with the status that says who is to blame: 400 for a
-/// bad request, 507 when the address space is exhausted, 503 without any block, 500 when
-/// the state directory cannot be written.
+/// bad request, 507 when the address space of a fixed `--block` is exhausted, 503 without
+/// any block or while automatic IPAM gets another one (try again), 500 when the state
+/// directory cannot be written.
 fn answer<T: serde::Serialize>(result: Result<T, IpamError>) -> Response {
     match result {
         Ok(value) => Json(value).into_response(),
@@ -172,7 +326,7 @@ fn answer<T: serde::Serialize>(result: Result<T, IpamError>) -> Response {
                 IpamError::Allocate(mesh_ipam::AllocateError::Exhausted { .. }) => {
                     StatusCode::INSUFFICIENT_STORAGE
                 }
-                IpamError::Allocate(_) => StatusCode::SERVICE_UNAVAILABLE,
+                IpamError::Allocate(_) | IpamError::Waiting(_) => StatusCode::SERVICE_UNAVAILABLE,
                 IpamError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             if code.is_server_error() {
@@ -257,7 +411,11 @@ fn dns_records(shared: &Shared) -> Result<mesh_api::DnsRecords, DnsRefusal> {
         .as_ref()
         .map(|d| {
             (
-                d.listen.to_string(),
+                shared
+                    .dns_listen
+                    .get()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
                 d.upstreams.iter().map(ToString::to_string).collect(),
             )
         })

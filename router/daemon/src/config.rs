@@ -31,6 +31,10 @@ pub(crate) const DEFAULT_DNS_PORT: u16 = 53;
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// Shortest cluster secret accepted, bytes.
 const MIN_SECRET_LEN: usize = 16;
+/// Default prefix length of the blocks of automatic IPAM.
+pub(crate) const DEFAULT_BLOCK_SIZE: u8 = 24;
+/// The smallest block: 4 addresses (network, gateway, one pod, broadcast).
+const MAX_BLOCK_PREFIX: u8 = 30;
 
 /// Flags of `meshd` (each also read from its `MESH_*` environment variable).
 #[derive(Debug, Args, Default)]
@@ -66,9 +70,15 @@ pub(crate) struct RunArgs {
     /// Cluster range routed into the mesh [default: 10.32.0.0/12].
     #[arg(long, env = "MESH_RANGE", value_name = "CIDR")]
     pub(crate) range: Option<String>,
-    /// This node's address block inside the range (required until automatic IPAM lands).
+    /// This node's one address block inside the range. Without it, meshd runs automatic
+    /// IPAM: blocks come from the cluster's address ring (the first node, started without
+    /// --peer, founds it; the others get blocks donated).
     #[arg(long, env = "MESH_BLOCK", value_name = "CIDR")]
     pub(crate) block: Option<String>,
+    /// Automatic IPAM (no --block): the prefix length of a block, the same on every member
+    /// [default: 24].
+    #[arg(long, env = "MESH_BLOCK_SIZE", value_name = "N")]
+    pub(crate) block_size: Option<u8>,
     /// Mark a member dead after it has been unreachable this many seconds [default: 30].
     #[arg(long, env = "MESH_DEAD_AFTER", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub(crate) dead_after: Option<u64>,
@@ -94,7 +104,8 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "MESH_METRICS", value_name = "ADDR:PORT|off")]
     pub(crate) metrics: Option<MetricsArg>,
     /// Where to serve DNS (UDP and TCP) for pods, or `off` [default: the bridge's gateway
-    /// address (the first address of --block), port 53].
+    /// address (the first address of --block, or of the node's first block with automatic
+    /// IPAM, once it has one), port 53].
     #[arg(long, env = "MESH_DNS", value_name = "ADDR:PORT|off")]
     pub(crate) dns: Option<DnsArg>,
     /// The cluster DNS zone, answered by meshd [default: mesh.local.].
@@ -173,8 +184,9 @@ impl<'de> Deserialize<'de> for DnsArg {
 /// The DNS server's checked configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct DnsConfig {
-    /// Where it listens (UDP and TCP).
-    pub(crate) listen: SocketAddr,
+    /// Where it listens (UDP and TCP); `None`: port 53 on the gateway of the node's first
+    /// block, once it has one (automatic IPAM without `--dns`).
+    pub(crate) listen: Option<SocketAddr>,
     /// The zone, with the cluster range as reverse zone.
     pub(crate) zone: mesh_dns::ZoneConfig,
     /// Upstream resolvers, in preference order (may be empty: names outside the zone then
@@ -195,6 +207,7 @@ struct FileConfig {
     api_socket: Option<PathBuf>,
     range: Option<String>,
     block: Option<String>,
+    block_size: Option<u8>,
     mtu: Option<u32>,
     dead_after: Option<u64>,
     advertise: Option<SocketAddr>,
@@ -233,7 +246,10 @@ pub(crate) struct Config {
     pub(crate) state_dir: PathBuf,
     pub(crate) api_socket: PathBuf,
     pub(crate) range: Ipv4Net,
-    pub(crate) block: Ipv4Net,
+    /// `--block`; `None`: automatic IPAM.
+    pub(crate) block: Option<Ipv4Net>,
+    /// Prefix length of a block: `--block`'s, or `--block-size`.
+    pub(crate) block_prefix: u8,
     pub(crate) mtu: u32,
     /// A member unreachable this long is marked dead.
     pub(crate) dead_after: std::time::Duration,
@@ -299,18 +315,40 @@ impl RunArgs {
             .or(file.range)
             .unwrap_or_else(|| DEFAULT_RANGE.into());
         let range = parse_net("--range", &range_s)?;
-        let block_s = self.block.or(file.block).ok_or_else(|| {
-            anyhow!(
-                "no address block: pass --block CIDR (this node's pod block inside --range {range})"
-            )
-        })?;
-        let block = parse_net("--block", &block_s)?;
-        if !range.contains(&block) {
-            bail!("--block {block} is not inside --range {range}");
-        }
-        if block.prefix_len() > 30 {
-            bail!("--block {block} is too small: a block needs at least 4 addresses (/30)");
-        }
+        let block = match self.block.or(file.block) {
+            Some(s) => {
+                let block = parse_net("--block", &s)?;
+                if !range.contains(&block) {
+                    bail!("--block {block} is not inside --range {range}");
+                }
+                if block.prefix_len() > MAX_BLOCK_PREFIX {
+                    bail!("--block {block} is too small: a block needs at least 4 addresses (/30)");
+                }
+                Some(block)
+            }
+            None => None,
+        };
+        let block_prefix = match (block, self.block_size.or(file.block_size)) {
+            (Some(_), Some(n)) => bail!(
+                "--block-size {n} is for automatic IPAM: with --block the node's block is \
+                 that one block; drop one of the two"
+            ),
+            (Some(b), None) => b.prefix_len(),
+            (None, n) => {
+                let n = n.unwrap_or(DEFAULT_BLOCK_SIZE);
+                if n < range.prefix_len() || n > MAX_BLOCK_PREFIX {
+                    bail!(
+                        "--block-size {n} is out of range: a block is a prefix length between \
+                         that of --range {range} ({}) and {MAX_BLOCK_PREFIX}",
+                        range.prefix_len()
+                    );
+                }
+                if let Err(e) = mesh_ipam::Geometry::new(range, n) {
+                    bail!("--block-size {n} with --range {range}: {e}");
+                }
+                n
+            }
+        };
         let mtu = self.mtu.or(file.mtu).unwrap_or(DEFAULT_MTU);
         if !(576..=65_000).contains(&mtu) {
             bail!("--mtu {mtu} is out of range: it must be between 576 and 65000");
@@ -354,6 +392,7 @@ impl RunArgs {
                 .unwrap_or_else(|| mesh_api::DEFAULT_SOCKET.into()),
             range,
             block,
+            block_prefix,
             mtu,
             dead_after: match self.dead_after.or(file.dead_after) {
                 Some(0) => bail!("dead_after = 0 in the config file: it must be at least 1 second"),
@@ -381,16 +420,28 @@ fn resolve_dns(
     dns: Option<DnsArg>,
     zone: Option<String>,
     upstreams: Vec<String>,
-    block: Ipv4Net,
+    block: Option<Ipv4Net>,
     range: Ipv4Net,
     resolv_conf: impl FnOnce() -> String,
 ) -> Result<Option<DnsConfig>> {
-    let listen = match dns {
-        Some(DnsArg::Off) => return Ok(None),
-        Some(DnsArg::At(a)) => a,
-        None => {
+    let listen = match (dns, block) {
+        (Some(DnsArg::Off), _) => return Ok(None),
+        (Some(DnsArg::At(a)), _) => Some(a),
+        (None, Some(block)) => {
             let gateway = u32::from(block.network()).saturating_add(1);
-            SocketAddr::new(IpAddr::V4(gateway.into()), DEFAULT_DNS_PORT)
+            Some(SocketAddr::new(
+                IpAddr::V4(gateway.into()),
+                DEFAULT_DNS_PORT,
+            ))
+        }
+        (None, None) => None,
+    };
+    // Where queries would reach meshd itself: its address, or, while that is a gateway not
+    // known yet, port 53 anywhere in the cluster range.
+    let loops = |u: SocketAddr| match listen {
+        Some(l) => loops_back(u, l),
+        None => {
+            u.port() == DEFAULT_DNS_PORT && matches!(u.ip(), IpAddr::V4(v4) if range.contains(&v4))
         }
     };
     let zone_s = zone.unwrap_or_else(|| mesh_dns::DEFAULT_ZONE.to_owned());
@@ -406,16 +457,18 @@ fn resolve_dns(
     let upstreams = if given.is_empty() {
         mesh_dns::parse_resolv_conf(&resolv_conf())
             .into_iter()
-            .filter(|u| !loops_back(*u, listen))
+            .filter(|u| !loops(*u))
             .collect()
     } else {
         let mut out = Vec::new();
         for u in given {
             let addr = parse_upstream(u)?;
-            if loops_back(addr, listen) {
-                bail!(
-                    "--dns-upstream {u} is meshd's own DNS address (--dns {listen}): queries would loop"
+            if loops(addr) {
+                let ours = listen.map_or_else(
+                    || format!("port {DEFAULT_DNS_PORT} on a gateway inside --range {range}"),
+                    |l| format!("--dns {l}"),
                 );
+                bail!("--dns-upstream {u} is meshd's own DNS address ({ours}): queries would loop");
             }
             if !out.contains(&addr) {
                 out.push(addr);
@@ -593,8 +646,10 @@ mod tests {
         assert_eq!(c.secret.0, b"0123456789abcdef0123");
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
         assert_eq!(c.metrics, Some("127.0.0.1:6789".parse().unwrap()));
+        assert_eq!(c.block, Some("10.32.1.0/24".parse().unwrap()));
+        assert_eq!(c.block_prefix, 24);
         let dns = c.dns.expect("DNS is on by default");
-        assert_eq!(dns.listen, "10.32.1.1:53".parse().unwrap());
+        assert_eq!(dns.listen, Some("10.32.1.1:53".parse().unwrap()));
         assert_eq!(dns.zone.zone.to_string(), "mesh.local.");
         assert_eq!(
             dns.zone.reverse_zones,
@@ -612,7 +667,7 @@ mod tests {
             dns.map(|d| d.parse().unwrap()),
             zone.map(str::to_owned),
             upstreams.iter().map(|s| (*s).to_owned()).collect(),
-            "10.32.1.0/24".parse().unwrap(),
+            Some("10.32.1.0/24".parse().unwrap()),
             DEFAULT_RANGE.parse().unwrap(),
             || resolv.to_owned(),
         )
@@ -622,7 +677,7 @@ mod tests {
     fn dns_defaults_come_from_the_block_and_resolv_conf() {
         let resolv = "nameserver 192.0.2.1\nnameserver 10.32.1.1\nnameserver 127.0.0.53\n";
         let d = dns_of(None, None, &[], resolv).unwrap().unwrap();
-        assert_eq!(d.listen, "10.32.1.1:53".parse().unwrap());
+        assert_eq!(d.listen, Some("10.32.1.1:53".parse().unwrap()));
         assert_eq!(
             d.upstreams,
             vec![
@@ -666,7 +721,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(d.listen, "10.32.1.1:5353".parse().unwrap());
+        assert_eq!(d.listen, Some("10.32.1.1:5353".parse().unwrap()));
         assert_eq!(d.zone.zone.to_string(), "cluster.internal.");
         assert_eq!(
             d.upstreams,
@@ -708,7 +763,7 @@ mod tests {
         let mut a = args(&d);
         a.config = Some(cfg.clone());
         let dns = a.resolve().unwrap().dns.unwrap();
-        assert_eq!(dns.listen, "10.32.1.1:5353".parse().unwrap());
+        assert_eq!(dns.listen, Some("10.32.1.1:5353".parse().unwrap()));
         assert_eq!(dns.zone.zone.to_string(), "c.test.");
         assert_eq!(dns.upstreams, vec!["198.18.0.9:53".parse().unwrap()]);
         std::fs::write(&cfg, "dns = \"off\"\n").unwrap();
@@ -721,7 +776,7 @@ mod tests {
         a.dns = Some(DnsArg::At("127.0.0.1:5300".parse().unwrap()));
         a.dns_upstreams = vec!["198.18.0.1".into()];
         let dns = a.resolve().unwrap().dns.unwrap();
-        assert_eq!(dns.listen, "127.0.0.1:5300".parse().unwrap());
+        assert_eq!(dns.listen, Some("127.0.0.1:5300".parse().unwrap()));
     }
 
     #[test]
@@ -775,7 +830,32 @@ mod tests {
                 Box::new(|a| a.block = Some("banana".into())),
                 "is not an IPv4 CIDR",
             ),
-            (Box::new(|a| a.block = None), "no address block"),
+            (
+                Box::new(|a| a.block_size = Some(26)),
+                "--block-size 26 is for automatic IPAM",
+            ),
+            (
+                Box::new(|a| {
+                    a.block = None;
+                    a.block_size = Some(31);
+                }),
+                "--block-size 31 is out of range",
+            ),
+            (
+                Box::new(|a| {
+                    a.block = None;
+                    a.block_size = Some(8);
+                }),
+                "between that of --range 10.32.0.0/12 (12) and 30",
+            ),
+            (
+                Box::new(|a| {
+                    a.block = None;
+                    a.range = Some("0.0.0.0/2".into());
+                    a.block_size = Some(30);
+                }),
+                "--block-size 30 with --range 0.0.0.0/2: the cluster range",
+            ),
             (
                 Box::new(|a| a.range = Some("10.32.0.0/33".into())),
                 "--range",
@@ -804,6 +884,76 @@ mod tests {
             assert!(err.contains(want), "{err:?} should contain {want:?}");
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    #[test]
+    fn without_block_ipam_is_automatic_with_block_size_from_flag_or_file() {
+        let d = tmpdir("auto");
+        let mut a = args(&d);
+        a.block = None;
+        let c = a.resolve().unwrap();
+        assert_eq!(c.block, None);
+        assert_eq!(c.block_prefix, DEFAULT_BLOCK_SIZE);
+        let dns = c.dns.expect("DNS stays on");
+        assert_eq!(dns.listen, None, "on the first block's gateway, once known");
+        let mut a = args(&d);
+        a.block = None;
+        a.block_size = Some(28);
+        a.range = Some("10.32.0.0/16".into());
+        let c = a.resolve().unwrap();
+        assert_eq!((c.block, c.block_prefix), (None, 28));
+        let mut a = args(&d);
+        a.block = None;
+        a.range = Some("10.32.0.0/16".into());
+        a.block_size = Some(16);
+        assert_eq!(
+            a.resolve().unwrap().block_prefix,
+            16,
+            "one block: the whole range"
+        );
+
+        let cfg = d.join("auto.toml");
+        std::fs::write(&cfg, "block_size = 26\n").unwrap();
+        let mut a = args(&d);
+        a.block = None;
+        a.config = Some(cfg.clone());
+        assert_eq!(a.resolve().unwrap().block_prefix, 26);
+        let mut a = args(&d);
+        a.block = None;
+        a.config = Some(cfg);
+        a.block_size = Some(25);
+        assert_eq!(
+            a.resolve().unwrap().block_prefix,
+            25,
+            "a flag beats the file"
+        );
+    }
+
+    #[test]
+    fn dns_without_a_block_keeps_out_upstreams_that_would_be_a_gateway() {
+        let d = resolve_dns(
+            None,
+            None,
+            vec![],
+            None,
+            DEFAULT_RANGE.parse().unwrap(),
+            || "nameserver 10.32.0.1\nnameserver 192.0.2.1\n".to_owned(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(d.listen, None);
+        assert_eq!(d.upstreams, vec!["192.0.2.1:53".parse().unwrap()]);
+        let err = resolve_dns(
+            None,
+            None,
+            vec!["10.32.7.1".into()],
+            None,
+            DEFAULT_RANGE.parse().unwrap(),
+            String::new,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("meshd's own DNS address"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The node's pod address pool as the API serves it: a [`mesh_ipam::LocalPool`] over this
-//! node's blocks, written to `ipam.json` in the state directory after every change and read
-//! back at start. The decisions are `mesh-ipam`'s; this module only locks, persists and
-//! translates to `mesh-api` types.
+//! node's blocks (`--block`, or with automatic IPAM the blocks the node uses for pods, which
+//! change while it runs: [`IpamService::set_blocks`]), written to `ipam.json` in the state
+//! directory after every change and read back at start. The decisions are `mesh-ipam`'s;
+//! this module only locks, persists and translates to `mesh-api` types.
 //!
 //! A change is applied to a copy of the pool and becomes visible only once the copy is on
 //! disk, so a failed write refuses the request instead of handing out an address a restarted
@@ -35,6 +36,10 @@ pub(crate) enum IpamError {
     /// No address left, or no block at all.
     #[error("{0}")]
     Allocate(#[from] AllocateError),
+    /// Automatic IPAM: no free address until the node gets (another) block; the caller
+    /// should try again shortly.
+    #[error("{0}")]
+    Waiting(String),
     /// The change could not be written to the state directory (the node's fault).
     #[error("cannot save the address pool: {0:#}")]
     Persist(anyhow::Error),
@@ -44,6 +49,9 @@ pub(crate) enum IpamError {
 #[derive(Debug)]
 pub(crate) struct IpamService {
     pool: Mutex<LocalPool>,
+    /// The pool's blocks when the node was last asked for one more (automatic IPAM): it is
+    /// asked again only once they changed, so retries do not ask for a block each.
+    asked_with: Mutex<Option<Vec<Ipv4Net>>>,
     state_dir: PathBuf,
     range: Ipv4Net,
     mtu: u32,
@@ -51,10 +59,11 @@ pub(crate) struct IpamService {
 }
 
 impl IpamService {
-    /// Reads `ipam.json` (if any) into a pool over the configured block. Allocations outside
-    /// the block are kept and logged; an unreadable file is an error.
-    pub(crate) fn load(config: &Config) -> Result<Self> {
-        let blocks = [config.block];
+    /// Reads `ipam.json` (if any) into a pool over `blocks` (the configured block, or the
+    /// blocks in use of automatic IPAM). Allocations outside them are kept and logged; an
+    /// unreadable file is an error.
+    pub(crate) fn load(config: &Config, blocks: &[Ipv4Net]) -> Result<Self> {
+        let blocks = blocks.iter().copied();
         let pool = match state::load_ipam(&config.state_dir)? {
             None => LocalPool::new(blocks),
             Some(saved) => {
@@ -85,6 +94,7 @@ impl IpamService {
         };
         Ok(Self {
             pool: Mutex::new(pool),
+            asked_with: Mutex::new(None),
             state_dir: config.state_dir.clone(),
             range: config.range,
             mtu: config.mtu,
@@ -94,6 +104,40 @@ impl IpamService {
 
     fn pool(&self) -> MutexGuard<'_, LocalPool> {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The blocks addresses are handed out from.
+    pub(crate) fn blocks(&self) -> Vec<Ipv4Net> {
+        self.pool().blocks().to_vec()
+    }
+
+    /// Automatic IPAM: hands addresses out of `blocks` from now on (persisted first).
+    /// Allocations outside them are kept, as stranded, and logged.
+    pub(crate) fn set_blocks(&self, blocks: &[Ipv4Net]) -> Result<(), IpamError> {
+        let stranded = self.update(|pool| Ok(pool.set_blocks(blocks.iter().copied())))?;
+        for a in &stranded {
+            tracing::warn!(
+                attachment = %a.key,
+                address = %a.address,
+                block = %a.block,
+                "this node no longer hands out addresses of this allocation's block; it is kept \
+                 (the pod may still use it) and freed when its pod goes"
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether to ask the node for one more block now that the pool is full: only when its
+    /// blocks changed since the last time (else the node is getting one already). Records
+    /// the ask.
+    pub(crate) fn should_ask_for_block(&self) -> bool {
+        let blocks = self.blocks();
+        let mut asked = self.asked_with.lock().unwrap_or_else(|e| e.into_inner());
+        if asked.as_ref() == Some(&blocks) {
+            return false;
+        }
+        *asked = Some(blocks);
+        true
     }
 
     /// Applies `change` to a copy of the pool; if it changed anything, saves the copy and
@@ -182,6 +226,7 @@ impl IpamService {
         })
     }
 
+    /// The pool's part of the `ipam` answer (the ring's part is the node's: `run.rs`).
     pub(crate) fn status(&self) -> mesh_api::IpamStatus {
         let pool = self.pool();
         mesh_api::IpamStatus {
@@ -192,6 +237,19 @@ impl IpamService {
             allocations: pool.allocations().map(|a| to_api(&pool, a)).collect(),
             used: pool.used(),
             free: pool.free(),
+            mode: mesh_api::IpamMode::Fixed,
+            block_prefix: 0,
+            ring: None,
+            block_use: pool
+                .usage()
+                .into_iter()
+                .map(|(block, used, free)| mesh_api::IpamBlockUse {
+                    block: block.to_string(),
+                    used,
+                    free,
+                })
+                .collect(),
+            owners: Vec::new(),
         }
     }
 }

@@ -35,7 +35,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Remove everything meshd created on this host (bridge, TUN device, API socket, node
-    /// key and remembered peers), as when decommissioning it. Refuses while meshd runs.
+    /// key, remembered peers, address pool, address ring and blocks), as when decommissioning
+    /// it or making it a new member. Refuses while meshd runs.
     Reset(reset::ResetArgs),
     /// Print a new random cluster secret (base64) for `--secret-file`.
     GenSecret,

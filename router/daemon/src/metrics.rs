@@ -684,6 +684,7 @@ mod tests {
                     records_redundant: 30,
                     malformed: 1,
                 },
+                warnings: vec![],
             },
             ipam: IpamStatus {
                 range: "10.32.0.0/12".into(),
@@ -701,6 +702,11 @@ mod tests {
                 }],
                 used: 1,
                 free: 252,
+                mode: mesh_api::IpamMode::Fixed,
+                block_prefix: 24,
+                ring: None,
+                block_use: vec![],
+                owners: vec![],
             },
             started: UNIX_EPOCH + Duration::from_millis(1_700_000_000_500),
         }

@@ -2,7 +2,7 @@
 //! `meshd gen-secret`: make a cluster secret.
 
 use crate::config::{DEFAULT_BRIDGE, DEFAULT_STATE_DIR, DEFAULT_TUN};
-use crate::state::{IPAM_FILE, KEY_FILE, PEERS_FILE};
+use crate::state::{BLOCKS_FILE, IPAM_FILE, KEY_FILE, PEERS_FILE, RING_FILE};
 use anyhow::{Result, bail};
 use base64::Engine as _;
 use clap::Args;
@@ -18,7 +18,8 @@ pub(crate) struct ResetArgs {
     /// TUN device to delete.
     #[arg(long, env = "MESH_TUN", default_value = DEFAULT_TUN)]
     tun: String,
-    /// State directory whose node key, peers file and address pool file are removed.
+    /// State directory whose node key, peers file, address pool, ring and blocks files are
+    /// removed.
     #[arg(long, env = "MESH_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// API socket to remove.
@@ -43,7 +44,7 @@ pub(crate) async fn reset(args: ResetArgs) -> Result<()> {
     if std::fs::remove_file(&args.api_socket).is_ok() {
         println!("removed {}", args.api_socket.display());
     }
-    for f in [KEY_FILE, PEERS_FILE, IPAM_FILE] {
+    for f in [KEY_FILE, PEERS_FILE, IPAM_FILE, RING_FILE, BLOCKS_FILE] {
         let p = args.state_dir.join(f);
         if std::fs::remove_file(&p).is_ok() {
             println!("removed {}", p.display());

@@ -5,22 +5,30 @@
 //! socket proceed in parallel; both work in batches (a TUN read yields up to 128 segments of
 //! a TCP super-packet, a UDP receive up to 32 buffers of GRO-coalesced datagrams) and take
 //! the node's mutex once per batch, only for the in-place seals or opens. A third task runs
-//! the node's timers.
+//! the node's timers, a fourth acts on the node's events (persists peers and blocks, puts
+//! gateways on the bridge, gives the pool its blocks).
+//!
+//! Every path that takes datagrams out of the node goes through [`Shared::drain`], which
+//! first persists the node's address ring when it changed (automatic IPAM): a datagram may
+//! carry ring entries this node just wrote (a donation, a reclaim), and docs/ipam.md's
+//! contract (P) lets them leave only once the ring is on disk.
 
 use crate::config::Config;
 use crate::state;
 use anyhow::{Context, Result};
-use mesh_core::{Decap, Encap, Event, Node, NodeConfig, Transmit};
+use ipnet::Ipv4Net;
+use mesh_core::{Decap, Encap, Event, Node, NodeConfig, RingConfig, Transmit};
 use mesh_crypto::{ClusterPsk, PublicKey, TAG_LEN};
 use mesh_datapath::{BATCH_SIZE, BatchUdp, HostNetwork, RecvMeta};
 use mesh_proto::datagram::DATA_HEADER_LEN;
 use rand_core::{OsRng, RngCore};
 use std::collections::BTreeMap;
 use std::io::IoSliceMut;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
 
 /// Largest datagram we receive.
 const MAX_DATAGRAM: usize = 65_535;
@@ -50,6 +58,21 @@ pub(crate) struct Shared {
     pub(crate) metrics: crate::metrics::Metrics,
     /// The DNS server's records and counters; `None` with `--dns off`.
     pub(crate) dns: Option<Arc<mesh_dns_server::DnsState>>,
+    /// Where the DNS server listens, once it does (with automatic IPAM and no `--dns`, only
+    /// once the node has a block).
+    pub(crate) dns_listen: OnceLock<SocketAddr>,
+    /// The node's events for the events task (all but `RingChanged`, handled in `drain`).
+    events: mpsc::UnboundedSender<Event>,
+    /// Events held back while the ring could not be persisted (a block the ring gave this
+    /// node is used only once the ring says so on disk).
+    held_events: Mutex<Vec<Event>>,
+    /// The last attempt to persist the ring failed: the node's datagrams are held back (and
+    /// dropped) until one succeeds.
+    ring_unsaved: AtomicBool,
+    /// Datagrams dropped because the ring could not be persisted.
+    ring_held_datagrams: AtomicU64,
+    /// Problems to show in `meshctl status` (one line each, naming the fix).
+    warnings: Mutex<Vec<String>>,
 }
 
 /// Packet-path counters; see `mesh_api::DatapathStatus`.
@@ -87,8 +110,139 @@ impl Shared {
         self.node.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether blocks come from the cluster's address ring (no `--block`).
+    pub(crate) fn automatic(&self) -> bool {
+        self.config.block.is_none()
+    }
+
+    /// Hands the node's events on and persists its address ring if it changed; `false` when
+    /// that failed (then nothing the node queued may leave). Call with the node locked, before
+    /// taking any datagram out of it ([`Shared::drain`] does).
+    pub(crate) fn settle(&self, node: &mut Node) -> bool {
+        let mut ring_changed = self.ring_unsaved.load(Ordering::Relaxed);
+        let mut held = self.held_events.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(ev) = node.poll_event() {
+            match ev {
+                Event::RingChanged => ring_changed = true,
+                ev => held.push(ev),
+            }
+        }
+        let saved = match (ring_changed, node.ring_state()) {
+            (true, Some(ring)) => match state::save_ring(&self.config.state_dir, &ring) {
+                Ok(()) => {
+                    if self.ring_unsaved.swap(false, Ordering::Relaxed) {
+                        tracing::info!("address ring saved again; datagrams flow again");
+                    }
+                    true
+                }
+                Err(e) => {
+                    if !self.ring_unsaved.swap(true, Ordering::Relaxed) {
+                        tracing::error!(
+                            error = %format!("{e:#}"),
+                            "cannot save the address ring: holding back this node's gossip, \
+                             handshakes and keepalives until it can (a ring entry must not leave \
+                             unsaved); fix the state directory"
+                        );
+                    }
+                    false
+                }
+            },
+            _ => true,
+        };
+        if saved {
+            for ev in held.drain(..) {
+                // The events task runs as long as meshd does.
+                let _ = self.events.send(ev);
+            }
+        }
+        saved
+    }
+
+    /// [`Shared::settle`], then every datagram the node queued into `out` (or dropped, while
+    /// the ring cannot be saved).
+    fn drain(&self, node: &mut Node, out: &mut Vec<Transmit>) {
+        let saved = self.settle(node);
+        while let Some(t) = node.poll_transmit() {
+            if saved {
+                out.push(t);
+            } else {
+                self.count(&self.ring_held_datagrams, 1);
+            }
+        }
+    }
+
+    /// Records a warning for `meshctl status`, once.
+    fn warn(&self, line: String) {
+        let mut w = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        if !w.contains(&line) {
+            w.push(line);
+        }
+    }
+
+    /// The `ipam` answer: the pool, and with automatic IPAM the ring as this node sees it.
+    pub(crate) fn ipam_status(&self) -> mesh_api::IpamStatus {
+        let mut out = self.ipam.status();
+        out.block_prefix = self.config.block_prefix;
+        if !self.automatic() {
+            return out;
+        }
+        out.mode = mesh_api::IpamMode::Automatic;
+        let now = Instant::now();
+        let node = self.node();
+        let names: BTreeMap<String, String> = node
+            .members(now)
+            .into_iter()
+            .map(|m| (m.public_key, m.name))
+            .collect();
+        out.ring = node
+            .ring_state()
+            .and_then(|r| r.ring)
+            .map(|id| id.to_string());
+        let own = node.public_key();
+        out.owners = node
+            .ring_spans()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(nets, owner)| {
+                let key = owner.map(|k| k.to_string());
+                mesh_api::IpamSpan {
+                    blocks: nets.iter().map(ToString::to_string).collect(),
+                    name: key
+                        .as_ref()
+                        .and_then(|k| names.get(k).cloned())
+                        .unwrap_or_default(),
+                    public_key: key,
+                    local: owner == Some(own),
+                }
+            })
+            .collect();
+        out
+    }
+
     pub(crate) fn status(&self) -> mesh_api::Status {
         let now = Instant::now();
+        let pool_blocks = self.ipam.blocks();
+        let mut warnings = self
+            .warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if self.automatic() && pool_blocks.is_empty() {
+            warnings.push(
+                "this node has no address block yet, so pods get no address: it gets one from \
+                 the cluster's address ring once it reaches a member that owns blocks (check \
+                 its --peer and the members above)"
+                    .to_owned(),
+            );
+        }
+        let held = self.ring_held_datagrams.load(Ordering::Relaxed);
+        if held > 0 && self.ring_unsaved.load(Ordering::Relaxed) {
+            warnings.push(format!(
+                "{held} datagrams held back because the address ring cannot be saved to {}: \
+                 fix the state directory (meshd's log says why)",
+                self.config.state_dir.display()
+            ));
+        }
         let node = self.node();
         let mut drops = node.drops().to_api();
         for (reason, counter) in [
@@ -113,7 +267,10 @@ impl Shared {
                 range: c.range.to_string(),
                 blocks: node.blocks().iter().map(ToString::to_string).collect(),
                 bridge: c.bridge.clone(),
-                gateway: gateway(c).to_string(),
+                gateway: pool_blocks
+                    .first()
+                    .map(|b| gateway_of(*b).to_string())
+                    .unwrap_or_default(),
                 tun: c.tun.clone(),
                 mtu: c.mtu,
                 cipher: "chacha20-poly1305".into(),
@@ -125,6 +282,7 @@ impl Shared {
             datapath: self.datapath_status(),
             members: node.members(now),
             gossip: node.gossip_status(now),
+            warnings,
         }
     }
 
@@ -147,10 +305,23 @@ impl Shared {
     }
 }
 
-/// The bridge address: the block's first address, with the block's prefix.
-pub(crate) fn gateway(c: &Config) -> ipnet::Ipv4Net {
-    let first = u32::from(c.block.network()).saturating_add(1);
-    ipnet::Ipv4Net::new(first.into(), c.block.prefix_len()).unwrap_or(c.block)
+/// A block's bridge address: its first address, with the block's prefix.
+pub(crate) fn gateway_of(block: Ipv4Net) -> Ipv4Net {
+    Ipv4Net::new(mesh_ipam::local::gateway_of(block), block.prefix_len()).unwrap_or(block)
+}
+
+/// The message of a refused foreign ring (the ring's own, which names the fix).
+fn foreign_ring_message(ours: &str, theirs: &str) -> String {
+    match (ours.parse(), theirs.parse()) {
+        (Ok(ours), Ok(theirs)) => {
+            mesh_ipam::MergeError::DifferentCluster { ours, theirs }.to_string()
+        }
+        _ => format!(
+            "refusing address ownership of cluster ring {theirs}: this node belongs to cluster \
+             ring {ours}; reset the nodes of one cluster with `meshd reset` and start them with \
+             a --peer of the other (docs/ipam.md)"
+        ),
+    }
 }
 
 /// Runs meshd until SIGTERM/SIGINT.
@@ -177,21 +348,78 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         "node identity"
     );
     let known_peers = state::load_peers(&config.state_dir);
+    let ring = match config.block {
+        Some(_) => None,
+        None => Some(ring_config(&config)?),
+    };
+
+    let now = Instant::now();
+    let node = Node::new(
+        NodeConfig {
+            name: config.name.clone(),
+            keypair,
+            psk: ClusterPsk::derive(&config.secret.0),
+            blocks: config.block.into_iter().collect(),
+            range: config.range,
+            bootstrap: config.peers.clone(),
+            known_peers: known_peers.clone(),
+            generation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            advertise: config.advertise,
+            dead_after: config.dead_after,
+            gossip: mesh_core::GossipConfig::default(),
+            ring,
+        },
+        now,
+        random_seed(),
+    );
+    // The blocks pods get addresses from: --block, or what the node uses of the ring now (kept
+    // from the last run, the founder's first block, or none yet).
+    let blocks = node.active_blocks();
+    if config.block.is_none() {
+        // A ring this node just founded is a write of its own: on disk before anything of it
+        // leaves (the node reports no RingChanged for it), so a restart never founds another.
+        if let Some(ring) = node.ring_state().filter(|r| r.ring.is_some()) {
+            state::save_ring(&config.state_dir, &ring)?;
+        }
+        // Before the pool hands out anything from them: blocks in use are never donated.
+        state::save_blocks(&config.state_dir, &blocks)?;
+    }
+    let first_gateway = blocks.first().copied().map(gateway_of);
 
     let net = HostNetwork::connect().await?;
-    let gw = gateway(&config);
-    let created_bridge = net
-        .ensure_bridge(&config.bridge, gw, config.mtu)
-        .await
-        .with_context(|| format!("cannot set up bridge {}", config.bridge))?;
+    let created_bridge = match config.block {
+        Some(block) => {
+            net.ensure_bridge(&config.bridge, gateway_of(block), config.mtu)
+                .await
+        }
+        None => {
+            net.ensure_bridge_without_address(&config.bridge, config.mtu)
+                .await
+        }
+    }
+    .with_context(|| format!("cannot set up bridge {}", config.bridge))?;
     // The DNS sockets bind to the gateway address, so after the bridge has it; they and the
     // TUN device go away by themselves when dropped on a failure below.
     let setup = async {
-        let dns = match &config.dns {
-            Some(d) => Some(bind_dns(d.listen).await?),
+        if config.block.is_none() {
+            let gateways: Vec<Ipv4Net> = blocks.iter().map(|b| gateway_of(*b)).collect();
+            net.sync_addresses(&config.bridge, config.range, &gateways)
+                .await
+                .with_context(|| format!("cannot put the gateways on {}", config.bridge))?;
+        }
+        let dns_at = config.dns.as_ref().and_then(|d| {
+            d.listen.or_else(|| {
+                first_gateway
+                    .map(|g| SocketAddr::new(g.addr().into(), crate::config::DEFAULT_DNS_PORT))
+            })
+        });
+        let dns = match dns_at {
+            Some(at) => Some((at, bind_dns(at).await?)),
             None => None,
         };
-        let (tun, offload) = setup_tun(&net, &config, gw.addr()).await?;
+        let (tun, offload) = setup_tun(&net, &config, first_gateway.map(|g| g.addr())).await?;
         Ok::<_, anyhow::Error>((tun, offload, dns))
     };
     let (tun, offload, dns_sockets) = match setup.await {
@@ -208,43 +436,26 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     tracing::info!(
         listen = %config.listen,
         bridge = %config.bridge,
-        gateway = %gw,
+        gateway = ?first_gateway,
         tun = %config.tun,
         range = %config.range,
+        ipam = if config.block.is_some() { "fixed" } else { "automatic" },
+        blocks = ?blocks,
         mtu = config.mtu,
         offload,
         peers = config.peers.len(),
-        dns = ?config.dns.as_ref().map(|d| d.listen),
+        dns = ?dns_sockets.as_ref().map(|(at, _)| *at),
         "meshd up"
     );
 
-    let now = Instant::now();
-    let node = Node::new(
-        NodeConfig {
-            name: config.name.clone(),
-            keypair,
-            psk: ClusterPsk::derive(&config.secret.0),
-            blocks: vec![config.block],
-            range: config.range,
-            bootstrap: config.peers.clone(),
-            known_peers: known_peers.clone(),
-            generation: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            advertise: config.advertise,
-            dead_after: config.dead_after,
-            gossip: mesh_core::GossipConfig::default(),
-            ring: None,
-        },
-        now,
-        random_seed(),
-    );
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let ipam = crate::ipam::IpamService::load(&config, &blocks)?;
     let shared = Arc::new(Shared {
         node: Mutex::new(node),
         config: config.clone(),
         public_key,
         started: now,
-        ipam: crate::ipam::IpamService::load(&config)?,
+        ipam,
         tun_write_errors: AtomicU64::new(0),
         tun_read_errors: AtomicU64::new(0),
         udp_send_errors: AtomicU64::new(0),
@@ -261,7 +472,19 @@ pub(crate) async fn run(config: Config) -> Result<()> {
                 OsRng.next_u64(),
             ))
         }),
+        dns_listen: OnceLock::new(),
+        events: events_tx,
+        held_events: Mutex::new(Vec::new()),
+        ring_unsaved: AtomicBool::new(false),
+        ring_held_datagrams: AtomicU64::new(0),
+        warnings: Mutex::new(Vec::new()),
     });
+    {
+        // Persists the ring the node may have just founded (or restored), before anything
+        // leaves.
+        let mut node = shared.node();
+        shared.settle(&mut node);
+    }
     let udp = Arc::new(BatchUdp::new(udp)?);
     let c = &shared.counters;
     c.tun_offload.store(offload, Ordering::Relaxed);
@@ -271,6 +494,10 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         .store(udp.gro_segments() as u64, Ordering::Relaxed);
     let tun = Arc::new(tun);
 
+    if let Some((at, _)) = &dns_sockets {
+        let _ = shared.dns_listen.set(*at);
+    }
+    let (gateway_tx, gateway_rx) = watch::channel(first_gateway.map(|g| g.addr()));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(tun_to_udp(
         shared.clone(),
@@ -279,23 +506,35 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         config.mtu as usize,
     ));
     tasks.spawn(udp_to_tun(shared.clone(), tun.clone(), udp.clone()));
-    tasks.spawn(timers(
+    tasks.spawn(timers(shared.clone(), udp.clone()));
+    tasks.spawn(events(
         shared.clone(),
-        udp.clone(),
-        config.state_dir.clone(),
+        net.clone(),
+        events_rx,
         known_peers,
+        gateway_tx,
     ));
     tasks.spawn(crate::metrics::serve(shared.clone()));
-    if let (Some((dns_udp, dns_tcp)), Some(state)) = (dns_sockets, shared.dns.clone()) {
-        if let Some(d) = &config.dns {
-            if d.upstreams.is_empty() {
-                tracing::warn!(
-                    "no upstream DNS resolver (none in /etc/resolv.conf or --dns-upstream): names outside the zone get SERVFAIL"
-                );
-            }
-            tracing::info!(listen = %d.listen, zone = %d.zone.zone, upstreams = ?d.upstreams, "dns up");
+    if let Some(state) = shared.dns.clone() {
+        if let Some(d) = &config.dns
+            && d.upstreams.is_empty()
+        {
+            tracing::warn!(
+                "no upstream DNS resolver (none in /etc/resolv.conf or --dns-upstream): names outside the zone get SERVFAIL"
+            );
         }
+        let shared = shared.clone();
         tasks.spawn(async move {
+            let (at, (dns_udp, dns_tcp)) = match dns_sockets {
+                Some(s) => s,
+                None => match dns_at_first_gateway(gateway_rx).await {
+                    Some(s) => s,
+                    // Logged; the node runs on without DNS.
+                    None => std::future::pending().await,
+                },
+            };
+            let _ = shared.dns_listen.set(at);
+            tracing::info!(listen = %at, zone = %state.read(|s| s.config.zone.to_string()), "dns up");
             mesh_dns_server::serve(dns_udp, dns_tcp, state)
                 .await
                 .context("the DNS server stopped")
@@ -332,6 +571,56 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// Automatic IPAM's start: the ring and blocks in use saved by the last run, and whether to
+/// found a new cluster (no `--peer` and no ring saved: this is the first node).
+fn ring_config(config: &Config) -> Result<RingConfig> {
+    let state = state::load_ring(&config.state_dir, config.range, config.block_prefix)?;
+    let active = state::load_blocks(&config.state_dir)?;
+    let found_nonce = (config.peers.is_empty() && state.is_none()).then(|| {
+        let mut nonce = [0u8; 16];
+        OsRng.fill_bytes(&mut nonce);
+        nonce
+    });
+    if found_nonce.is_some() {
+        tracing::info!(
+            range = %config.range,
+            block_size = config.block_prefix,
+            "no --peer and no address ring saved: founding a new cluster's address ring"
+        );
+    } else if state.is_none() {
+        tracing::info!("joining the cluster's address ring through the --peer members");
+    }
+    Ok(RingConfig {
+        block_prefix: config.block_prefix,
+        state,
+        active,
+        found_nonce,
+    })
+}
+
+/// Waits for the node's first gateway, then binds the DNS server there (port 53). `None`
+/// (logged) when the bind fails: the node runs on without DNS.
+async fn dns_at_first_gateway(
+    mut gateway: watch::Receiver<Option<Ipv4Addr>>,
+) -> Option<(SocketAddr, (tokio::net::UdpSocket, tokio::net::TcpListener))> {
+    let gw = loop {
+        if let Some(gw) = *gateway.borrow_and_update() {
+            break gw;
+        }
+        if gateway.changed().await.is_err() {
+            return None;
+        }
+    };
+    let at = SocketAddr::new(gw.into(), crate::config::DEFAULT_DNS_PORT);
+    match bind_dns(at).await {
+        Ok(s) => Some((at, s)),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "no DNS server on this node");
+            None
+        }
+    }
+}
+
 /// Removes the API socket when `run` returns, however it returns.
 struct Cleanup {
     api_socket: std::path::PathBuf,
@@ -366,7 +655,7 @@ async fn bind_dns(addr: SocketAddr) -> Result<(tokio::net::UdpSocket, tokio::net
 async fn setup_tun(
     net: &HostNetwork,
     config: &Config,
-    src: std::net::Ipv4Addr,
+    src: Option<Ipv4Addr>,
 ) -> Result<(tun_rs::AsyncDevice, bool)> {
     mesh_datapath::enable_ip_forwarding()?;
     let (tun, offload) = if config.offload {
@@ -374,7 +663,7 @@ async fn setup_tun(
     } else {
         (HostNetwork::create_tun(&config.tun, config.mtu)?, false)
     };
-    net.route_to_tun(config.range, &config.tun, src)
+    net.route_to_tun_from(config.range, &config.tun, src)
         .await
         .with_context(|| format!("cannot route {} to {}", config.range, config.tun))?;
     Ok((tun, offload))
@@ -384,12 +673,6 @@ fn random_seed() -> [u8; 32] {
     let mut s = [0u8; 32];
     OsRng.fill_bytes(&mut s);
     s
-}
-
-fn drain(node: &mut Node, out: &mut Vec<Transmit>) {
-    while let Some(t) = node.poll_transmit() {
-        out.push(t);
-    }
 }
 
 async fn send_all(shared: &Shared, udp: &BatchUdp, out: &mut Vec<Transmit>) {
@@ -451,7 +734,7 @@ async fn tun_to_udp(
                     Encap::Queued | Encap::Relayed | Encap::Dropped(_) => None,
                 };
             }
-            drain(&mut node, &mut pending);
+            shared.drain(&mut node, &mut pending);
         }
         let mut i = 0;
         while i < n {
@@ -563,7 +846,7 @@ async fn udp_to_tun(
                     }
                 }
             }
-            drain(&mut node, &mut pending);
+            shared.drain(&mut node, &mut pending);
         }
         shared.count(&shared.counters.udp_recv_datagrams, datagrams);
         if count > 0 {
@@ -595,14 +878,8 @@ fn canonical(a: SocketAddr) -> SocketAddr {
     }
 }
 
-async fn timers(
-    shared: Arc<Shared>,
-    udp: Arc<BatchUdp>,
-    state_dir: std::path::PathBuf,
-    known: Vec<(PublicKey, SocketAddr)>,
-) -> Result<()> {
+async fn timers(shared: Arc<Shared>, udp: Arc<BatchUdp>) -> Result<()> {
     let mut pending = Vec::new();
-    let mut known: BTreeMap<PublicKey, SocketAddr> = known.into_iter().collect();
     loop {
         let deadline = {
             let node = shared.node();
@@ -613,38 +890,93 @@ async fn timers(
             .map_or(now + TIMER_GRANULARITY, |d| d.min(now + TIMER_GRANULARITY))
             .max(now);
         tokio::time::sleep_until(wake.into()).await;
-        let mut changed = false;
         {
             let mut node = shared.node();
             let now = Instant::now();
             if node.poll_timeout().is_some_and(|t| t <= now) {
                 node.handle_timeout(now);
             }
-            drain(&mut node, &mut pending);
-            while let Some(ev) = node.poll_event() {
-                match ev {
-                    Event::PeerEstablished { key, endpoint } => {
-                        if known.insert(key, endpoint) != Some(endpoint) {
-                            changed = true;
-                        }
-                    }
-                    Event::BlockConflict { .. }
-                    | Event::MemberDead { .. }
-                    | Event::MemberAlive { .. }
-                    // meshd runs with a fixed --block (ring: None): these do not happen.
-                    | Event::BlocksChanged { .. }
-                    | Event::RingChanged
-                    | Event::ForeignRing { .. } => {}
-                }
-            }
+            shared.drain(&mut node, &mut pending);
         }
         send_all(&shared, &udp, &mut pending).await;
-        if changed {
-            let list: Vec<_> = known.iter().map(|(k, e)| (*k, *e)).collect();
-            if let Err(e) = state::save_peers(&state_dir, &list) {
-                tracing::warn!(error = %e, "cannot save known peers");
+    }
+}
+
+/// Acts on the node's events, in order: persists peers it reached (`peers.json`); with
+/// automatic IPAM persists the blocks in use (`blocks.json`), puts their gateways on the
+/// bridge (and takes those of blocks no longer in use off), routes the range with the first
+/// gateway as source and gives the pool the blocks; records a refused foreign ring for
+/// `meshctl status`.
+async fn events(
+    shared: Arc<Shared>,
+    net: HostNetwork,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    known: Vec<(PublicKey, SocketAddr)>,
+    gateway: watch::Sender<Option<Ipv4Addr>>,
+) -> Result<()> {
+    let mut known: BTreeMap<PublicKey, SocketAddr> = known.into_iter().collect();
+    let c = &shared.config;
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::PeerEstablished { key, endpoint } => {
+                if known.insert(key, endpoint) != Some(endpoint) {
+                    let list: Vec<_> = known.iter().map(|(k, e)| (*k, *e)).collect();
+                    if let Err(e) = state::save_peers(&c.state_dir, &list) {
+                        tracing::warn!(error = %e, "cannot save known peers");
+                    }
+                }
+            }
+            Event::BlocksChanged { active } => {
+                if c.block.is_none() {
+                    use_blocks(&shared, &net, &active, &gateway).await;
+                }
+            }
+            Event::ForeignRing { ours, theirs } => {
+                shared.warn(foreign_ring_message(&ours, &theirs));
+            }
+            Event::RingChanged
+            | Event::BlockConflict { .. }
+            | Event::MemberDead { .. }
+            | Event::MemberAlive { .. } => {}
+        }
+    }
+    // Shared holds the sender: the channel closes only when meshd stops.
+    std::future::pending().await
+}
+
+/// Automatic IPAM: pods get addresses out of `active` from now on.
+async fn use_blocks(
+    shared: &Shared,
+    net: &HostNetwork,
+    active: &[Ipv4Net],
+    gateway: &watch::Sender<Option<Ipv4Addr>>,
+) {
+    let c = &shared.config;
+    // First on disk: blocks in use are never donated, also after a restart.
+    if let Err(e) = state::save_blocks(&c.state_dir, active) {
+        tracing::error!(error = %format!("{e:#}"), ?active, "cannot save the blocks in use; pods get no address from new blocks until it can");
+        return;
+    }
+    let gateways: Vec<Ipv4Net> = active.iter().map(|b| gateway_of(*b)).collect();
+    match net.sync_addresses(&c.bridge, c.range, &gateways).await {
+        Ok((added, deleted)) => {
+            if !added.is_empty() || !deleted.is_empty() {
+                tracing::info!(bridge = %c.bridge, ?added, ?deleted, "gateways on the bridge");
             }
         }
+        Err(e) => {
+            tracing::error!(error = %e, bridge = %c.bridge, "cannot put the gateways on the bridge")
+        }
+    }
+    let first = gateways.first().map(|g| g.addr());
+    if *gateway.borrow() != first {
+        if let Err(e) = net.route_to_tun_from(c.range, &c.tun, first).await {
+            tracing::warn!(error = %e, "cannot set the source address of the route into the mesh");
+        }
+        gateway.send_replace(first);
+    }
+    if let Err(e) = shared.ipam.set_blocks(active) {
+        tracing::error!(error = %e, "cannot give the address pool its new blocks");
     }
 }
 
@@ -663,6 +995,31 @@ mod tests {
             store[i * slot..i * slot + l].fill(i as u8 + 1);
         }
         store
+    }
+
+    #[test]
+    fn a_foreign_ring_is_reported_with_the_rings_own_message_naming_the_fix() {
+        let ours = "0a".repeat(16);
+        let theirs = "0b".repeat(16);
+        let m = foreign_ring_message(&ours, &theirs);
+        assert!(m.starts_with(&format!(
+            "refusing address ownership of cluster ring {theirs}"
+        )));
+        assert!(
+            m.contains(&ours) && m.contains("meshd reset") && m.contains("--peer"),
+            "{m}"
+        );
+        assert!(!m.contains('\n'));
+        let m = foreign_ring_message("x", "y");
+        assert!(m.contains("meshd reset"), "{m}");
+    }
+
+    #[test]
+    fn gateway_is_the_first_address_with_the_block_prefix() {
+        assert_eq!(
+            gateway_of("10.32.255.240/28".parse().unwrap()),
+            "10.32.255.241/28".parse::<Ipv4Net>().unwrap()
+        );
     }
 
     #[test]

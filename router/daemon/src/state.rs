@@ -1,6 +1,9 @@
 //! The state directory: the node's static key (`node.key`, created once, mode 0600), the
 //! peers it has had sessions with (`peers.json`), so a restarted node reconnects at once, and
 //! the pod addresses it handed out (`ipam.json`), so a restart never hands one out twice.
+//! With automatic IPAM also its replica of the cluster's address ring (`ring.json`), so it
+//! never forgets what it owns or gave away, and the blocks it hands pod addresses out of
+//! (`blocks.json`), so they stay its blocks in use (never donated) after a restart.
 
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
@@ -18,6 +21,10 @@ pub(crate) const KEY_FILE: &str = "node.key";
 pub(crate) const PEERS_FILE: &str = "peers.json";
 /// File name of the address pool's allocations.
 pub(crate) const IPAM_FILE: &str = "ipam.json";
+/// File name of the address ring replica (automatic IPAM).
+pub(crate) const RING_FILE: &str = "ring.json";
+/// File name of the blocks in use for pods (automatic IPAM).
+pub(crate) const BLOCKS_FILE: &str = "blocks.json";
 
 /// Creates the state directory (0700) if it does not exist.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
@@ -148,9 +155,15 @@ pub(crate) fn load_ipam(dir: &Path) -> Result<Option<mesh_ipam::PoolState>> {
 /// Writes `ipam.json` atomically and durably (temp file, fsync, rename), so a crash leaves
 /// either the old or the new allocations, never a torn file.
 pub(crate) fn save_ipam(dir: &Path, state: &mesh_ipam::PoolState) -> Result<()> {
-    let path = dir.join(IPAM_FILE);
-    let tmp: PathBuf = dir.join(format!("{IPAM_FILE}.tmp"));
-    let text = serde_json::to_string_pretty(state)?;
+    save_durably(dir, IPAM_FILE, &serde_json::to_string_pretty(state)?)
+}
+
+/// Writes `dir/name` (mode 0600) atomically and durably: temp file, fsync, rename, fsync of
+/// the directory, so a crash leaves the old or the new contents, never a torn file, and a
+/// write that returned survives a power loss.
+fn save_durably(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let path = dir.join(name);
+    let tmp: PathBuf = dir.join(format!("{name}.tmp"));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -161,7 +174,97 @@ pub(crate) fn save_ipam(dir: &Path, state: &mesh_ipam::PoolState) -> Result<()> 
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    // The rename itself is durable once the directory is.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads `ring.json`; `None` when there is none. An unreadable file, one of another format
+/// version, or one written for another range or block size is an error: starting from an
+/// empty replica could make this node forget blocks it gave away and hand their addresses
+/// out again.
+pub(crate) fn load_ring(
+    dir: &Path,
+    range: ipnet::Ipv4Net,
+    block_prefix: u8,
+) -> Result<Option<mesh_ipam::RingState>> {
+    let path = dir.join(RING_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let reset = "`meshd reset` makes this node a new member that gets fresh blocks";
+    let state: mesh_ipam::RingState = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a valid address ring file ({reset})",
+            path.display()
+        )
+    })?;
+    if state.range != range || state.block_prefix != block_prefix {
+        bail!(
+            "{} was written for --range {} with /{} blocks, but this meshd runs with --range \
+             {range} and --block-size {block_prefix}: every member of a cluster must use the \
+             same; start it with the old values, or {reset}",
+            path.display(),
+            state.range,
+            state.block_prefix
+        );
+    }
+    if let Err(e) = mesh_ipam::Ring::from_state(state.clone()) {
+        bail!("{}: {e} ({reset})", path.display());
+    }
+    Ok(Some(state))
+}
+
+/// Writes `ring.json` atomically and durably.
+pub(crate) fn save_ring(dir: &Path, state: &mesh_ipam::RingState) -> Result<()> {
+    save_durably(dir, RING_FILE, &serde_json::to_string(state)?)
+}
+
+/// `blocks.json`: the blocks a node with automatic IPAM hands pod addresses out of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct BlocksFile {
+    version: u32,
+    active: Vec<ipnet::Ipv4Net>,
+}
+
+/// Reads `blocks.json`; empty when there is none. An unreadable file is an error (the
+/// blocks with pods in them must not be donated).
+pub(crate) fn load_blocks(dir: &Path) -> Result<Vec<ipnet::Ipv4Net>> {
+    let path = dir.join(BLOCKS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let file: BlocksFile = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a valid blocks file: fix it (it lists the blocks this node hands pod \
+             addresses out of), or `meshd reset` the node",
+            path.display()
+        )
+    })?;
+    if file.version != 1 {
+        bail!(
+            "{} has format version {}, this meshd reads version 1: use the meshd that wrote it",
+            path.display(),
+            file.version
+        );
+    }
+    Ok(file.active)
+}
+
+/// Writes `blocks.json` atomically and durably.
+pub(crate) fn save_blocks(dir: &Path, active: &[ipnet::Ipv4Net]) -> Result<()> {
+    let file = BlocksFile {
+        version: 1,
+        active: active.to_vec(),
+    };
+    save_durably(dir, BLOCKS_FILE, &serde_json::to_string_pretty(&file)?)
 }
 
 #[cfg(test)]
@@ -214,6 +317,53 @@ mod tests {
         std::fs::write(d.join(IPAM_FILE), r#"{"version":9}"#).unwrap();
         let err = format!("{:#}", load_ipam(&d).unwrap_err());
         assert!(err.contains("format version 9"), "{err}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn ring_and_blocks_round_trip_with_mode_0600_and_garbage_is_refused() {
+        let d = tmpdir("ring");
+        ensure_dir(&d).unwrap();
+        let range: ipnet::Ipv4Net = "10.32.0.0/16".parse().unwrap();
+        assert_eq!(load_ring(&d, range, 24).unwrap(), None);
+        let mut ring = mesh_ipam::Ring::new(range, 24).unwrap();
+        let me = [1u8; 32];
+        ring.found(me, mesh_ipam::RingId::derive(&me, b"nonce"))
+            .unwrap();
+        save_ring(&d, &ring.state()).unwrap();
+        let mode = std::fs::metadata(d.join(RING_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load_ring(&d, range, 24).unwrap(), Some(ring.state()));
+        let err = format!("{:#}", load_ring(&d, range, 26).unwrap_err());
+        assert!(
+            err.contains("--block-size 26") && err.contains("/24 blocks"),
+            "{err}"
+        );
+        std::fs::write(d.join(RING_FILE), "{").unwrap();
+        let err = format!("{:#}", load_ring(&d, range, 24).unwrap_err());
+        assert!(err.contains("not a valid address ring file"), "{err}");
+
+        assert!(load_blocks(&d).unwrap().is_empty());
+        let blocks: Vec<ipnet::Ipv4Net> = vec![
+            "10.32.0.0/24".parse().unwrap(),
+            "10.32.7.0/24".parse().unwrap(),
+        ];
+        save_blocks(&d, &blocks).unwrap();
+        assert_eq!(load_blocks(&d).unwrap(), blocks);
+        let mode = std::fs::metadata(d.join(BLOCKS_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(d.join(BLOCKS_FILE), r#"{"version":2,"active":[]}"#).unwrap();
+        let err = format!("{:#}", load_blocks(&d).unwrap_err());
+        assert!(err.contains("format version 2"), "{err}");
+        std::fs::write(d.join(BLOCKS_FILE), "[").unwrap();
+        let err = format!("{:#}", load_blocks(&d).unwrap_err());
+        assert!(err.contains("not a valid blocks file"), "{err}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::route::RouteScope;
 use rtnetlink::{LinkBridge, LinkUnspec, RouteMessageBuilder};
@@ -61,6 +62,86 @@ impl HostNetwork {
         gateway: Ipv4Net,
         mtu: u32,
     ) -> Result<bool, DatapathError> {
+        let (index, created) = self.bridge_up(name, mtu).await?;
+        self.add_address(index, name, gateway).await?;
+        Ok(created)
+    }
+
+    /// Like [`HostNetwork::ensure_bridge`] without adding an address: for a node that has no
+    /// address block yet (automatic IPAM); [`HostNetwork::sync_addresses`] adds the gateways
+    /// later. Returns whether this call created the bridge.
+    pub async fn ensure_bridge_without_address(
+        &self,
+        name: &str,
+        mtu: u32,
+    ) -> Result<bool, DatapathError> {
+        Ok(self.bridge_up(name, mtu).await?.1)
+    }
+
+    /// Makes the IPv4 addresses of link `name` that lie inside `within` exactly `want`: adds
+    /// the missing ones, deletes the others inside `within`; addresses outside `within` are
+    /// left alone. Returns what it added and what it deleted.
+    pub async fn sync_addresses(
+        &self,
+        name: &str,
+        within: Ipv4Net,
+        want: &[Ipv4Net],
+    ) -> Result<(Vec<Ipv4Net>, Vec<Ipv4Net>), DatapathError> {
+        let index = self
+            .link_index(name)
+            .await?
+            .ok_or_else(|| DatapathError::LinkNotFound {
+                name: name.to_owned(),
+            })?;
+        let have = self.addresses(index).await?;
+        let mut added = Vec::new();
+        for net in want {
+            if !have.contains(net) {
+                self.add_address(index, name, *net).await?;
+                added.push(*net);
+            }
+        }
+        let mut deleted = Vec::new();
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| DatapathError::netlink(format!("list addresses of {name}"), e))?;
+        for msg in msgs {
+            let len = msg.header.prefix_len;
+            let Some(net) = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(IpAddr::V4(ip)) => Ipv4Net::new(*ip, len).ok(),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if !within.contains(&net.addr()) || want.contains(&net) {
+                continue;
+            }
+            match self.handle.address().del(msg).execute().await {
+                Ok(()) => {}
+                // Gone since the listing: the state we want.
+                Err(e) if netlink_errno(&e) == Some(libc::EADDRNOTAVAIL) => {}
+                Err(e) => {
+                    return Err(DatapathError::netlink(
+                        format!("delete address {net} from {name}"),
+                        e,
+                    ));
+                }
+            }
+            tracing::info!(link = name, address = %net, "deleted address");
+            deleted.push(net);
+        }
+        Ok((added, deleted))
+    }
+
+    /// Creates bridge `name` if absent and sets it up with MTU `mtu`; its index and whether
+    /// this call created it.
+    async fn bridge_up(&self, name: &str, mtu: u32) -> Result<(u32, bool), DatapathError> {
         check_name(name)?;
         let (index, created) = match self.link(name).await? {
             Some(link) => {
@@ -88,28 +169,33 @@ impl HostNetwork {
                 },
                 _ => DatapathError::netlink(format!("set {name} up with MTU {mtu}"), e),
             })?;
+        Ok((index, created))
+    }
 
-        if !self.addresses(index).await?.contains(&gateway) {
-            let added = self
-                .handle
-                .address()
-                .add(index, IpAddr::V4(gateway.addr()), gateway.prefix_len())
-                .execute()
-                .await;
-            match added {
-                Ok(()) => {}
-                // Added concurrently by someone else: the state we want.
-                Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {}
-                Err(e) => {
-                    return Err(DatapathError::netlink(
-                        format!("add address {gateway} to {name}"),
-                        e,
-                    ));
-                }
-            }
-            tracing::info!(bridge = name, %gateway, "added gateway address to bridge");
+    /// Adds `net` to link `index` (called `name`) unless it is there already.
+    async fn add_address(&self, index: u32, name: &str, net: Ipv4Net) -> Result<(), DatapathError> {
+        if self.addresses(index).await?.contains(&net) {
+            return Ok(());
         }
-        Ok(created)
+        let added = self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(net.addr()), net.prefix_len())
+            .execute()
+            .await;
+        match added {
+            Ok(()) => {}
+            // Added concurrently by someone else: the state we want.
+            Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {}
+            Err(e) => {
+                return Err(DatapathError::netlink(
+                    format!("add address {net} to {name}"),
+                    e,
+                ));
+            }
+        }
+        tracing::info!(bridge = name, gateway = %net, "added gateway address to bridge");
+        Ok(())
     }
 
     async fn add_bridge(&self, name: &str, mtu: u32) -> Result<(u32, bool), DatapathError> {
@@ -226,6 +312,18 @@ impl HostNetwork {
         tun: &str,
         src: Ipv4Addr,
     ) -> Result<(), DatapathError> {
+        self.route_to_tun_from(range, tun, Some(src)).await
+    }
+
+    /// [`HostNetwork::route_to_tun`] with the preferred source optional: `None` while the
+    /// node has no gateway address yet (automatic IPAM before its first block); run it again
+    /// with the gateway once there is one.
+    pub async fn route_to_tun_from(
+        &self,
+        range: Ipv4Net,
+        tun: &str,
+        src: Option<Ipv4Addr>,
+    ) -> Result<(), DatapathError> {
         let index = self
             .link_index(tun)
             .await?
@@ -233,12 +331,13 @@ impl HostNetwork {
                 name: tun.to_owned(),
             })?;
         let range = range.trunc();
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(range.network(), range.prefix_len())
-            .output_interface(index)
-            .pref_source(src)
-            .scope(RouteScope::Link)
-            .build();
+            .output_interface(index);
+        if let Some(src) = src {
+            builder = builder.pref_source(src);
+        }
+        let route = builder.scope(RouteScope::Link).build();
         self.handle
             .route()
             .add(route)
@@ -246,14 +345,16 @@ impl HostNetwork {
             .execute()
             .await
             .map_err(|e| {
-                let hint = if netlink_errno(&e) == Some(libc::EINVAL) {
-                    format!(" (is {src} an address of this host? ensure_bridge adds it)")
-                } else {
-                    String::new()
+                let from = src.map(|s| format!(" src {s}")).unwrap_or_default();
+                let hint = match src {
+                    Some(s) if netlink_errno(&e) == Some(libc::EINVAL) => {
+                        format!(" (is {s} an address of this host? ensure_bridge adds it)")
+                    }
+                    _ => String::new(),
                 };
-                DatapathError::netlink(format!("add route {range} dev {tun} src {src}{hint}"), e)
+                DatapathError::netlink(format!("add route {range} dev {tun}{from}{hint}"), e)
             })?;
-        tracing::debug!(%range, tun, %src, "routed range into TUN");
+        tracing::debug!(%range, tun, ?src, "routed range into TUN");
         Ok(())
     }
 

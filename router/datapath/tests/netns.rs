@@ -280,6 +280,59 @@ fn tun_route_is_idempotent_and_goes_with_the_device() {
 }
 
 #[test]
+fn a_bridge_without_address_gets_its_gateways_synced_and_the_route_its_source_later() {
+    let ns = TestNetns::new();
+    ns.run(|| async {
+        let net = HostNetwork::connect().await.unwrap();
+        assert!(
+            net.ensure_bridge_without_address(BRIDGE, MTU)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !net.ensure_bridge_without_address(BRIDGE, MTU)
+                .await
+                .unwrap()
+        );
+        let index = net.link_index(BRIDGE).await.unwrap().unwrap();
+        assert!(net.addresses(index).await.unwrap().is_empty());
+        let outside: Ipv4Net = "192.0.2.1/24".parse().unwrap();
+        let first: Ipv4Net = "10.32.0.1/24".parse().unwrap();
+        let second: Ipv4Net = "10.32.7.1/24".parse().unwrap();
+        net.ensure_bridge(BRIDGE, outside, MTU).await.unwrap();
+        let (added, deleted) = net
+            .sync_addresses(BRIDGE, cluster_range(), &[first, second])
+            .await
+            .unwrap();
+        assert_eq!((added, deleted), (vec![first, second], vec![]));
+        let (added, deleted) = net
+            .sync_addresses(BRIDGE, cluster_range(), &[second])
+            .await
+            .unwrap();
+        assert_eq!((added, deleted), (vec![], vec![first]));
+        let mut have = net.addresses(index).await.unwrap();
+        have.sort();
+        assert_eq!(have, [second, outside], "outside the range is left alone");
+
+        // The route into the TUN device: no source while there is no gateway, then one.
+        let _tun = HostNetwork::create_tun(TUN, MTU).unwrap();
+        let tun = net.link_index(TUN).await.unwrap().unwrap();
+        net.route_to_tun_from(cluster_range(), TUN, None)
+            .await
+            .unwrap();
+        let routes = routes_via(&net, tun).await;
+        assert_eq!(routes.len(), 1, "{routes:?}");
+        assert_eq!(route_prefsrc(&routes[0]), None);
+        net.route_to_tun_from(cluster_range(), TUN, Some(second.addr()))
+            .await
+            .unwrap();
+        let routes = routes_via(&net, tun).await;
+        assert_eq!(routes.len(), 1, "replaced: {routes:?}");
+        assert_eq!(route_prefsrc(&routes[0]), Some(second.addr()));
+    });
+}
+
+#[test]
 fn route_to_a_missing_tun_is_link_not_found() {
     let ns = TestNetns::new();
     ns.run(|| async {

@@ -198,7 +198,8 @@ fn fmt_blocks(blocks: &[Ipv4Net]) -> String {
 }
 
 /// The serializable state of a [`LocalPool`] (what `meshd` keeps in `ipam.json`). The blocks
-/// are not part of it: they come from the node's configuration (later: from block ownership).
+/// are not part of it: they come from the node's configuration (`--block`) or, with automatic
+/// IPAM, from the node's blocks in use ([`LocalPool::set_blocks`]; meshd keeps them apart).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolState {
     /// Format version, [`PoolState::VERSION`].
@@ -283,6 +284,44 @@ impl LocalPool {
     /// The blocks addresses are handed out from.
     pub fn blocks(&self) -> &[Ipv4Net] {
         &self.blocks
+    }
+
+    /// Replaces the blocks addresses are handed out from (automatic IPAM: the node's blocks
+    /// in use changed). Allocations outside the new blocks stay, as stranded (a pod may still
+    /// use the address; it is freed like any other and never handed out again). Returns the
+    /// allocations this call stranded.
+    pub fn set_blocks(&mut self, blocks: impl IntoIterator<Item = Ipv4Net>) -> Vec<Allocation> {
+        let before: BTreeSet<Ipv4Addr> = self
+            .by_addr
+            .keys()
+            .filter(|a| self.is_usable(**a))
+            .copied()
+            .collect();
+        self.blocks = normalize(blocks);
+        self.by_key
+            .values()
+            .filter(|a| before.contains(&a.address) && !self.is_usable(a.address))
+            .cloned()
+            .collect()
+    }
+
+    /// Each block with its usable addresses handed out and still free, in block order.
+    pub fn usage(&self) -> Vec<(Ipv4Net, u64, u64)> {
+        self.blocks
+            .iter()
+            .map(|b| {
+                let (cap, used) = match usable_range(*b) {
+                    Some((lo, hi)) => (
+                        u64::from(hi - lo) + 1,
+                        self.by_addr
+                            .range(Ipv4Addr::from(lo)..=Ipv4Addr::from(hi))
+                            .count() as u64,
+                    ),
+                    None => (0, 0),
+                };
+                (*b, used, cap.saturating_sub(used))
+            })
+            .collect()
     }
 
     /// Whether `addr` is an address this pool may hand out (inside a block, not reserved).
@@ -607,6 +646,43 @@ mod tests {
         assert_eq!(r.stranded().count(), 47);
         // Still full: the stranded addresses are no room for new pods.
         assert!(r.allocate(key("new", "eth0"), PodRef::default()).is_err());
+    }
+
+    #[test]
+    fn set_blocks_strands_what_falls_outside_and_hands_out_from_the_new_ones() {
+        let mut pool = LocalPool::new([net("10.32.0.0/30")]);
+        let a = pool.allocate(key("a", "eth0"), PodRef::default()).unwrap();
+        assert_eq!(a.allocation.address, ip("10.32.0.2"));
+        assert!(matches!(
+            pool.allocate(key("b", "eth0"), PodRef::default()),
+            Err(AllocateError::Exhausted { .. })
+        ));
+        assert!(
+            pool.set_blocks([net("10.32.0.0/30"), net("10.32.0.4/30")])
+                .is_empty()
+        );
+        let b = pool.allocate(key("b", "eth0"), PodRef::default()).unwrap();
+        assert_eq!(b.allocation.address, ip("10.32.0.6"));
+        assert_eq!(
+            pool.usage(),
+            [(net("10.32.0.0/30"), 1, 0), (net("10.32.0.4/30"), 1, 0)]
+        );
+        let stranded = pool.set_blocks([net("10.32.0.4/30")]);
+        assert_eq!(stranded.len(), 1);
+        assert_eq!(stranded[0].key, key("a", "eth0"));
+        assert_eq!(pool.stranded().count(), 1);
+        assert_eq!(
+            pool.get(&key("a", "eth0")).unwrap().address,
+            ip("10.32.0.2")
+        );
+        assert_eq!(pool.usage(), [(net("10.32.0.4/30"), 1, 0)]);
+        // No blocks: nothing to give, the allocations stay.
+        assert_eq!(pool.set_blocks([]).len(), 1);
+        assert!(matches!(
+            pool.allocate(key("c", "eth0"), PodRef::default()),
+            Err(AllocateError::NoBlocks)
+        ));
+        assert_eq!(pool.allocations().count(), 2);
     }
 
     #[test]
