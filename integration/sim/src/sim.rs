@@ -826,7 +826,9 @@ impl Sim {
                 Event::RingChanged => n.ring_state = node.ring_state(),
                 Event::BlocksChanged { active } => n.active = active,
                 Event::ForeignRing { .. } => n.stats.foreign_rings += 1,
-                Event::MemberDead { .. } | Event::MemberAlive { .. } => {}
+                Event::MemberDead { .. }
+                | Event::MemberAlive { .. }
+                | Event::RecordChanged { .. } => {}
             }
         }
         let wake = n

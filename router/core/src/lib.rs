@@ -26,8 +26,8 @@ mod route;
 pub use drops::{DropCounters, DropReason};
 pub use mesh_gossip::GossipConfig;
 pub use node::{
-    CONTROL_BLOCK_REQUEST, DEFAULT_DEAD_AFTER, Decap, Encap, Event, KIND_RING, Node, NodeConfig,
-    RingConfig, Transmit,
+    CONTROL_BLOCK_REQUEST, DEFAULT_DEAD_AFTER, Decap, Encap, Event, FIRST_APP_KIND, KIND_RING,
+    Node, NodeConfig, RingConfig, Transmit,
 };
 pub use route::RouteTable;
 

@@ -12,6 +12,7 @@ mod ipam;
 mod membership;
 
 pub use ipam::{CONTROL_BLOCK_REQUEST, KIND_RING, RingConfig};
+pub use membership::FIRST_APP_KIND;
 
 use crate::drops::{DropCounters, DropReason};
 use crate::member::Member;
@@ -168,6 +169,13 @@ pub enum Event {
         ours: String,
         /// Theirs.
         theirs: String,
+    },
+    /// A gossiped record of an application kind changed (see [`Node::publish_record`]).
+    RecordChanged {
+        /// Its kind.
+        kind: u8,
+        /// Its id.
+        id: [u8; 32],
     },
     /// A member was marked dead (nothing showed it alive for `dead_after`), or left.
     MemberDead {

@@ -934,10 +934,12 @@ async fn events(
             Event::ForeignRing { ours, theirs } => {
                 shared.warn(foreign_ring_message(&ours, &theirs));
             }
+            // Application records (kind 4 and up: DNS) are not gossiped by meshd yet.
             Event::RingChanged
             | Event::BlockConflict { .. }
             | Event::MemberDead { .. }
-            | Event::MemberAlive { .. } => {}
+            | Event::MemberAlive { .. }
+            | Event::RecordChanged { .. } => {}
         }
     }
     // Shared holds the sender: the channel closes only when meshd stops.

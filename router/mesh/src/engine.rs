@@ -82,6 +82,8 @@ pub struct Gossip {
     config: GossipConfig,
     store: Store,
     validator: Validator,
+    /// Per kind: records are accepted only if their id holds these bytes at this offset.
+    id_filters: BTreeMap<u8, (usize, Vec<u8>)>,
     rng: ChaCha20Rng,
     outbound: BTreeSet<NodeId>,
     inbound: BTreeMap<NodeId, Instant>,
@@ -90,6 +92,8 @@ pub struct Gossip {
     next_ae: Instant,
     sends: VecDeque<(NodeId, Vec<u8>)>,
     changes: VecDeque<RecordKey>,
+    /// Records refused by an id filter (the first few per kind and id bytes).
+    filtered: VecDeque<RecordKey>,
     stats: GossipStats,
 }
 
@@ -105,6 +109,7 @@ impl Gossip {
             config,
             store: Store::default(),
             validator: accept_all,
+            id_filters: BTreeMap::new(),
             rng: ChaCha20Rng::from_seed(seed),
             outbound: BTreeSet::new(),
             inbound: BTreeMap::new(),
@@ -112,6 +117,7 @@ impl Gossip {
             ae_cursor: 0,
             sends: VecDeque::new(),
             changes: VecDeque::new(),
+            filtered: VecDeque::new(),
             stats: GossipStats::default(),
         }
     }
@@ -119,6 +125,37 @@ impl Gossip {
     /// Records whose body `validator` refuses are neither stored nor passed on.
     pub fn set_validator(&mut self, validator: Validator) {
         self.validator = validator;
+    }
+
+    /// From now on, records of `kind` are accepted only if their id holds `value` at
+    /// `offset` (`None` lifts the filter); held records that do not are forgotten. How a node
+    /// in one address ring keeps the entries of another ring out of its store and off the
+    /// wire.
+    pub fn set_id_filter(&mut self, kind: u8, offset: usize, value: Option<Vec<u8>>) {
+        match value {
+            None => {
+                self.id_filters.remove(&kind);
+            }
+            Some(v) => {
+                let stale: Vec<RecordKey> = self
+                    .store
+                    .of_kind(kind)
+                    .filter(|(k, _)| k.id.get(offset..offset + v.len()) != Some(&v[..]))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in stale {
+                    self.store.remove(&k);
+                }
+                self.id_filters.insert(kind, (offset, v));
+            }
+        }
+    }
+
+    fn id_allowed(&self, kind: u8, id: &[u8; 32]) -> bool {
+        match self.id_filters.get(&kind) {
+            None => true,
+            Some((offset, v)) => id.get(*offset..*offset + v.len()) == Some(&v[..]),
+        }
     }
 
     /// The records.
@@ -278,6 +315,16 @@ impl Gossip {
     fn on_push(&mut self, now: Instant, from: NodeId, records: Vec<WireRecord>) {
         let neighbours = self.neighbours(now);
         for rec in records {
+            if !self.id_allowed(rec.kind, &rec.id) {
+                self.stats.invalid_records += 1;
+                if self.filtered.len() < 64 {
+                    self.filtered.push_back(RecordKey {
+                        kind: rec.kind,
+                        id: rec.id,
+                    });
+                }
+                continue;
+            }
             if !(self.validator)(rec.kind, &rec.body) {
                 self.stats.invalid_records += 1;
                 continue;
@@ -337,6 +384,11 @@ impl Gossip {
     /// that neighbour (and drops it if there is none: anti-entropy repairs the loss).
     pub fn poll_send(&mut self) -> Option<(NodeId, Vec<u8>)> {
         self.sends.pop_front()
+    }
+
+    /// Next record refused by an id filter ([`Gossip::set_id_filter`]).
+    pub fn poll_filtered(&mut self) -> Option<RecordKey> {
+        self.filtered.pop_front()
     }
 
     /// Next record that changed because of a message received.
@@ -554,6 +606,36 @@ mod tests {
         net.tick(5);
         assert!(net.converged());
         assert_eq!(net.nodes[1].get(&key).unwrap().body, b"new");
+    }
+
+    #[test]
+    fn an_id_filter_keeps_other_records_out_and_reports_them() {
+        let mut net = Net::new(2);
+        ring(&mut net);
+        let now = net.now;
+        let mine = RecordKey {
+            kind: 3,
+            id: [7; 32],
+        };
+        let mut other_id = [7; 32];
+        other_id[5] = 9;
+        let theirs = RecordKey {
+            kind: 3,
+            id: other_id,
+        };
+        net.nodes[1].set_id_filter(3, 4, Some(vec![7; 4]));
+        net.nodes[0].insert_local(now, mine, 1, b"a");
+        net.nodes[0].insert_local(now, theirs, 1, b"b");
+        net.pump();
+        assert!(net.nodes[1].get(&mine).is_some());
+        assert!(net.nodes[1].get(&theirs).is_none());
+        assert_eq!(net.nodes[1].poll_filtered(), Some(theirs));
+        // Setting a filter forgets what does not match.
+        net.nodes[0].set_id_filter(3, 4, Some(vec![7; 4]));
+        assert!(net.nodes[0].get(&theirs).is_none());
+        assert!(net.nodes[0].get(&mine).is_some());
+        net.tick(5);
+        assert!(net.converged());
     }
 
     #[test]

@@ -134,6 +134,17 @@ impl Store {
         Merge::Applied
     }
 
+    /// Forgets a record. Returns whether it was held.
+    pub fn remove(&mut self, key: &RecordKey) -> bool {
+        match self.records.remove(key) {
+            Some(old) => {
+                self.buckets[usize::from(key.bucket())] ^= hash_of(key, old.version);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The digest of everything held.
     pub fn digest(&self) -> GossipMsg {
         GossipMsg::Digest {

@@ -90,11 +90,13 @@ impl Node {
             let id = RingId::derive(&me, &nonce);
             match st.ring.found(me, id) {
                 Ok(_) => {
-                    tracing::info!(ring = %id, range = %self.range, "founded the cluster's address ring")
+                    tracing::info!(ring = %id, range = %self.range, "founded the cluster's address ring");
+                    self.events.push_back(Event::RingChanged);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot found a ring"),
             }
         }
+        self.filter_foreign_rings();
         // Everything we hold goes into gossip (ours and what we learned before a restart).
         let entries: Vec<Entry> = self
             .ipam
@@ -114,6 +116,37 @@ impl Node {
             id: e.record_id(),
         };
         self.gossip.insert_local(now, key, e.version(), &e.encode());
+    }
+
+    /// A ring entry of another ring reached us (refused by the gossip filter).
+    pub(super) fn foreign_ring(&mut self, id: &[u8; 32]) {
+        let Some(ours) = self.ipam.as_ref().and_then(|st| st.ring.id()) else {
+            return;
+        };
+        let mut theirs = [0u8; 16];
+        theirs.copy_from_slice(&id[4..20]);
+        self.report_foreign(ours, RingId(theirs));
+    }
+
+    fn report_foreign(&mut self, ours: RingId, theirs: RingId) {
+        let Some(st) = self.ipam.as_mut() else {
+            return;
+        };
+        if st.refused.insert(theirs) {
+            tracing::error!(%ours, %theirs, "address ring of another cluster refused: two clusters were started separately; run `meshd reset` on the smaller one and start it with --peer pointing into the other (docs/ipam.md)");
+            self.events.push_back(Event::ForeignRing {
+                ours: ours.to_string(),
+                theirs: theirs.to_string(),
+            });
+        }
+    }
+
+    /// Once this node is in a ring, only that ring's entries are stored and gossiped (the
+    /// ring id is bytes 4..20 of an entry's record id).
+    fn filter_foreign_rings(&mut self) {
+        if let Some(id) = self.ipam.as_ref().and_then(|st| st.ring.id()) {
+            self.gossip.set_id_filter(KIND_RING, 4, Some(id.0.to_vec()));
+        }
     }
 
     /// Pushes what the ring wrote (a donation, a reclaim) into gossip, and to `also`.
@@ -163,6 +196,9 @@ impl Node {
         };
         match st.ring.merge([entry]) {
             Ok(outcome) => {
+                if outcome.adopted.is_some() {
+                    self.filter_foreign_rings();
+                }
                 if outcome.applied == 0 && outcome.reclaimed.is_empty() {
                     return;
                 }
@@ -178,13 +214,10 @@ impl Node {
                 self.ipam_changed(now);
             }
             Err(MergeError::DifferentCluster { ours, theirs }) => {
-                if st.refused.insert(theirs) {
-                    tracing::error!(%ours, %theirs, "address ring of another cluster refused: two clusters were started separately; run `meshd reset` on the smaller one and start it with --peer pointing into the other (docs/ipam.md)");
-                    self.events.push_back(Event::ForeignRing {
-                        ours: ours.to_string(),
-                        theirs: theirs.to_string(),
-                    });
-                }
+                // Not ours: out of the store, so it is not passed on either.
+                self.gossip
+                    .set_id_filter(KIND_RING, 4, Some(ours.0.to_vec()));
+                self.report_foreign(ours, theirs);
             }
             Err(e) => {
                 tracing::error!(error = %e, "ring entry refused");

@@ -20,6 +20,10 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// Record kinds from this one up are not read by the core: it gossips them for the owner
+/// of the node ([`Node::publish_record`], [`Event::RecordChanged`]). Kind 4 is DNS.
+pub const FIRST_APP_KIND: u8 = 4;
+
 /// A session that brought something this recently shows its peer alive.
 pub(super) const LIVE_WINDOW: Duration = Duration::from_secs(30);
 /// A session that carried IP packets is kept (keepalives, rekeys) this long after the last.
@@ -115,6 +119,11 @@ impl Node {
                 any = true;
                 self.apply_record(now, key);
             }
+            while let Some(key) = self.gossip.poll_filtered() {
+                if key.kind == super::KIND_RING {
+                    self.foreign_ring(&key.id);
+                }
+            }
             while let Some((to, bytes)) = self.gossip.poll_send() {
                 any = true;
                 let key = PublicKey::from_bytes(to);
@@ -141,6 +150,14 @@ impl Node {
         let body = rec.body.clone();
         if key.kind == super::KIND_RING {
             self.apply_ring_record(now, &key.id);
+            return;
+        }
+        if key.kind >= FIRST_APP_KIND {
+            // Carried for the owner of the node (DNS names, ...): it reads the record.
+            self.events.push_back(Event::RecordChanged {
+                kind: key.kind,
+                id: key.id,
+            });
             return;
         }
         let pk = PublicKey::from_bytes(key.id);
@@ -661,5 +678,48 @@ impl Node {
         let k = candidates[(self.rng.next_u32() as usize) % candidates.len()];
         self.gossip.send_digest(*k.as_bytes());
         self.pump_gossip(now);
+    }
+}
+
+impl Node {
+    /// Publishes a record of an application kind ([`FIRST_APP_KIND`] and up) by gossip:
+    /// written by this node, the higher version wins everywhere. Returns whether it was
+    /// newer than the one held. Bodies over the gossip limit are refused (`false`).
+    pub fn publish_record(
+        &mut self,
+        now: Instant,
+        kind: u8,
+        id: [u8; 32],
+        version: u64,
+        body: &[u8],
+    ) -> bool {
+        if kind < FIRST_APP_KIND {
+            return false;
+        }
+        let applied = self
+            .gossip
+            .insert_local(now, RecordKey { kind, id }, version, body);
+        self.pump_gossip(now);
+        applied
+    }
+
+    /// A gossiped record: `(version, body)`.
+    pub fn record(&self, kind: u8, id: &[u8; 32]) -> Option<(u64, &[u8])> {
+        self.gossip
+            .get(&RecordKey { kind, id: *id })
+            .map(|r| (r.version, r.body.as_slice()))
+    }
+
+    /// Every gossiped record of one kind: `(id, version, body)`, by id.
+    pub fn records(&self, kind: u8) -> impl Iterator<Item = (&[u8; 32], u64, &[u8])> {
+        self.gossip
+            .store()
+            .of_kind(kind)
+            .map(|(k, r)| (&k.id, r.version, r.body.as_slice()))
+    }
+
+    /// Whether `key` is this node or a member this node sees alive (not dead, not left).
+    pub fn is_alive(&self, key: &PublicKey) -> bool {
+        *key == self.keypair.public() || self.members.get(key).is_some_and(|m| !m.dead && !m.left)
     }
 }
