@@ -10,9 +10,10 @@
 //!    sessions every joiner made with its bootstrap peer expire unless they are needed),
 //!    then the same check again;
 //! 3. **steady state**: over `--window` seconds (default 60), per node and per second, the
-//!    gossip bytes sent (`gossip_status().tx_bytes`, before sealing), all UDP bytes and
+//!    gossip bytes and messages sent (`gossip_status()`, before sealing), all UDP bytes and
 //!    datagrams sent (the simulator's per-node counters: gossip, keepalives, handshakes),
-//!    and at the end the sessions and gossip neighbours per node;
+//!    new and already-known records received; at the end, the sessions, gossip neighbours
+//!    and records held per node;
 //! 4. **join**: one more node bootstraps (the same way) into the converged cluster; the
 //!    virtual time until every other node knows it alive and routes its block, and until it
 //!    knows everyone.
@@ -26,10 +27,13 @@
 //! cold start and of the join), `--topology star|random|full` (random; `full`: node `i` is
 //! given every earlier node), `--loss P` (0: every link's loss probability), `--settle S`
 //! (200), `--window S` (60), `--check-ms MS` (100: how often convergence is checked, the
-//! resolution of the times), `--max-rss-mib M` (20480) and `--max-wall S` (900): stop (exit
-//! 3) once the process's resident memory or the wall time goes over; `--progress S`: every
-//! S seconds of virtual time, a line of cluster-wide rates on stderr; `--json`: print one
-//! JSON object instead of the table.
+//! resolution of the times), `--max-rss-mib M` (20480) and `--max-wall S` (900): stop once
+//! the process's resident memory or the wall time goes over (checked between slices of
+//! virtual time only, so a flood in a large cluster can overshoot: add `ulimit -v`);
+//! `--progress S`: every S seconds of virtual time, a line of cluster-wide rates on stderr;
+//! `--json`: print one JSON object instead of the table. Exit status: 0 when every phase
+//! converged, 1 when one did not, 2 for bad arguments, 3 when stopped by a limit (what was
+//! measured until then is still printed).
 
 use mesh_sim::{Link, Sim, SimConfig, SimRng, Topology};
 use std::cell::RefCell;
@@ -262,8 +266,10 @@ fn advance(sim: &mut Sim, d: Duration, guard: &Guard) -> Result<(), String> {
 }
 
 /// What node `i` sees: whether it knows `members` other members, all alive, and whether it
-/// also routes `blocks` blocks (its own included). Routes are rebuilt once a second, at
-/// the node's maintenance tick, so the second follows the first by up to a second.
+/// also routes `blocks` blocks (its own included). Routes are rebuilt at the node's
+/// once-a-second maintenance tick, so the second lags the first by up to a second, or
+/// longer: a member first heard of through someone's adjacency record counts as known and
+/// alive before its own member record (endpoint, blocks) arrives, and only then is routed.
 fn sees_all(sim: &Sim, i: usize, members: usize, blocks: usize) -> (bool, bool) {
     let Some(n) = sim.node(i) else {
         return (false, false);
