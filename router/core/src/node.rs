@@ -39,7 +39,7 @@ use mesh_proto::inner::Inner;
 use mesh_proto::relay::{RELAY_HEADER_LEN, RelayFrame, emit_relay_header, wrap};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -454,40 +454,36 @@ impl Node {
             self.drops.add(DropReason::NoRoute);
             return Encap::Dropped(DropReason::NoRoute);
         }
-        // A session that brought nothing for DEAD_AFTER was idle on both sides (nobody
-        // needed it, so no keepalives): the peer may have restarted or let it expire since.
-        // Sending on it could vanish; queue the packet behind a fresh handshake instead.
-        if let Some(peer) = self.peers.get_mut(&key)
-            && peer.current.is_some()
-            && peer
-                .last_rx
-                .is_none_or(|t| now.saturating_duration_since(t) >= DEAD_AFTER)
-            && peer
-                .last_tx
-                .is_none_or(|t| now.saturating_duration_since(t) >= DEAD_AFTER)
-        {
-            peer.previous = peer.current.take();
-            peer.attempts = 0;
-            peer.next_attempt = now;
-        }
-        if let Some(peer) = self.peers.get_mut(&key)
-            && peer.unconfirmed_final.is_some()
-        {
-            if peer.enqueue(&buf[DATA_HEADER_LEN..end]) {
-                peer.drops.add(DropReason::QueueFull);
-            }
+        if let Some(peer) = self.peers.get_mut(&key) {
             peer.last_data = Some(now);
-            return Encap::Queued;
+            // A session that brought nothing for DEAD_AFTER was idle on both sides (nobody
+            // needed it, so no keepalives): the peer may have restarted or let it expire
+            // since. Sending on it could vanish; queue the packet behind a fresh handshake.
+            let idle = |t: Option<Instant>| {
+                t.is_none_or(|t| now.saturating_duration_since(t) >= DEAD_AFTER)
+            };
+            if peer.current.is_some() && idle(peer.last_rx) && idle(peer.last_tx) {
+                peer.previous = peer.current.take();
+                peer.attempts = 0;
+                peer.next_attempt = now;
+            }
+            // Our XX session may not exist at the peer yet: wait for its confirmation.
+            if peer.unconfirmed_final.is_some() {
+                if peer.enqueue(&buf[DATA_HEADER_LEN..end]) {
+                    peer.drops.add(DropReason::QueueFull);
+                }
+                return Encap::Queued;
+            }
         }
         match self.seal_for(now, key, buf, packet_len) {
-            Some((to, len)) => {
-                let relay = self.peers.get_mut(&key).and_then(|p| {
-                    p.last_data = Some(now);
-                    p.relay
-                });
-                if relay.is_some() {
-                    let datagram = buf[..len].to_vec();
-                    self.push_to_peer(key, datagram);
+            Some((to, len, relay)) => {
+                if let Some(relay_addr) = relay.and_then(|r| self.peers.get(&r)).map(|r| r.endpoint)
+                {
+                    // One copy, into the relay frame (a fallback path, not the fast one).
+                    self.transmits.push_back(Transmit {
+                        to: relay_addr,
+                        payload: wrap(mesh_proto::gossip::prefix(key.as_bytes()), &buf[..len]),
+                    });
                     return Encap::Relayed;
                 }
                 Encap::Send { to, len }
@@ -511,15 +507,15 @@ impl Node {
         }
     }
 
-    /// Seals `buf[DATA_HEADER_LEN..][..len]` on the peer's current session in place.
-    /// `None` when there is no usable session.
+    /// Seals `buf[DATA_HEADER_LEN..][..len]` on the peer's current session in place:
+    /// `(endpoint, datagram length, relay in use)`. `None` when there is no usable session.
     fn seal_for(
         &mut self,
         now: Instant,
         key: PublicKey,
         buf: &mut [u8],
         len: usize,
-    ) -> Option<(SocketAddr, usize)> {
+    ) -> Option<(SocketAddr, usize, Option<PublicKey>)> {
         let peer = self.peers.get_mut(&key)?;
         let index = peer.current?;
         let Some(Slot::Session {
@@ -545,13 +541,14 @@ impl Node {
             .is_none_or(|t| now.saturating_duration_since(t) >= PATH_SILENCE)
             && peer.liveness_probe.is_none();
         let to = peer.endpoint;
+        let relay = peer.relay;
         if check_path {
             self.schedule(now + PATH_SILENCE);
         }
         if rekey {
             self.ensure_handshake(now, key);
         }
-        Some((to, DATA_HEADER_LEN + sealed))
+        Some((to, DATA_HEADER_LEN + sealed, relay))
     }
 
     /// Seals a node-made plaintext (keepalive, control) and queues it as a transmit.
@@ -559,7 +556,7 @@ impl Node {
         let mut buf = vec![0u8; DATA_HEADER_LEN + plaintext.len() + TAG_LEN];
         buf[DATA_HEADER_LEN..DATA_HEADER_LEN + plaintext.len()].copy_from_slice(plaintext);
         match self.seal_for(now, key, &mut buf, plaintext.len()) {
-            Some((_, len)) => {
+            Some((_, len, _)) => {
                 buf.truncate(len);
                 self.push_to_peer(key, buf);
                 true
@@ -1551,8 +1548,10 @@ impl Node {
         // retry jitter) then go to the same peers for the same seed, run after run.
         let mut keys: Vec<PublicKey> = self.peers.keys().copied().collect();
         keys.sort_unstable();
+        // Members other peers' traffic goes through: their sessions are kept up.
+        let relays: HashSet<PublicKey> = self.peers.values().filter_map(|p| p.relay).collect();
         for key in keys {
-            self.peer_timers(now, key);
+            self.peer_timers(now, key, &relays);
         }
         for i in 0..self.bootstrap.len() {
             self.bootstrap_timers(now, i);
@@ -1615,7 +1614,7 @@ impl Node {
         }
     }
 
-    fn peer_timers(&mut self, now: Instant, key: PublicKey) {
+    fn peer_timers(&mut self, now: Instant, key: PublicKey, relays: &HashSet<PublicKey>) {
         let Some(peer) = self.peers.get(&key) else {
             return;
         };
@@ -1627,7 +1626,7 @@ impl Node {
             (Some(tx), Some(rx)) => tx > rx && now.saturating_duration_since(rx) >= DEAD_AFTER,
             _ => false,
         };
-        let wanted = self.wants_session(now, key);
+        let wanted = self.wants_session(now, key, relays);
         let wants_handshake = wanted
             && match session {
                 None => true,

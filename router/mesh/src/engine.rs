@@ -180,6 +180,15 @@ impl Gossip {
         all
     }
 
+    /// Whether `id` is an outbound or live inbound neighbour (no allocation).
+    pub fn is_neighbour(&self, now: Instant, id: &NodeId) -> bool {
+        self.outbound.contains(id)
+            || self
+                .inbound
+                .get(id)
+                .is_some_and(|at| now.saturating_duration_since(*at) < self.config.inbound_ttl)
+    }
+
     /// The outbound neighbours.
     pub fn outbound(&self) -> &BTreeSet<NodeId> {
         &self.outbound

@@ -255,11 +255,15 @@ impl Node {
     }
 
     /// Whether a session with `key` should be kept up (keepalives, rekeys, re-handshakes):
-    /// gossip neighbours, peers that carried IP packets lately, and the bootstrap peers while
-    /// no neighbour is reachable.
-    pub(super) fn wants_session(&self, now: Instant, key: PublicKey) -> bool {
-        let id = key.as_bytes();
-        if self.gossip.outbound().contains(id) || self.gossip.neighbours(now).contains(id) {
+    /// gossip neighbours, peers that carried IP packets lately, relays in use (`relays`),
+    /// and the bootstrap peers while no neighbour is reachable.
+    pub(super) fn wants_session(
+        &self,
+        now: Instant,
+        key: PublicKey,
+        relays: &HashSet<PublicKey>,
+    ) -> bool {
+        if self.gossip.is_neighbour(now, key.as_bytes()) || relays.contains(&key) {
             return true;
         }
         let Some(peer) = self.peers.get(&key) else {
@@ -269,10 +273,6 @@ impl Node {
             .last_data
             .is_some_and(|t| now.saturating_duration_since(t) < IDLE_AFTER)
         {
-            return true;
-        }
-        // A relay in use for another peer.
-        if self.peers.values().any(|p| p.relay == Some(key)) {
             return true;
         }
         let bootstrap = self.bootstrap.iter().any(|b| b.resolved == Some(key));
