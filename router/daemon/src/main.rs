@@ -10,6 +10,7 @@ mod api;
 mod config;
 mod ipam;
 mod metrics;
+mod names;
 mod reset;
 mod run;
 mod state;
