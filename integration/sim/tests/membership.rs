@@ -107,7 +107,10 @@ fn a_crashed_node_is_marked_dead_in_bound_and_alive_again_after_restart() {
         for o in sim.up_nodes() {
             let node = sim.node(o).expect("up");
             assert!(node.member_gone(&victim_key), "seed {seed}: {o}");
-            assert!(!node.member_gone(&stranger), "seed {seed}: {o} knows no stranger");
+            assert!(
+                !node.member_gone(&stranger),
+                "seed {seed}: {o} knows no stranger"
+            );
         }
         // Nobody was marked dead by mistake.
         for o in sim.up_nodes() {
