@@ -50,7 +50,7 @@ pub use gossip::{
     BODY_FORMAT, GossipError, GossipRecord, MAX_BODY_LEN, body_id, from_gossip, record_id,
     to_gossip,
 };
-pub use reply::Transport;
+pub use reply::{Transport, response_code};
 pub use resolv::parse_resolv_conf;
 pub use store::{Entry, Listed, Owner, RecordStore, Stamp, StoreError};
 
