@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mesh_integration::capture::Frame;
 use mesh_integration::topology::BRIDGE;
-use mesh_integration::{Topology, require_root};
+use mesh_integration::{Topology, require_root, wait_until};
 
 fn netns_list() -> String {
     let out = std::process::Command::new("ip")
@@ -99,17 +99,27 @@ fn hosts_pods_processes_and_captures() {
     // A process started in a namespace, ended by its PID.
     let mut sleeper = a.spawn(&["sleep", "600"]).expect("sleep");
     let pid = sleeper.pid();
-    let in_ns = std::process::Command::new("ip")
-        .args(["netns", "pids", &a.netns])
-        .output()
-        .expect("ip netns pids");
-    assert!(
-        String::from_utf8_lossy(&in_ns.stdout)
-            .split_whitespace()
-            .any(|p| p == pid.to_string()),
-        "sleep {pid} not in {}: {in_ns:?}",
-        a.netns
-    );
+    // The child enters the namespace right after it starts (`ip netns exec`): poll briefly.
+    wait_until(
+        &format!("sleep {pid} in {}", a.netns),
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || {
+            let in_ns = std::process::Command::new("ip")
+                .args(["netns", "pids", &a.netns])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if String::from_utf8_lossy(&in_ns.stdout)
+                .split_whitespace()
+                .any(|p| p == pid.to_string())
+            {
+                Ok(())
+            } else {
+                Err(format!("{in_ns:?}"))
+            }
+        },
+    )
+    .expect("the sleeper runs in the host's namespace");
     assert!(sleeper.is_running());
     let status = sleeper.terminate(Duration::from_secs(5)).expect("reaped");
     assert!(!status.success(), "sleep ended by SIGTERM: {status}");
