@@ -8,8 +8,10 @@
 
 mod api;
 mod config;
+mod debug;
 mod ipam;
 mod metrics;
+mod ping;
 mod reset;
 mod run;
 mod state;
