@@ -133,6 +133,12 @@ pub(crate) fn debug_lines(r: &DebugReport) -> Vec<String> {
                     (None, Some(id)) => format!("id {id}"),
                     _ => "-".to_owned(),
                 },
+                match (&v.pod_ifname, v.pod_mtu) {
+                    (Some(n), Some(m)) => format!("{n} MTU {m} {}", v.pod_addresses.join(" "))
+                        .trim_end()
+                        .to_owned(),
+                    _ => "-".to_owned(),
+                },
             ]
         })
         .collect();
@@ -141,7 +147,15 @@ pub(crate) fn debug_lines(r: &DebugReport) -> Vec<String> {
         "POD VETHS",
         "none",
         table(
-            &["NAME", "STATE", "MTU", "MASTER", "PEER IFINDEX", "NETNS"],
+            &[
+                "NAME",
+                "STATE",
+                "MTU",
+                "MASTER",
+                "PEER IFINDEX",
+                "NETNS",
+                "POD END",
+            ],
             &rows,
         ),
     );
@@ -443,6 +457,9 @@ mod tests {
                 netns_id: Some(0),
                 netns_name: Some("pod-a".into()),
                 attached: true,
+                pod_ifname: Some("eth0".into()),
+                pod_mtu: Some(1420),
+                pod_addresses: vec!["10.32.1.10/24".into()],
             }],
             routes: vec![DebugRoute {
                 destination: "10.32.0.0/12".into(),
@@ -466,7 +483,7 @@ mod tests {
             "bridge                   mesh0 up (oper up), MTU 1420, 10.32.1.1/24\n",
             "tun                      missing\n",
             "ip_forward               on\n",
-            "  vmesh0a  up (oper up)  1420  mesh0   2             pod-a (id 0)\n",
+            "  vmesh0a  up (oper up)  1420  mesh0   2             pod-a (id 0)  eth0 MTU 1420 10.32.1.10/24\n",
             "ARP\n  none\n",
             "  10.32.0.0/12  mesh-tun  -        10.32.1.1  254\n",
             "FINDINGS\n  SEVERITY  CHECK     FINDING\n  error     veth_mtu  MTU of pod veth vmesh0b (1500) is larger than the overlay MTU (1420)\n",

@@ -807,6 +807,16 @@ pub struct DebugVeth {
     pub netns_name: Option<String>,
     /// Enslaved to the node's bridge.
     pub attached: bool,
+    /// The pod end's name, MTU and IPv4 addresses (CIDR), read inside its namespace when
+    /// that has a name under `/run/netns`.
+    #[serde(default)]
+    pub pod_ifname: Option<String>,
+    /// See `pod_ifname`.
+    #[serde(default)]
+    pub pod_mtu: Option<u32>,
+    /// See `pod_ifname`.
+    #[serde(default)]
+    pub pod_addresses: Vec<String>,
 }
 
 /// An ARP (neighbour) entry.
@@ -904,7 +914,8 @@ pub struct DebugReport {
     pub bridge: Option<DebugLink>,
     /// Every link enslaved to the bridge.
     pub ports: Vec<DebugLink>,
-    /// Pod veths (host ends: enslaved to the bridge, or named like `mesh-cni`'s `vmesh…`).
+    /// Pod veths: host ends enslaved to the bridge, named like `mesh-cni`'s (`vmesh…`), or
+    /// leading into a named namespace where the other end has an address in the range.
     pub veths: Vec<DebugVeth>,
     /// The TUN device; `None` when it is missing.
     pub tun: Option<DebugLink>,

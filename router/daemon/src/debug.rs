@@ -75,24 +75,40 @@ pub(crate) async fn report(shared: &Shared) -> DebugReport {
         .filter(|l| bridge_index.is_some() && l.master_index == bridge_index)
         .map(&shown)
         .collect();
-    let veth_links: Vec<&Link> = links
-        .iter()
-        .filter(|l| l.shown.kind == "veth")
-        .filter(|l| {
-            (bridge_index.is_some() && l.master_index == bridge_index)
-                || l.shown.name.starts_with(VETH_PREFIX)
-        })
-        .collect();
-    let veths: Vec<DebugVeth> = veth_links
-        .iter()
-        .map(|l| DebugVeth {
+    let mut veth_links: Vec<&Link> = Vec::new();
+    let mut veths: Vec<DebugVeth> = Vec::new();
+    for l in links.iter().filter(|l| l.shown.kind == "veth") {
+        let attached = bridge_index.is_some() && l.master_index == bridge_index;
+        let netns_name = l.netns_id.and_then(|id| netns_names.get(&id).cloned());
+        let pod_end = match (&netns_name, l.peer_ifindex) {
+            (Some(ns), Some(peer)) => pod_end(ns, peer).await,
+            _ => None,
+        };
+        let in_range = pod_end.as_ref().is_some_and(|(_, _, addrs)| {
+            addrs.iter().any(|a| {
+                a.parse::<Ipv4Net>()
+                    .is_ok_and(|n| c.range.contains(&n.addr()))
+            })
+        });
+        if !(attached || l.shown.name.starts_with(VETH_PREFIX) || in_range) {
+            continue;
+        }
+        let (pod_ifname, pod_mtu, pod_addresses) = match pod_end {
+            Some((n, m, a)) => (Some(n), Some(m), a),
+            None => (None, None, Vec::new()),
+        };
+        veth_links.push(l);
+        veths.push(DebugVeth {
             link: shown(l),
             peer_ifindex: l.peer_ifindex,
             netns_id: l.netns_id,
-            netns_name: l.netns_id.and_then(|id| netns_names.get(&id).cloned()),
-            attached: bridge_index.is_some() && l.master_index == bridge_index,
-        })
-        .collect();
+            netns_name,
+            attached,
+            pod_ifname,
+            pod_mtu,
+            pod_addresses,
+        });
+    }
 
     let mut offloads: Vec<DebugOffload> = Vec::new();
     if let Some(t) = tun {
@@ -256,6 +272,41 @@ async fn netns_names(handle: &rtnetlink::Handle) -> HashMap<i32, String> {
         }
     }
     out
+}
+
+/// The name, MTU and IPv4 addresses of link `index` inside the namespace `/run/netns/NAME`
+/// (a pod veth's other end); `None` when it cannot be read.
+async fn pod_end(netns: &str, index: u32) -> Option<(String, u32, Vec<String>)> {
+    let path = Path::new("/run/netns").join(netns);
+    let net = mesh_datapath::HostNetwork::connect_in_netns(&path)
+        .await
+        .ok()?;
+    let msg = net
+        .handle()
+        .link()
+        .get()
+        .match_index(index)
+        .execute()
+        .try_next()
+        .await
+        .ok()??;
+    let mut name = String::new();
+    let mut mtu = 0;
+    for a in &msg.attributes {
+        match a {
+            LinkAttribute::IfName(n) => name.clone_from(n),
+            LinkAttribute::Mtu(m) => mtu = *m,
+            _ => {}
+        }
+    }
+    let addrs = net
+        .addresses(index)
+        .await
+        .ok()?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Some((name, mtu, addrs))
 }
 
 /// IPv4 neighbour (ARP) entries on the bridge.

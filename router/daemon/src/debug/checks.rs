@@ -229,6 +229,20 @@ pub(crate) fn findings(report: &DebugReport, status: &Status) -> Vec<Finding> {
                 ),
             ));
         }
+        if let Some(pod_mtu) = v.pod_mtu.filter(|m| *m > mtu) {
+            let pod_if = v.pod_ifname.as_deref().unwrap_or("eth0");
+            out.push(finding(
+                Error,
+                "pod_mtu",
+                name,
+                format!(
+                    "MTU of {pod_if} in the pod behind {name} ({pod_mtu}) is larger than the \
+                     overlay MTU ({mtu}): full-size packets of that pod are dropped; set it to \
+                     {mtu} (`ip -n {} link set dev {pod_if} mtu {mtu}`)",
+                    v.netns_name.as_deref().unwrap_or("POD_NETNS")
+                ),
+            ));
+        }
         if v.netns_id.is_none() {
             out.push(finding(
                 Warning,
@@ -455,6 +469,9 @@ mod tests {
                 netns_id: Some(0),
                 netns_name: Some("pod".into()),
                 attached: true,
+                pod_ifname: Some("eth0".into()),
+                pod_mtu: Some(1420),
+                pod_addresses: vec!["10.32.1.10/24".into()],
             }],
             tun: Some(link("mesh-tun", "tun", 1420, None)),
             routes: vec![DebugRoute {
@@ -530,6 +547,18 @@ mod tests {
             f[2].message.starts_with(
                 "MTU of pod veth vmesh01 (1500) is larger than the overlay MTU (1420)"
             )
+        );
+
+        let mut r = healthy();
+        r.veths[0].pod_mtu = Some(9000);
+        let f = findings(&r, &status());
+        assert_eq!((f.len(), f[0].check.as_str()), (1, "pod_mtu"), "{f:?}");
+        assert!(f[0].message.starts_with(
+            "MTU of eth0 in the pod behind vmesh01 (9000) is larger than the overlay MTU (1420)"
+        ));
+        assert!(
+            f[0].message
+                .contains("`ip -n pod link set dev eth0 mtu 1420`")
         );
 
         let mut r = healthy();
