@@ -2,7 +2,8 @@
 //! the debug view lists the bridge, the pod veths with their namespaces and the routes, and
 //! reports a pod veth detached from the bridge (exit 3); `ping` by name and by pod address
 //! gives a path and round trips; `connect` makes a session with a host started without that
-//! peer and saves it, `forget` removes it from the saved peers.
+//! peer and saves it, `forget` removes it from the saved peers; with a link cut, `ping`
+//! shows the relay and `debug` reports the relayed peer.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests fail by panicking
 
 mod common;
@@ -265,4 +266,88 @@ fn connect_makes_a_session_and_saves_it_forget_removes_it() {
     // Forgotten for good: a second forget finds nothing.
     let out = meshctl(&topo, &a, &["forget", &b.peer_addr()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+}
+
+#[test]
+fn a_cut_link_shows_as_a_relayed_path_in_ping_and_as_a_finding_in_debug() {
+    require_root();
+    let mut topo = Topology::new("diag-relay").expect("topology");
+    let hosts: Vec<Host> = BLOCKS
+        .iter()
+        .map(|(name, _, _)| topo.add_host(name).expect("host"))
+        .collect();
+    let started = std::time::Instant::now();
+    // b and c know only a; they learn each other by gossip.
+    for (i, host) in hosts.iter().enumerate() {
+        let peers: Vec<&Host> = if i == 0 { vec![] } else { vec![&hosts[0]] };
+        topo.start_meshd(host, MeshdOpts::new(BLOCKS[i].1).peers(peers))
+            .expect("start meshd");
+    }
+    let pods: Vec<_> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| topo.add_pod(h, "p1", BLOCKS[i].2).expect("pod"))
+        .collect();
+    let (b, c) = (&hosts[1], &hosts[2]);
+    wait_ping(&pods[1], &pods[2], started + Duration::from_secs(30)).expect("b -> c direct");
+    let out = meshctl(
+        &topo,
+        b,
+        &["ping", "c", "-c", "2", "-i", "50", "-o", "json"],
+    );
+    let p: PingResult = json(&out, "meshctl ping c");
+    assert_eq!(p.path, PathKind::Direct, "{p:?}");
+
+    // Cut b <-> c: pod traffic moves through a.
+    common::cut(b, c, true);
+    wait_ping(
+        &pods[1],
+        &pods[2],
+        std::time::Instant::now() + Duration::from_secs(20),
+    )
+    .expect("ping through the relay");
+    let p = wait_until(
+        "meshctl ping c through a relay",
+        Duration::from_secs(10),
+        POLL,
+        || {
+            let out = meshctl(
+                &topo,
+                b,
+                &["ping", "c", "-c", "3", "-i", "50", "-o", "json"],
+            );
+            let p: PingResult = json(&out, "meshctl ping c");
+            if p.path == PathKind::Relay && p.received > 0 {
+                Ok(p)
+            } else {
+                Err(format!("{p:?}"))
+            }
+        },
+    )
+    .expect("relayed ping");
+    assert_eq!(p.relay.as_deref(), Some("a"));
+    assert!(p.rtt_min_us.is_some());
+    let out = meshctl(&topo, b, &["ping", "c", "-c", "1"]);
+    assert!(
+        text(&out.stdout).starts_with("PING c = c (")
+            && text(&out.stdout).contains(", via relay a\n"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let (_, r) = debug(&topo, b);
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.check == "peer_relayed")
+        .unwrap_or_else(|| panic!("a relayed peer is a finding: {:?}", r.findings));
+    assert_eq!((f.severity, f.subject.as_str()), (Severity::Warning, "c"));
+    assert!(
+        f.message
+            .starts_with(&format!("peer c unreachable directly at {}", c.peer_addr()))
+            && f.message.contains("using relay a"),
+        "{}",
+        f.message
+    );
+    common::cut(b, c, false);
 }
