@@ -266,6 +266,38 @@ fn connect_makes_a_session_and_saves_it_forget_removes_it() {
     // Forgotten for good: a second forget finds nothing.
     let out = meshctl(&topo, &a, &["forget", &b.peer_addr()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+
+    // A new session at the forgotten endpoint (b restarts and reaches a, which it saved) is
+    // not saved again.
+    let handshakes = |topo: &Topology| {
+        topo.status(&a)
+            .expect("status")
+            .peers
+            .iter()
+            .find(|p| p.public_key == b_key)
+            .map_or(0, |p| p.handshakes)
+    };
+    let before = handshakes(&topo);
+    topo.restart_meshd(&b).expect("restart b");
+    wait_until("a new session with b", SESSION_BOUND, POLL, || {
+        let n = handshakes(&topo);
+        if n > before {
+            Ok(())
+        } else {
+            Err(format!("{n} handshakes"))
+        }
+    })
+    .expect("new session");
+    // The events task saves right after the session; give it that moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let text_after = std::fs::read_to_string(&peers_file).expect("peers.json");
+    assert!(!text_after.contains(&b_key), "saved again: {text_after}");
+
+    // connect names it again: the peer reached there is saved at once.
+    let out = meshctl(&topo, &a, &["connect", &b.peer_addr()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let text_after = std::fs::read_to_string(&peers_file).expect("peers.json");
+    assert!(text_after.contains(&b_key), "{text_after}");
 }
 
 #[test]

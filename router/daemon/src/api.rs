@@ -107,14 +107,19 @@ async fn peers_connect(
         Ok(b) => b,
         Err(e) => return bad_body(&e),
     };
-    refused(parse_endpoint(&req.endpoint).map(|addr| {
-        let changed = shared.connect_endpoint(addr);
+    refused(parse_endpoint(&req.endpoint).and_then(|addr| {
+        let changed = shared.connect_endpoint(addr).map_err(|e| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot save the known peers: {e:#}"),
+            )
+        })?;
         tracing::info!(endpoint = %addr, new = changed, "peer endpoint added (meshctl connect)");
-        mesh_api::EndpointChanged {
+        Ok(mesh_api::EndpointChanged {
             endpoint: addr.to_string(),
             changed,
             removed_keys: Vec::new(),
-        }
+        })
     }))
 }
 

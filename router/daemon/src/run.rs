@@ -78,6 +78,10 @@ pub(crate) struct Shared {
     /// Peers reached, by key, as saved in `peers.json` (the events task adds, `meshctl
     /// forget` removes).
     known: Mutex<BTreeMap<PublicKey, SocketAddr>>,
+    /// Endpoints `meshctl forget` named: peers there are not saved again (a session that
+    /// stays up would otherwise save them at its next rekey) until `meshctl connect` names
+    /// the endpoint again or meshd restarts.
+    forgotten: Mutex<std::collections::BTreeSet<SocketAddr>>,
     /// Wakes the timers task to send what an API handler queued in the node now (a ping's
     /// probe) rather than at its next tick.
     kick: tokio::sync::Notify,
@@ -185,22 +189,44 @@ impl Shared {
     }
 
     /// `meshctl connect`: tries `addr` as a bootstrap endpoint from now on (whoever answers
-    /// there is saved in `peers.json` once reached, like any peer). `false` if it is tried
-    /// already.
-    pub(crate) fn connect_endpoint(&self, addr: SocketAddr) -> bool {
-        let added = {
+    /// there is saved in `peers.json` once reached, like any peer; one reached already is
+    /// saved now). `false` if it is tried already.
+    pub(crate) fn connect_endpoint(&self, addr: SocketAddr) -> Result<bool> {
+        self.forgotten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&addr);
+        let (added, reached) = {
             let mut node = self.node();
-            let added = node.add_bootstrap(Instant::now(), addr);
+            let now = Instant::now();
+            let added = node.add_bootstrap(now, addr);
             self.settle(&mut node);
-            added
+            let reached: Vec<PublicKey> = node
+                .peer_status(now)
+                .iter()
+                .filter(|p| {
+                    p.state == mesh_api::PeerState::Established && p.endpoint == addr.to_string()
+                })
+                .filter_map(|p| p.public_key.parse().ok())
+                .collect();
+            (added, reached)
         };
         self.kick();
-        added
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changed = false;
+        for k in reached {
+            changed |= known.insert(k, addr) != Some(addr);
+        }
+        if changed {
+            let list: Vec<_> = known.iter().map(|(k, e)| (*k, *e)).collect();
+            state::save_peers(&self.config.state_dir, &list)?;
+        }
+        Ok(added)
     }
 
-    /// `meshctl forget`: stops trying `addr` and removes the peers saved at that endpoint
-    /// from `peers.json`. Whether it was a bootstrap endpoint, and the keys removed; `None`
-    /// when it was neither.
+    /// `meshctl forget`: stops trying `addr`, removes the peers saved at that endpoint from
+    /// `peers.json` and saves none there again until `meshctl connect` names it. Whether it
+    /// was a bootstrap endpoint, and the keys removed; `None` when it was neither.
     pub(crate) fn forget_endpoint(
         &self,
         addr: SocketAddr,
@@ -212,6 +238,13 @@ impl Shared {
             .filter(|(_, e)| **e == addr)
             .map(|(k, _)| *k)
             .collect();
+        if !was_bootstrap && keys.is_empty() {
+            return Ok(None);
+        }
+        self.forgotten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr);
         if !keys.is_empty() {
             for k in &keys {
                 known.remove(k);
@@ -219,7 +252,7 @@ impl Shared {
             let list: Vec<_> = known.iter().map(|(k, e)| (*k, *e)).collect();
             state::save_peers(&self.config.state_dir, &list)?;
         }
-        Ok((was_bootstrap || !keys.is_empty()).then_some((was_bootstrap, keys)))
+        Ok(Some((was_bootstrap, keys)))
     }
 
     /// Records a warning for `meshctl status`, once.
@@ -531,6 +564,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         warnings: Mutex::new(Vec::new()),
         net: net.clone(),
         known: Mutex::new(known_peers.iter().copied().collect()),
+        forgotten: Mutex::new(std::collections::BTreeSet::new()),
         kick: tokio::sync::Notify::new(),
     });
     {
@@ -969,7 +1003,12 @@ async fn events(
         match ev {
             Event::PeerEstablished { key, endpoint } => {
                 let mut known = shared.known.lock().unwrap_or_else(|e| e.into_inner());
-                if known.insert(key, endpoint) != Some(endpoint) {
+                let forgotten = shared
+                    .forgotten
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&endpoint);
+                if !forgotten && known.insert(key, endpoint) != Some(endpoint) {
                     let list: Vec<_> = known.iter().map(|(k, e)| (*k, *e)).collect();
                     if let Err(e) = state::save_peers(&c.state_dir, &list) {
                         tracing::warn!(error = %e, "cannot save known peers");
