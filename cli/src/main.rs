@@ -105,7 +105,8 @@ enum Command {
         interval_ms: u64,
     },
     /// Add a peer endpoint at run time, as `meshd --peer` does at start: meshd tries it until
-    /// it answers, and saves whoever answers as a known peer.
+    /// it answers, and saves whoever answers as a known peer. A host name is resolved here;
+    /// without a port, 6788.
     Connect {
         /// The endpoint.
         #[arg(value_name = "HOST:PORT")]
@@ -203,13 +204,45 @@ fn main() -> ExitCode {
     }
 }
 
-/// `HOST:PORT` of `connect` and `forget`: an IP address and a port.
+/// The endpoint of `connect` and `forget`, as `meshd --peer` takes one: `IP:PORT`,
+/// `HOST:PORT`, or a bare IP or host (port 6788). A host name is resolved here (an IPv4
+/// address preferred); one that is not a host name is refused before any lookup.
 fn endpoint_arg(s: &str) -> Result<std::net::SocketAddr, UsageError> {
-    s.trim().parse().map_err(|_| {
+    use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, mesh_api::DEFAULT_UDP_PORT));
+    }
+    let bad = || {
         UsageError(format!(
-            "{s:?} is not an endpoint: give IP:PORT, e.g. 198.18.0.2:6788 or [fd00::2]:6788"
+            "{s:?} is not an endpoint: give HOST:PORT or IP:PORT, e.g. 198.18.0.2:6788"
         ))
-    })
+    };
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+        None => (s, mesh_api::DEFAULT_UDP_PORT),
+    };
+    let hostname = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !hostname {
+        return Err(bad());
+    }
+    let resolved: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|_| UsageError(format!("{s:?} does not resolve to an address")))?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| resolved.first())
+        .copied()
+        .ok_or_else(|| UsageError(format!("{s:?} does not resolve to an address")))
 }
 
 /// Runs the command; the exit code.
@@ -566,7 +599,24 @@ mod tests {
             "198.18.0.2:6788".parse().unwrap()
         );
         assert!(endpoint_arg("[fd00::2]:6788").is_ok());
-        for bad in ["198.18.0.2", "host:99999", "nohost:6788", ""] {
+        assert_eq!(
+            endpoint_arg("198.18.0.2").unwrap(),
+            "198.18.0.2:6788".parse().unwrap(),
+            "the default port, as --peer"
+        );
+        assert_eq!(
+            endpoint_arg("localhost:7000").unwrap().port(),
+            7000,
+            "a host name is resolved"
+        );
+        // Refused before any lookup.
+        for bad in [
+            "198.18.0.2:99999",
+            "host:port",
+            "a b:6788",
+            "10.0.0.1:x:6788",
+            "",
+        ] {
             let err = anyhow::Error::from(endpoint_arg(bad).unwrap_err());
             assert!(err.is::<UsageError>(), "{bad}");
             assert!(!err.to_string().contains('\n'), "one line: {err}");

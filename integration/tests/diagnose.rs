@@ -223,7 +223,7 @@ fn connect_makes_a_session_and_saves_it_forget_removes_it() {
     let peers_file = a.state_dir().join("peers.json");
 
     // Bad addresses are usage errors, one line.
-    let out = meshctl(&topo, &a, &["connect", "not-an-address"]);
+    let out = meshctl(&topo, &a, &["connect", "not an address:6788"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr).trim().lines().count(), 1);
     // An endpoint nobody tried: 404, exit 1.

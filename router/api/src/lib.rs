@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// `GET` — the whole node status ([`Status`]).
 pub const PATH_STATUS: &str = "/v1/status";
 
+/// Default UDP port of meshd (`--listen`, and of a `--peer` or `meshctl connect` endpoint
+/// given without one).
+pub const DEFAULT_UDP_PORT: u16 = 6788;
+
 /// Default path of the API socket.
 pub const DEFAULT_SOCKET: &str = "/run/mesh/meshd.sock";
 
