@@ -52,6 +52,36 @@ fn section(out: &mut Vec<String>, title: &str, empty: &str, lines: Vec<String>) 
     }
 }
 
+/// ethtool features worth a glance, in this order, with their short names.
+const FEATURES_SHOWN: [(&str, &str); 8] = [
+    ("tx-checksum-ip-generic", "csum"),
+    ("tx-scatter-gather", "sg"),
+    ("tx-tcp-segmentation", "tso"),
+    ("tx-generic-segmentation", "gso"),
+    ("rx-gro", "gro"),
+    ("rx-gro-list", "gro-list"),
+    ("tx-udp-segmentation", "udp-gso"),
+    ("rx-udp-gro-forwarding", "udp-gro-fwd"),
+];
+
+/// The short names of the [`FEATURES_SHOWN`] that are on, comma-separated; `-` when ethtool
+/// gave nothing.
+fn features_short(on: &[String]) -> String {
+    if on.is_empty() {
+        return "-".to_owned();
+    }
+    let shown: Vec<&str> = FEATURES_SHOWN
+        .iter()
+        .filter(|(name, _)| on.iter().any(|f| f == name))
+        .map(|(_, short)| *short)
+        .collect();
+    if shown.is_empty() {
+        "none".to_owned()
+    } else {
+        shown.join(",")
+    }
+}
+
 /// The findings, worst first, one per line; or the line that says there are none.
 pub(crate) fn findings_lines(findings: &[Finding]) -> Vec<String> {
     if findings.is_empty() {
@@ -244,6 +274,7 @@ pub(crate) fn debug_lines(r: &DebugReport) -> Vec<String> {
         .map(|o| {
             vec![
                 o.device.clone(),
+                features_short(&o.features),
                 o.gso_max_size.to_string(),
                 o.gso_max_segs.to_string(),
                 o.gro_max_size.to_string(),
@@ -260,7 +291,7 @@ pub(crate) fn debug_lines(r: &DebugReport) -> Vec<String> {
         "none",
         table(
             &[
-                "DEVICE", "GSO MAX", "GSO SEGS", "GRO MAX", "TSO MAX", "VNET HDR", "MESHD",
+                "DEVICE", "ON", "GSO MAX", "GSO SEGS", "GRO MAX", "TSO MAX", "VNET HDR", "MESHD",
                 "SOURCE",
             ],
             &rows,
@@ -491,6 +522,17 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert!(!text.contains("NOT READ"));
+        assert_eq!(features_short(&[]), "-");
+        assert_eq!(
+            features_short(&[
+                "rx-gro".into(),
+                "tx-checksum-ip-generic".into(),
+                "highdma".into(),
+                "tx-tcp-segmentation".into()
+            ]),
+            "csum,tso,gro"
+        );
+        assert_eq!(features_short(&["highdma".into()]), "none");
         assert_eq!(findings_lines(&[]), vec!["no problems found"]);
     }
 

@@ -117,10 +117,24 @@ fn debug_lists_bridge_veths_and_routes_and_reports_a_detached_veth() {
         "{:?}",
         r.fdb
     );
+    let tun = r
+        .offloads
+        .iter()
+        .find(|o| o.device == status.node.tun)
+        .expect("the TUN device's offloads");
+    assert!(tun.tun_vnet_hdr.is_some(), "{tun:?}");
+    assert!(tun.source.starts_with("ethtool-netlink+"), "{tun:?}");
+    let veth_offload = r
+        .offloads
+        .iter()
+        .find(|o| o.device == pods[0].host_if)
+        .expect("the pod veth's offloads");
     assert!(
-        r.offloads
+        veth_offload
+            .features
             .iter()
-            .any(|o| o.device == status.node.tun && o.tun_vnet_hdr.is_some())
+            .any(|f| f == "tx-tcp-segmentation"),
+        "a veth has TSO on: {veth_offload:?}"
     );
 
     // The fault: the pod's host veth leaves the bridge.

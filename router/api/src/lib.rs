@@ -746,8 +746,8 @@ pub struct DnsChanged {
 }
 
 /// `GET` — what the usual toolbox (bridge, links, netns, ARP, FDB, routes, offloads, socket
-/// drops) shows piecemeal, read by meshd through rtnetlink, `/proc` and `/sys`, with a list
-/// of findings ([`DebugReport`]).
+/// drops) shows piecemeal, read by meshd through rtnetlink, ethtool's netlink family,
+/// `/proc` and `/sys`, with a list of findings ([`DebugReport`]).
 pub const PATH_DEBUG: &str = "/v1/debug";
 
 /// How bad a [`Finding`] is.
@@ -864,13 +864,19 @@ pub struct DebugRoute {
     pub table: u32,
 }
 
-/// Offload settings of a device, as rtnetlink and `/sys` give them (no ethtool feature bits).
+/// Offload settings of a device: ethtool's features (over netlink), rtnetlink's size limits,
+/// and for the TUN device `/sys` and meshd's own state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DebugOffload {
     /// The device.
     pub device: String,
-    /// Where the values come from (`rtnetlink`, `rtnetlink+sysfs`).
+    /// Where the values come from, `+`-separated: `ethtool-netlink`, `rtnetlink`, `sysfs`.
     pub source: String,
+    /// ethtool features that are on (`ethtool -k` names, e.g. `tx-tcp-segmentation`,
+    /// `rx-gro`, `tx-checksum-ip-generic`); empty when ethtool's netlink family could not be
+    /// read (then `source` lacks `ethtool-netlink`).
+    #[serde(default)]
+    pub features: Vec<String>,
     /// Largest GSO super-packet the device takes (IFLA_GSO_MAX_SIZE); 0 unknown.
     pub gso_max_size: u32,
     /// Most segments per GSO packet (IFLA_GSO_MAX_SEGS).

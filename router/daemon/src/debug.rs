@@ -3,10 +3,10 @@
 //! through rtnetlink, `/proc` and `/sys` (never by running those tools), plus the findings
 //! of [`checks::findings`].
 //!
-//! Offloads: no maintained crate reads ethtool's feature bits over netlink, so the report
-//! gives what rtnetlink's link attributes say (GSO/GRO/TSO limits) and, for the TUN device,
-//! `/sys/class/net/<tun>/tun_flags` (the virtio-net header) and whether meshd's own offload
-//! took effect.
+//! Offloads: ethtool's feature bits through its generic-netlink family (the `ethtool`
+//! crate of rust-netlink, as `ethtool -k` shows them), the GSO/GRO/TSO limits from
+//! rtnetlink's link attributes and, for the TUN device, `/sys/class/net/<tun>/tun_flags`
+//! (the virtio-net header) and whether meshd's own offload took effect.
 
 pub(crate) mod checks;
 
@@ -115,14 +115,25 @@ pub(crate) async fn report(shared: &Shared) -> DebugReport {
         let flags = std::fs::read_to_string(format!("/sys/class/net/{}/tun_flags", c.tun))
             .ok()
             .and_then(|s| u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok());
-        offloads.push(DebugOffload {
-            source: "rtnetlink+sysfs".into(),
-            tun_vnet_hdr: flags.map(|f| f & checks::IFF_VNET_HDR != 0),
-            meshd_offload: Some(status.datapath.tun_offload),
-            ..offload(t)
-        });
+        let mut o = offload(t);
+        o.source.push_str("+sysfs");
+        o.tun_vnet_hdr = flags.map(|f| f & checks::IFF_VNET_HDR != 0);
+        o.meshd_offload = Some(status.datapath.tun_offload);
+        offloads.push(o);
     }
     offloads.extend(veth_links.iter().map(|l| offload(l)));
+    let devices: Vec<String> = offloads.iter().map(|o| o.device.clone()).collect();
+    match ethtool_features(&devices).await {
+        Ok(mut features) => {
+            for o in &mut offloads {
+                if let Some(f) = features.remove(&o.device) {
+                    o.features = f;
+                    o.source = format!("ethtool-netlink+{}", o.source);
+                }
+            }
+        }
+        Err(e) => errors.push(format!("cannot read ethtool features over netlink: {e}")),
+    }
 
     let (neighbours, fdb) = match bridge_index {
         Some(bi) => {
@@ -172,10 +183,41 @@ pub(crate) async fn report(shared: &Shared) -> DebugReport {
     report
 }
 
+/// The ethtool features that are on, per device, through ethtool's generic-netlink family.
+async fn ethtool_features(devices: &[String]) -> Result<BTreeMap<String, Vec<String>>, String> {
+    use ethtool::{EthtoolAttr, EthtoolFeatureAttr};
+    use futures::StreamExt;
+    let (connection, mut handle, _) = ethtool::new_connection().map_err(|e| e.to_string())?;
+    let task = tokio::spawn(connection);
+    let mut out = BTreeMap::new();
+    for dev in devices {
+        let mut replies = match handle.feature().get(Some(dev)).execute().await {
+            Ok(r) => r,
+            Err(e) => {
+                task.abort();
+                return Err(e.to_string());
+            }
+        };
+        let mut on = Vec::new();
+        while let Some(Ok(msg)) = replies.next().await {
+            for nla in &msg.payload.nlas {
+                if let EthtoolAttr::Feature(EthtoolFeatureAttr::Active(bits)) = nla {
+                    on.extend(bits.iter().filter(|b| b.value).map(|b| b.name.clone()));
+                }
+            }
+        }
+        on.sort();
+        out.insert(dev.clone(), on);
+    }
+    task.abort();
+    Ok(out)
+}
+
 fn offload(l: &Link) -> DebugOffload {
     DebugOffload {
         device: l.shown.name.clone(),
         source: "rtnetlink".into(),
+        features: Vec::new(),
         gso_max_size: l.gso_max_size,
         gso_max_segs: l.gso_max_segs,
         gro_max_size: l.gro_max_size,
