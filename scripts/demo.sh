@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Demo: three hosts (network namespaces) with a pod each, meshd on every host, meshctl status
-# of host a and a ping between every pair of pods; everything is removed at the end.
+# Demo: three hosts (network namespaces), meshd on every host with automatic IPAM, a pod on
+# each made by mesh-cni, meshctl status of host a, a ping between every pair of pods and every
+# pod's name resolved on every host; everything is removed at the end.
 # Run as root on Debian/Ubuntu.
 set -euo pipefail
 cd "$(dirname "$0")/.."

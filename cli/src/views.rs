@@ -377,13 +377,15 @@ pub(crate) fn removed_text(r: &MemberRemoved) -> String {
     } else {
         format!("{} ({})", r.name, key_fingerprint(&r.public_key))
     };
-    if r.reclaimed.is_empty() {
-        format!("removed {who}: it owned no blocks this node knows of\n")
+    let blocks = if r.reclaimed.is_empty() {
+        "it owned no blocks this node knows of".to_owned()
     } else {
-        format!(
-            "removed {who}: this node took over {}\n",
-            r.reclaimed.join(", ")
-        )
+        format!("this node took over {}", r.reclaimed.join(", "))
+    };
+    match r.dns_removed {
+        0 => format!("removed {who}: {blocks}\n"),
+        1 => format!("removed {who}: {blocks}; removed its 1 DNS record\n"),
+        n => format!("removed {who}: {blocks}; removed its {n} DNS records\n"),
     }
 }
 
@@ -557,6 +559,7 @@ pub(crate) mod tests {
             name: "gamma".to_owned(),
             public_key: "Z2FtbWFnYW1tYWdhbW1hZ2FtbWFnYW1tYWdhbW1hZ2E=".to_owned(),
             reclaimed: vec!["10.32.5.0/24".to_owned(), "10.32.6.0/23".to_owned()],
+            dns_removed: 0,
         }
     }
 
@@ -708,6 +711,11 @@ no allocations
         assert_eq!(
             removed_text(&none),
             "removed Z2FtbWFn: it owned no blocks this node knows of\n"
+        );
+        none.dns_removed = 3;
+        assert_eq!(
+            removed_text(&none),
+            "removed Z2FtbWFn: it owned no blocks this node knows of; removed its 3 DNS records\n"
         );
         let got = IpamAllocated {
             address: "10.32.1.5/24".to_owned(),

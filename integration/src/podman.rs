@@ -31,6 +31,8 @@ pub const NETWORK: &str = "mesh";
 /// Where Debian's busybox-static puts its binary.
 const BUSYBOX: &str = "/bin/busybox";
 /// Commands linked to busybox in the image.
+/// Where Debian's containernetworking-plugins are (bridge, host-local, portmap, ...).
+const DEBIAN_CNI: &str = "/usr/lib/cni";
 const APPLETS: &[&str] = &[
     "sh", "ping", "ip", "sleep", "cat", "ls", "hostname", "nslookup", "wget", "true",
 ];
@@ -118,7 +120,7 @@ impl Podman {
              \n\
              [network]\n\
              network_backend = \"cni\"\n\
-             cni_plugin_dirs = [\"{dir}/cni-bin\"]\n\
+             cni_plugin_dirs = [\"{dir}/cni-bin\", \"{DEBIAN_CNI}\"]\n\
              \n\
              [engine]\n\
              runtime = \"runc\"\n\
@@ -157,6 +159,49 @@ impl Podman {
         let dir = self.cni_config_dir(host);
         fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join(format!("10-{NETWORK}.conflist"));
+        write(&path, conflist.to_string().as_bytes())?;
+        Ok(path)
+    }
+
+    /// Adds a second network `name` on `host`: Debian's `bridge` plugin on bridge `bridge`
+    /// with `host-local` addresses out of `subnet` (gateway its first address), the way a
+    /// cluster adds a network beside the mesh (Multus' secondary networks). Returns the
+    /// conflist's path.
+    pub fn add_bridge_network(
+        &self,
+        host: &Host,
+        name: &str,
+        bridge: &str,
+        subnet: &str,
+    ) -> Result<PathBuf, String> {
+        for plugin in ["bridge", "host-local"] {
+            let path = Path::new(DEBIAN_CNI).join(plugin);
+            if !path.is_file() {
+                return Err(format!(
+                    "{} not found: install Debian's containernetworking-plugins",
+                    path.display()
+                ));
+            }
+        }
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": name,
+            "plugins": [{
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "subnet": subnet,
+                    "dataDir": self.dir.join("host-local"),
+                    "routes": [{"dst": "0.0.0.0/0"}]
+                }
+            }]
+        });
+        let dir = self.cni_config_dir(host);
+        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let path = dir.join(format!("20-{name}.conflist"));
         write(&path, conflist.to_string().as_bytes())?;
         Ok(path)
     }

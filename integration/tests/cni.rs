@@ -5,34 +5,31 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{BLOCKS, POLL};
-use mesh_integration::{Host, MeshdOpts, Pod, Proc, Topology, require_root, wait_until};
+use mesh_integration::cni::{Cni, Run, network_conf};
+use mesh_integration::{Host, MeshdOpts, Pod, Topology, require_root, wait_until};
 use serde_json::{Value, json};
 
-/// Bound of one plugin run.
-const CNI_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bound of the first ping across hosts after meshd starts.
 const FIRST_PING_BOUND: Duration = Duration::from_secs(15);
 
-/// What one plugin run printed and how it ended.
-#[derive(Debug)]
-struct Run {
-    ok: bool,
-    stdout: Value,
-    stderr: String,
+/// Panicking accessors of a plugin run, for the tests.
+trait RunExt {
+    /// The error code of a failed run.
+    fn code(&self) -> u64;
+    /// The output of a successful run.
+    fn expect_ok(self, what: &str) -> Value;
 }
 
-impl Run {
-    /// The error code of a failed run.
+impl RunExt for Run {
     fn code(&self) -> u64 {
         assert!(!self.ok, "expected a failure, got {:#}", self.stdout);
-        self.stdout["code"].as_u64().unwrap_or_else(|| {
+        self.error_code().unwrap_or_else(|| {
             panic!(
                 "error output has no code: {:#} (stderr: {})",
                 self.stdout, self.stderr
@@ -41,120 +38,13 @@ impl Run {
     }
 
     fn expect_ok(self, what: &str) -> Value {
-        assert!(
-            self.ok,
-            "{what} failed: {:#} (stderr: {})",
-            self.stdout, self.stderr
-        );
-        self.stdout
-    }
-}
-
-/// One CNI invocation.
-struct Cni<'a> {
-    host: &'a Host,
-    command: &'a str,
-    container_id: &'a str,
-    netns: Option<String>,
-    ifname: &'a str,
-    args: &'a str,
-    /// Variables left out on purpose.
-    without: Vec<&'a str>,
-}
-
-impl<'a> Cni<'a> {
-    fn new(host: &'a Host, command: &'a str, container_id: &'a str, netns: Option<&str>) -> Self {
-        Self {
-            host,
-            command,
-            container_id,
-            netns: netns.map(|n| format!("/var/run/netns/{n}")),
-            ifname: "eth0",
-            args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
-            without: Vec::new(),
-        }
-    }
-
-    fn ifname(mut self, ifname: &'a str) -> Self {
-        self.ifname = ifname;
-        self
-    }
-
-    fn without(mut self, var: &'a str) -> Self {
-        self.without.push(var);
-        self
-    }
-
-    /// Runs `plugin` (a path) with `stdin`, inside the host's namespace.
-    fn run_plugin(&self, plugin: &Path, stdin: &[u8]) -> Run {
-        let mut vars = vec![
-            ("CNI_COMMAND", self.command.to_owned()),
-            ("CNI_CONTAINERID", self.container_id.to_owned()),
-            ("CNI_IFNAME", self.ifname.to_owned()),
-            (
-                "CNI_PATH",
-                plugin.parent().unwrap().to_string_lossy().into_owned(),
-            ),
-            ("CNI_ARGS", self.args.to_owned()),
-        ];
-        if let Some(n) = &self.netns {
-            vars.push(("CNI_NETNS", n.clone()));
-        }
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.host.netns])
-            .arg(plugin)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("CNI_") {
-                command.env_remove(&k);
-            }
-        }
-        for (k, v) in vars {
-            if !self.without.contains(&k) {
-                command.env(k, v);
-            }
-        }
-        let mut child = command.spawn().expect("start the plugin");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin)
-            .expect("feed the plugin");
-        let out = Proc::spawn_adopted("mesh-cni", child)
-            .wait_output(CNI_TIMEOUT)
-            .expect("the plugin finishes");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        Run {
-            ok: out.status.success(),
-            stdout: if text.trim().is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or_else(|e| panic!("stdout {text:?}: {e}"))
-            },
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn run(&self, topo: &Topology, conf: &Value) -> Run {
-        self.run_plugin(
-            &topo.bin_dir().join("mesh-cni"),
-            conf.to_string().as_bytes(),
-        )
+        self.into_result(what).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
 /// The network configuration for `host`'s meshd.
 fn conf(host: &Host) -> Value {
-    json!({
-        "cniVersion": "1.1.0",
-        "name": "mesh",
-        "type": "mesh-cni",
-        "socket": host.api_socket(),
-    })
+    network_conf(host)
 }
 
 /// Hosts a (and b) with meshd peering each other.

@@ -9,9 +9,10 @@
 
 mod common;
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
-use common::POLL;
+use common::{BLOCKS, POLL, add_full_mesh};
 use mesh_api::{DnsRecords, key_fingerprint};
 use mesh_integration::topology::{BRIDGE, DEFAULT_RANGE};
 use mesh_integration::{Host, MeshdOpts, Pod, Topology, require_root, wait_until};
@@ -26,7 +27,12 @@ const STUB_BOUND: Duration = Duration::from_secs(10);
 
 /// `dig @GATEWAY ARGS…` in `pod`, one try of 2 s; dig's stdout.
 fn dig(pod: &Pod, args: &[&str]) -> String {
-    let server = format!("@{GATEWAY}");
+    dig_at(pod, GATEWAY, args)
+}
+
+/// `dig @SERVER ARGS…` in `pod`, one try of 2 s; dig's stdout.
+fn dig_at(pod: &Pod, server: &str, args: &[&str]) -> String {
+    let server = format!("@{server}");
     let mut argv = vec!["dig", server.as_str(), "+time=2", "+tries=1"];
     argv.extend_from_slice(args);
     let out = pod
@@ -38,7 +44,12 @@ fn dig(pod: &Pod, args: &[&str]) -> String {
 
 /// `dig +short` of `name` (type `qtype`) in `pod`: the answer lines.
 fn short(pod: &Pod, name: &str, qtype: &str) -> Vec<String> {
-    dig(pod, &[name, qtype, "+short"])
+    short_at(pod, GATEWAY, name, qtype)
+}
+
+/// [`short`] asking `server`.
+fn short_at(pod: &Pod, server: &str, name: &str, qtype: &str) -> Vec<String> {
+    dig_at(pod, server, &[name, qtype, "+short"])
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -81,6 +92,8 @@ fn start_stub(host: &Host) -> mesh_integration::Proc {
             "--user=root",
             "--group=root",
             "--port=53",
+            // Answers carry a TTL (dnsmasq's default for --address is 0: never cached).
+            "--local-ttl=300",
             &listen,
             &address,
         ])
@@ -272,4 +285,239 @@ fn a_dns_address_that_cannot_be_bound_fails_the_start_and_leaves_nothing() {
         .ip(&["route", "show", DEFAULT_RANGE])
         .unwrap_or_default();
     assert!(routes.trim().is_empty(), "route left behind: {routes}");
+}
+
+/// Bound for a record registered on one host to be answered by another (issue #4: 2 s).
+const PROPAGATION_BOUND: Duration = Duration::from_secs(2);
+/// `--dead-after` of the cluster test.
+const DEAD_AFTER_SECS: u64 = 5;
+/// A killed host's sessions stop counting after 30 s of silence; then `--dead-after`.
+const DEAD_BOUND: Duration = Duration::from_secs(30 + DEAD_AFTER_SECS + 20);
+
+/// The gateway (and DNS server) of host `i`'s block.
+fn gateway_of(i: usize) -> String {
+    let block = BLOCKS[i].1;
+    format!("{}.1", &block[..block.rfind(".0/").expect("a /24 block")])
+}
+
+/// Waits until `pod` (asking its own gateway `server`) gets exactly `want` (any order) for
+/// `name`, at most `bound`; returns how long it took.
+fn wait_answer(pod: &Pod, server: &str, name: &str, want: &[&str], bound: Duration) -> Duration {
+    let start = Instant::now();
+    let want: BTreeSet<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    wait_until(
+        &format!("{name} to answer {want:?} in {}", pod.netns),
+        bound,
+        POLL,
+        || {
+            let got: BTreeSet<String> = short_at(pod, server, name, "A").into_iter().collect();
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .expect("answer");
+    start.elapsed()
+}
+
+#[test]
+fn names_registered_on_one_host_resolve_everywhere_are_shuffled_and_go_with_a_dead_owner() {
+    require_root();
+    let mut topo = Topology::new("dns_cluster").expect("topology");
+    let upstream = topo.add_host("up").expect("host up");
+    let _stub = start_stub(&upstream);
+    let upstreams = upstream.underlay_ip.to_string();
+    let dead_after = DEAD_AFTER_SECS.to_string();
+    let (hosts, pods, _) = add_full_mesh(
+        &mut topo,
+        3,
+        &["--dns-upstream", &upstreams, "--dead-after", &dead_after],
+    );
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    for (i, host) in hosts.iter().enumerate() {
+        let server = gateway_of(i);
+        wait_until(
+            &format!("DNS on {}", host.name),
+            Duration::from_secs(20),
+            POLL,
+            || {
+                let out = pods[i].exec(&[
+                    "dig",
+                    &format!("@{server}"),
+                    "+time=1",
+                    "+tries=1",
+                    "mesh.local",
+                    "SOA",
+                ])?;
+                if text(&out.stdout).contains("status: NOERROR") {
+                    Ok(())
+                } else {
+                    Err(describe(&out))
+                }
+            },
+        )
+        .expect("dns up");
+    }
+
+    // Registered on a, answered on c (and backwards), within the bound.
+    topo.meshctl(a, &["dns", "add", "web", "10.32.1.50"])
+        .expect("dns add on a");
+    let took = wait_answer(
+        &pods[2],
+        &gateway_of(2),
+        "web.mesh.local",
+        &["10.32.1.50"],
+        PROPAGATION_BOUND,
+    );
+    eprintln!("a's record answered on c after {took:?}");
+    assert_eq!(
+        dig_at(&pods[2], &gateway_of(2), &["-x", "10.32.1.50", "+short"]).trim(),
+        "web.mesh.local."
+    );
+
+    // One name on three hosts: every host answers all three, in varying order.
+    topo.meshctl(b, &["dns", "add", "web", "10.32.2.50"])
+        .expect("dns add on b");
+    topo.meshctl(c, &["dns", "add", "web", "10.32.3.50"])
+        .expect("dns add on c");
+    let all = ["10.32.1.50", "10.32.2.50", "10.32.3.50"];
+    for (i, pod) in pods.iter().enumerate() {
+        wait_answer(
+            pod,
+            &gateway_of(i),
+            "web.mesh.local",
+            &all,
+            PROPAGATION_BOUND,
+        );
+    }
+    let orders: BTreeSet<Vec<String>> = (0..12)
+        .map(|_| short_at(&pods[0], &gateway_of(0), "web.mesh.local", "A"))
+        .collect();
+    assert!(
+        orders.len() > 1,
+        "12 answers in one order {orders:?}: not shuffled"
+    );
+
+    // The list on a names each record's owner.
+    let out = topo
+        .meshctl(a, &["dns", "-o", "json"])
+        .expect("meshctl dns");
+    let list: DnsRecords = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let owners: BTreeSet<(String, String, bool)> = list
+        .records
+        .iter()
+        .map(|r| (r.address.clone(), r.owner.clone(), r.served))
+        .collect();
+    let fp = |h: &Host| key_fingerprint(&topo.status(h).expect("status").node.public_key);
+    let b_fp = fp(b);
+    assert_eq!(
+        owners,
+        BTreeSet::from([
+            ("10.32.1.50".to_owned(), fp(a), true),
+            ("10.32.2.50".to_owned(), b_fp.clone(), true),
+            ("10.32.3.50".to_owned(), fp(c), true),
+        ])
+    );
+
+    // A removal on c goes everywhere.
+    topo.meshctl(c, &["dns", "remove", "web", "10.32.3.50"])
+        .expect("dns remove on c");
+    let two = ["10.32.1.50", "10.32.2.50"];
+    wait_answer(
+        &pods[0],
+        &gateway_of(0),
+        "web.mesh.local",
+        &two,
+        PROPAGATION_BOUND,
+    );
+
+    // b dies: a and c stop answering its address once they mark it dead; a lists it unserved.
+    topo.kill_meshd(b).expect("kill b");
+    let killed = Instant::now();
+    wait_answer(
+        &pods[0],
+        &gateway_of(0),
+        "web.mesh.local",
+        &["10.32.1.50"],
+        DEAD_BOUND,
+    );
+    wait_answer(
+        &pods[2],
+        &gateway_of(2),
+        "web.mesh.local",
+        &["10.32.1.50"],
+        DEAD_BOUND.saturating_sub(killed.elapsed()),
+    );
+    eprintln!(
+        "b's record unanswered everywhere {:?} after the kill",
+        killed.elapsed()
+    );
+    let out = topo
+        .meshctl(a, &["dns", "-o", "json"])
+        .expect("meshctl dns");
+    let list: DnsRecords = serde_json::from_str(&out).unwrap();
+    let b_row = list
+        .records
+        .iter()
+        .find(|r| r.owner == b_fp)
+        .unwrap_or_else(|| panic!("b's record is kept while b is dead: {out}"));
+    assert!(!b_row.served, "{out}");
+}
+
+#[test]
+fn a_dead_first_upstream_costs_no_lookup_and_answers_are_cached() {
+    require_root();
+    let mut topo = Topology::new("dns_dead_upstream").expect("topology");
+    let a = topo.add_host("a").expect("host a");
+    let upstream = topo.add_host("up").expect("host up");
+    let stub = start_stub(&upstream);
+    // Nothing has this address on the underlay: queries to it vanish (no ARP answer).
+    let octets = upstream.underlay_ip.octets();
+    let dead = format!("{}.{}.{}.250", octets[0], octets[1], octets[2]);
+    let mut opts = MeshdOpts::new("10.32.1.0/24");
+    opts.extra_args = vec![
+        "--dns-upstream".into(),
+        format!("{dead},{}", upstream.underlay_ip),
+    ];
+    topo.start_meshd(&a, opts).expect("start meshd");
+    let pod = topo.add_pod(&a, "p1", "10.32.1.10").expect("pod");
+    wait_until("DNS on a", Duration::from_secs(20), POLL, || {
+        let out = pod.exec(&[
+            "dig",
+            &format!("@{GATEWAY}"),
+            "+time=1",
+            "+tries=1",
+            "mesh.local",
+            "SOA",
+        ])?;
+        if text(&out.stdout).contains("status: NOERROR") {
+            Ok(())
+        } else {
+            Err(describe(&out))
+        }
+    })
+    .expect("dns up");
+
+    // One try of 2 s each: weaveDNS's 5 s per dead upstream would fail these.
+    for name in ["one.example.test", "two.example.test", "three.example.test"] {
+        assert_eq!(short(&pod, name, "A"), [STUB_ANSWER], "{name}");
+    }
+    // The upstream goes away: what was asked is answered from the cache, the rest fails.
+    drop(stub);
+    assert_eq!(short(&pod, "one.example.test", "A"), [STUB_ANSWER]);
+    // Two rounds over both upstreams, then SERVFAIL: about 2.4 s, so dig waits longer here.
+    let out = pod
+        .exec(&[
+            "dig",
+            &format!("@{GATEWAY}"),
+            "+time=6",
+            "+tries=1",
+            "never-asked.example.test",
+            "A",
+        ])
+        .expect("dig");
+    let got = text(&out.stdout);
+    assert!(got.contains("status: SERVFAIL"), "{}", describe(&out));
 }

@@ -266,6 +266,20 @@ fn rmpeer_of_a_killed_host_hands_its_blocks_to_the_node_that_ran_it() {
     let b_key = status(b).expect("status of b").node.public_key;
     let c_block = c_pool.blocks[0].clone();
     let c_ip = address(&alloc(c, "c0", Duration::from_secs(10)));
+    // c registers a name for it; a learns it by gossip.
+    let c_name_ip = c_ip.to_string();
+    topo.meshctl(c, &["dns", "add", "c0", &c_name_ip])
+        .expect("dns add on c");
+    let has_c0 = |h: &Host| -> Result<bool, String> {
+        let l: mesh_api::DnsRecords = meshctl_json(&h.api_socket(), &["dns"])?;
+        Ok(l.records.iter().any(|r| r.address == c_name_ip))
+    };
+    wait_until("a to learn c's name", Duration::from_secs(10), POLL, || {
+        has_c0(&hosts[0])?
+            .then_some(())
+            .ok_or_else(|| "not yet".to_owned())
+    })
+    .expect("c's name on a");
 
     // Alive: refused, with the way out.
     let out = topo
@@ -293,6 +307,15 @@ fn rmpeer_of_a_killed_host_hands_its_blocks_to_the_node_that_ran_it() {
         removed.reclaimed.iter().any(|r| inside(r, c_ip)),
         "c's block {c_block} among what b took over: {removed:?}"
     );
+    // c's DNS record is removed: on b at once, on a by gossip.
+    assert_eq!(removed.dns_removed, 1, "{removed:?}");
+    assert!(!has_c0(b).expect("dns of b"), "c's record still on b");
+    wait_until("a to drop c's name", Duration::from_secs(10), POLL, || {
+        (!has_c0(&hosts[0])?)
+            .then_some(())
+            .ok_or_else(|| "still listed".to_owned())
+    })
+    .expect("c's name gone from a");
     // b's replica names b for c's block at once; a's after gossip.
     let view = ipam(&b.api_socket()).expect("ipam of b");
     assert_eq!(

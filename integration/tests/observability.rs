@@ -304,6 +304,19 @@ fn views_match_the_topology_and_metrics_match_the_api() {
             assert!(!metrics.contains(&p.public_key));
         }
     }
+    // DNS: one name registered on a, asked for from a's pod, and one that does not exist.
+    topo.meshctl(a, &["dns", "add", "web", "10.32.1.50"])
+        .expect("dns add");
+    for (name, want) in [
+        ("web.mesh.local", "status: NOERROR"),
+        ("nope.mesh.local", "status: NXDOMAIN"),
+    ] {
+        let out = pods[0]
+            .exec(&["dig", "@10.32.1.1", "+time=2", "+tries=1", name])
+            .expect("dig");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(want), "{name}: {text}");
+    }
     let metrics = scrape(a);
     println!("$ curl -s {METRICS_URL}   # on a\n{metrics}");
     println!(
@@ -313,6 +326,22 @@ fn views_match_the_topology_and_metrics_match_the_api() {
     let got = samples(&metrics);
     assert_eq!(got.get("mesh_ipam_addresses{state=\"used\"}"), Some(&2.0));
     assert_eq!(got.get("mesh_ipam_allocations"), Some(&2.0));
+    for (series, want) in [
+        (
+            "mesh_dns_replies_total{source=\"zone\",rcode=\"NOERROR\"}",
+            1.0,
+        ),
+        (
+            "mesh_dns_replies_total{source=\"zone\",rcode=\"NXDOMAIN\"}",
+            1.0,
+        ),
+        ("mesh_dns_queries_total{transport=\"udp\"}", 2.0),
+        ("mesh_dns_records{served=\"yes\"}", 1.0),
+        ("mesh_dns_reply_duration_seconds_count", 2.0),
+        ("mesh_dns_reply_duration_seconds_bucket{le=\"+Inf\"}", 2.0),
+    ] {
+        assert_eq!(got.get(series), Some(&want), "{series}:\n{metrics}");
+    }
     let secret = std::fs::read_to_string(topo.secret_file()).unwrap();
     assert!(
         !metrics.contains(secret.trim()),

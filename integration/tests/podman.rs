@@ -22,7 +22,7 @@ use mesh_integration::{Host, MeshdOpts, Podman, Topology, require_root, wait_unt
 /// Bound of the first ping across hosts once both containers run.
 const FIRST_PING_BOUND: Duration = Duration::from_secs(20);
 /// Start/remove cycles of the leak test.
-const CYCLES: usize = 20;
+const CYCLES: usize = 200;
 
 /// What a test runs on. Fields drop in order: the containers go (podman calls DEL while
 /// meshd still runs) before the hosts, also when the test panics.
@@ -61,12 +61,13 @@ fn setup(test: &str) -> Env {
 
 /// Container `name`'s address on eth0, read inside the container.
 fn container_ip(podman: &Podman, host: &Host, name: &str) -> (Ipv4Addr, u8) {
+    container_ip_on(podman, host, name, "eth0")
+}
+
+/// Container `name`'s address on `dev`, read inside the container.
+fn container_ip_on(podman: &Podman, host: &Host, name: &str, dev: &str) -> (Ipv4Addr, u8) {
     let out = podman
-        .exec(
-            host,
-            name,
-            &["ip", "-4", "-o", "addr", "show", "dev", "eth0"],
-        )
+        .exec(host, name, &["ip", "-4", "-o", "addr", "show", "dev", dev])
         .expect("podman exec ip");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "ip addr in {name}: {out:?}");
@@ -74,7 +75,7 @@ fn container_ip(podman: &Podman, host: &Host, name: &str) -> (Ipv4Addr, u8) {
         .split_whitespace()
         .skip_while(|w| *w != "inet")
         .nth(1)
-        .unwrap_or_else(|| panic!("no inet address on eth0 of {name}: {text}"));
+        .unwrap_or_else(|| panic!("no inet address on {dev} of {name}: {text}"));
     let (ip, len) = cidr.split_once('/').unwrap();
     (ip.parse().unwrap(), len.parse().unwrap())
 }
@@ -86,6 +87,20 @@ fn allocations(host: &Host) -> Vec<(String, String, String)> {
         .allocations
         .into_iter()
         .map(|a| (a.container_id, a.ifname, a.address))
+        .collect()
+}
+
+/// The DNS records `host`'s meshd serves, as (name, address).
+fn dns_names(topo: &Topology, host: &Host) -> Vec<(String, String)> {
+    let out = topo
+        .meshctl(host, &["dns", "-o", "json"])
+        .expect("meshctl dns");
+    let list: mesh_api::DnsRecords =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    list.records
+        .into_iter()
+        .filter(|r| r.served)
+        .map(|r| (r.name, r.address))
         .collect()
 }
 
@@ -193,6 +208,29 @@ fn podman_containers_on_two_hosts_ping_through_the_mesh_and_rm_frees_everything(
     wait_ping(podman, a, &ca, "10.32.1.1", deadline);
     wait_ping(podman, a, &ca, &ip_b.to_string(), deadline);
     wait_ping(podman, b, &cb, &ip_a.to_string(), deadline);
+    // By name: podman passes the container name as K8S_POD_NAME, mesh-cni registers it with
+    // its meshd, gossip brings it to the other host's meshd, and the container's resolver
+    // (that meshd, search domain mesh.local) finds it.
+    let both = vec![
+        (format!("{ca}.mesh.local."), ip_a.to_string()),
+        (format!("{cb}.mesh.local."), ip_b.to_string()),
+    ];
+    wait_until(
+        "a to serve both names",
+        Duration::from_secs(5),
+        POLL,
+        || {
+            let names = dns_names(topo, a);
+            if names == both {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            }
+        },
+    )
+    .expect("names");
+    wait_ping(podman, a, &ca, &cb, deadline);
+    wait_ping(podman, b, &cb, &ca, deadline);
 
     let sandbox = podman
         .inspect(a, &ca, "{{.NetworkSettings.SandboxKey}}")
@@ -203,6 +241,22 @@ fn podman_containers_on_two_hosts_ping_through_the_mesh_and_rm_frees_everything(
     podman.remove(b, &cb).expect("podman rm on b");
     assert_eq!(allocations(a), vec![], "address on a not freed");
     assert_eq!(allocations(b), vec![], "address on b not freed");
+    // The names go with them, on both hosts (a learns b's removal by gossip).
+    assert_eq!(dns_names(topo, b), vec![], "names on b left");
+    wait_until(
+        "a to forget both names",
+        Duration::from_secs(5),
+        POLL,
+        || {
+            let left = dns_names(topo, a);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
+    .expect("names gone");
     assert_eq!(pod_veths(a), Vec::<String>::new(), "veth on a left");
     assert_eq!(pod_veths(b), Vec::<String>::new(), "veth on b left");
     assert!(
@@ -213,8 +267,8 @@ fn podman_containers_on_two_hosts_ping_through_the_mesh_and_rm_frees_everything(
     assert_eq!(cni_cache(&id_b), Vec::<String>::new());
 }
 
-/// 20 times: start a container on each host, check it holds one address and one veth,
-/// remove both; nothing is left behind on either host.
+/// 200 times: start a container on each host, check it holds one address and one veth,
+/// remove both; no address, veth, netns or DNS name is left behind on either host.
 #[test]
 fn podman_start_remove_cycles_leak_no_address_or_veth() {
     let mut env = setup("podman_cycles");
@@ -258,6 +312,15 @@ fn podman_start_remove_cycles_leak_no_address_or_veth() {
                 "cycle {cycle}: veth on {} left",
                 host.name
             );
+            assert_eq!(
+                dns_names(topo, host)
+                    .into_iter()
+                    .filter(|(n, _)| n.starts_with(&format!("{name}.")))
+                    .collect::<Vec<_>>(),
+                vec![],
+                "cycle {cycle}: DNS name on {} left",
+                host.name
+            );
         }
     }
     for host in hosts {
@@ -272,4 +335,74 @@ fn podman_start_remove_cycles_leak_no_address_or_veth() {
         seen[1]
     );
     assert!(podman.containers().is_empty());
+}
+
+/// A container attached to a plain bridge network as `eth0` (its default route) and to the
+/// mesh as `net1`, the way Multus adds a secondary network: mesh-cni gives `net1` only the
+/// cluster range, the container reaches the mesh through it and its own network through
+/// `eth0`; removing it frees the mesh address and veth.
+#[test]
+fn a_container_on_a_second_network_reaches_the_mesh_through_net1_only() {
+    let mut env = setup("podman_two_nets");
+    let (podman, hosts, topo) = (&mut env.podman, &env.hosts, &env.topo);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    podman
+        .add_bridge_network(a, "side", "cni-side0", "198.19.77.0/24")
+        .expect("second network");
+    let c1 = format!("{}-c1", topo.prefix());
+    let cb = format!("{}-cb", topo.prefix());
+    let id = podman
+        .start_with(
+            a,
+            &c1,
+            &[
+                "--network",
+                "side:interface_name=eth0",
+                "--network",
+                "mesh:interface_name=net1",
+            ],
+        )
+        .expect("start on two networks");
+    podman.start(b, &cb).expect("start on b");
+    let started = Instant::now();
+
+    let (side_ip, _) = container_ip_on(podman, a, &c1, "eth0");
+    let (mesh_ip, len) = container_ip_on(podman, a, &c1, "net1");
+    assert_eq!(side_ip.octets()[..3], [198, 19, 77], "{side_ip}");
+    assert_eq!((mesh_ip.octets()[..3].to_vec(), len), (vec![10, 32, 1], 24));
+    assert_eq!(
+        allocations(a),
+        vec![(id, "net1".to_owned(), format!("{mesh_ip}/24"))]
+    );
+    let routes = podman.exec(a, &c1, &["ip", "route"]).unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    let lines: Vec<&str> = routes.lines().map(str::trim).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("default via 198.19.77.1 dev eth0")),
+        "{routes}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("10.32.0.0/12 via 10.32.1.1 dev net1")),
+        "{routes}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("default") && l.contains("net1")),
+        "net1 is not the primary interface: {routes}"
+    );
+
+    let (ip_b, _) = container_ip(podman, b, &cb);
+    let deadline = started + FIRST_PING_BOUND;
+    wait_ping(podman, a, &c1, "198.19.77.1", deadline);
+    wait_ping(podman, a, &c1, &ip_b.to_string(), deadline);
+    wait_ping(podman, b, &cb, &mesh_ip.to_string(), deadline);
+
+    podman.remove(a, &c1).expect("rm");
+    assert_eq!(allocations(a), vec![], "mesh address not freed");
+    assert_eq!(pod_veths(a), Vec::<String>::new(), "veth left");
 }

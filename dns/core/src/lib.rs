@@ -20,7 +20,8 @@
 //!
 //! It does not read clocks, sockets, files or the OS RNG: callers pass `now` (an
 //! [`std::time::Instant`] for the forwarder, wall-clock milliseconds for record versions)
-//! and seeds. It does not gossip (it hands out [`Entry`] values and merges them), does not
+//! and seeds. It does not gossip: it hands out [`Entry`] values, turns them into gossip
+//! records and back ([`to_gossip`], [`from_gossip`]) and merges them. It does not
 //! detect dead nodes (it is told), and does not validate DNSSEC. Tombstones are kept until
 //! gossip gains a way to agree they can go. See `mesh-dns-server` for the UDP/TCP shell.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ mod answer;
 mod cache;
 mod config;
 mod forward;
+mod gossip;
 mod reply;
 mod resolv;
 mod rng;
@@ -44,7 +46,11 @@ pub use forward::{
     DEFAULT_FAILOVER_DELAY, DEFAULT_FINAL_WAIT, DEFAULT_MAX_PENDING, DEFAULT_ROUND_GAP,
     DEFAULT_ROUNDS, Event, Forwarder, ForwarderConfig, ForwarderStats, Transmit,
 };
-pub use reply::Transport;
+pub use gossip::{
+    BODY_FORMAT, GossipError, GossipRecord, MAX_BODY_LEN, body_id, from_gossip, record_id,
+    to_gossip,
+};
+pub use reply::{Transport, response_code};
 pub use resolv::parse_resolv_conf;
 pub use store::{Entry, Listed, Owner, RecordStore, Stamp, StoreError};
 

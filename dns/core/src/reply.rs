@@ -89,3 +89,27 @@ pub(crate) fn encode_within(msg: &Message, limit: u16) -> Option<Vec<u8>> {
     }
     Some(best)
 }
+
+/// The response code of a reply (extended RCODE included), `None` when it does not parse:
+/// what metrics count replies by.
+pub fn response_code(reply: &[u8]) -> Option<u16> {
+    Message::from_vec(reply)
+        .ok()
+        .map(|m| u16::from(m.metadata.response_code))
+}
+
+#[cfg(test)]
+mod rcode_tests {
+    use super::*;
+    use hickory_proto::op::{MessageType, OpCode};
+
+    #[test]
+    fn response_code_reads_the_reply() {
+        let mut m = Message::new(7, MessageType::Response, OpCode::Query);
+        m.metadata.response_code = ResponseCode::NXDomain;
+        assert_eq!(response_code(&m.to_vec().unwrap()), Some(3));
+        m.metadata.response_code = ResponseCode::ServFail;
+        assert_eq!(response_code(&m.to_vec().unwrap()), Some(2));
+        assert_eq!(response_code(&[1, 2, 3]), None);
+    }
+}

@@ -1,4 +1,4 @@
-//! The `dns_answer` fuzz target's check on a fixed pseudo-random corpus, so `cargo test`
+//! The `dns_answer` and `dns_gossip` fuzz targets' checks on a fixed pseudo-random corpus, so `cargo test`
 //! exercises the same properties on every run without a fuzzer.
 //!
 //! The check lives in `integration/fuzz/src/dns_checks.rs`. Inputs are valid queries built
@@ -11,7 +11,7 @@
 #[path = "../../../integration/fuzz/src/dns_checks.rs"]
 mod dns_checks;
 
-use dns_checks::{dns_server, fuzz_answer};
+use dns_checks::{dns_server, fuzz_answer, fuzz_dns_gossip};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -116,6 +116,62 @@ fn answer_survives_random_and_mutated_queries() {
             }
         };
         match catch_unwind(AssertUnwindSafe(|| fuzz_answer(&server, &input))) {
+            Ok(p) => parsed += usize::from(p),
+            Err(e) => {
+                eprintln!("case {case} failed on input {input:02x?}");
+                resume_unwind(e);
+            }
+        }
+    }
+    assert!(parsed > CASES / 3, "only {parsed} of {CASES} inputs parsed");
+}
+
+/// A gossiped DNS record as the `dns_gossip` target takes it: version (8 bytes, LE), body.
+fn valid_gossip(rng: &mut Rng) -> Vec<u8> {
+    const NAMES: [&str; 5] = [
+        "web.mesh.local.",
+        "a.b.c.mesh.local.",
+        "x.",
+        ".",
+        "a-very-long-label-of-sixty-three-bytes-xxxxxxxxxxxxxxxxxxxxxxxx.mesh.local.",
+    ];
+    let addr: std::net::IpAddr = if rng.below(2) == 0 {
+        std::net::Ipv4Addr::from(rng.next() as u32).into()
+    } else {
+        std::net::Ipv6Addr::from(u128::from(rng.next()) << 64 | u128::from(rng.next())).into()
+    };
+    let entry = mesh_dns::Entry {
+        name: Name::from_ascii(NAMES[rng.below(NAMES.len())]).unwrap(),
+        addr,
+        owner: mesh_dns::Owner([rng.next() as u8; 32]),
+        stamp: mesh_dns::Stamp {
+            version: rng.next() >> 1,
+            tombstone: rng.below(2) == 0,
+        },
+    };
+    let g = mesh_dns::to_gossip(&entry).unwrap();
+    let mut v = g.version.to_le_bytes().to_vec();
+    v.extend_from_slice(&g.body);
+    v
+}
+
+#[test]
+fn gossiped_records_survive_random_and_mutated_bodies() {
+    let mut rng = Rng::new(0x0d05_9055_1b00_c0de);
+    let mut parsed = 0;
+    for case in 0..CASES {
+        let input = match case % 3 {
+            0 => valid_gossip(&mut rng),
+            1 => {
+                let v = valid_gossip(&mut rng);
+                mutate(&mut rng, v)
+            }
+            _ => {
+                let n = rng.below(80);
+                (0..n).map(|_| byte(&mut rng)).collect()
+            }
+        };
+        match catch_unwind(AssertUnwindSafe(|| fuzz_dns_gossip(&input))) {
             Ok(p) => parsed += usize::from(p),
             Err(e) => {
                 eprintln!("case {case} failed on input {input:02x?}");

@@ -49,8 +49,38 @@ pub const UPSTREAM_TCP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Client questions waiting for the forwarder task at most; beyond it they are dropped.
 pub const FORWARD_QUEUE: usize = 1024;
 
+/// Upper bounds, in seconds, of the reply-time histogram's buckets (a last one, +Inf,
+/// follows): from a query's arrival to its reply leaving.
+pub const REPLY_SECONDS_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0, 2.5,
+];
+/// The response codes replies are counted by (the RCODE's name), `other` for the rest.
+pub const RCODES: [&str; 7] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other",
+];
+
+/// Replies sent, by where the answer came from and response code, and how long they took.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ReplyStats {
+    /// Answered from the zone (the store), by [`RCODES`] index.
+    pub zone: [u64; 7],
+    /// Forwarded (from the cache or an upstream), by [`RCODES`] index.
+    pub forward: [u64; 7],
+    /// Replies per reply-time bucket ([`REPLY_SECONDS_BUCKETS`], then +Inf); not cumulative.
+    pub seconds_buckets: [u64; 11],
+    /// Sum of the reply times, seconds.
+    pub seconds_sum: f64,
+}
+
+impl ReplyStats {
+    /// Replies counted.
+    pub fn count(&self) -> u64 {
+        self.seconds_buckets.iter().sum()
+    }
+}
+
 /// Counters of the shell, for metrics. Each field is a running total.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ServerStats {
     /// Datagrams received on the client UDP socket.
     pub udp_queries: u64,
@@ -65,6 +95,8 @@ pub struct ServerStats {
     pub dropped: u64,
     /// The forwarder's own counters (cache hits, upstream sends, timeouts…).
     pub forwarder: ForwarderStats,
+    /// Replies by source and response code, and their times.
+    pub replies: ReplyStats,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +106,17 @@ struct Counters {
     answered: AtomicU64,
     forwarded: AtomicU64,
     dropped: AtomicU64,
+    /// [zone, forward] × RCODES.
+    replies: [[AtomicU64; 7]; 2],
+    seconds_buckets: [AtomicU64; 11],
+    nanos_sum: AtomicU64,
+}
+
+/// Where a reply's answer came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Zone = 0,
+    Forward = 1,
 }
 
 /// What [`serve`] shares with the rest of `meshd`: the store and zone (under a lock), the
@@ -135,7 +178,35 @@ impl DnsState {
                 .forwarder_stats
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
+            replies: ReplyStats {
+                zone: c.replies[0].each_ref().map(|a| a.load(Ordering::Relaxed)),
+                forward: c.replies[1].each_ref().map(|a| a.load(Ordering::Relaxed)),
+                seconds_buckets: c
+                    .seconds_buckets
+                    .each_ref()
+                    .map(|a| a.load(Ordering::Relaxed)),
+                seconds_sum: c.nanos_sum.load(Ordering::Relaxed) as f64 / 1e9,
+            },
         }
+    }
+
+    /// Counts a reply about to leave: its source, response code and time since `received`.
+    fn count_reply(&self, source: Source, reply: &[u8], received: Instant) {
+        let c = &self.counters;
+        let rcode = mesh_dns::response_code(reply)
+            .map_or(RCODES.len() - 1, |r| usize::from(r).min(RCODES.len() - 1));
+        c.replies[source as usize][rcode].fetch_add(1, Ordering::Relaxed);
+        let took = received.elapsed();
+        let secs = took.as_secs_f64();
+        let bucket = REPLY_SECONDS_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(REPLY_SECONDS_BUCKETS.len());
+        c.seconds_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        c.nanos_sum.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     fn next_seed(&self) -> u64 {
@@ -174,6 +245,8 @@ enum Route {
 struct Request {
     query: ForwardQuery,
     route: Route,
+    /// When the query arrived.
+    received: Instant,
 }
 
 /// Serves DNS on `udp` and `tcp` until an I/O error on either (returned), or until the
@@ -213,13 +286,18 @@ async fn run_udp(
             Err(e) if is_transient(&e) => continue,
             Err(e) => return Err(e),
         };
+        let received = Instant::now();
         state.counters.udp_queries.fetch_add(1, Ordering::Relaxed);
         match state.answer(&buf[..n], Transport::Udp) {
-            Answer::Reply(bytes) => send_udp(&udp, &bytes, peer).await,
+            Answer::Reply(bytes) => {
+                state.count_reply(Source::Zone, &bytes, received);
+                send_udp(&udp, &bytes, peer).await;
+            }
             Answer::Forward(query) => {
                 let req = Request {
                     query: *query,
                     route: Route::Udp(peer),
+                    received,
                 };
                 if fwd.try_send(req).is_err() {
                     state.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -315,14 +393,19 @@ async fn tcp_client(
             Ok(Ok(None)) | Err(_) => return Ok(()),
             Ok(Err(e)) => return Err(e),
         };
+        let received = Instant::now();
         state.counters.tcp_queries.fetch_add(1, Ordering::Relaxed);
         let reply = match state.answer(&query, Transport::Tcp) {
-            Answer::Reply(bytes) => bytes,
+            Answer::Reply(bytes) => {
+                state.count_reply(Source::Zone, &bytes, received);
+                bytes
+            }
             Answer::Forward(query) => {
                 let (tx, rx) = oneshot::channel();
                 let req = Request {
                     query: *query,
                     route: Route::Tcp(tx),
+                    received,
                 };
                 if fwd.send(req).await.is_err() {
                     return Ok(());
@@ -400,7 +483,7 @@ async fn run_forwarder(
     upstreams: UpstreamSockets,
 ) -> io::Result<()> {
     let mut fwd = Forwarder::new(state.forwarder.clone(), state.seed.rotate_left(17) ^ 0xD45);
-    let mut routes: HashMap<u64, Route> = HashMap::new();
+    let mut routes: HashMap<u64, (Route, Instant)> = HashMap::new();
     let mut next_client = 0u64;
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<(SocketAddr, Vec<u8>)>(64);
     let mut tcp_tasks = JoinSet::new();
@@ -420,9 +503,9 @@ async fn run_forwarder(
                 let client = next_client;
                 next_client = next_client.wrapping_add(1);
                 match fwd.handle_query(Instant::now(), client, req.query) {
-                    Some(bytes) => deliver(&client_udp, req.route, bytes).await,
+                    Some(bytes) => deliver(&state, &client_udp, (req.route, req.received), bytes).await,
                     None => {
-                        routes.insert(client, req.route);
+                        routes.insert(client, (req.route, req.received));
                     }
                 }
             }
@@ -447,7 +530,7 @@ async fn run_forwarder(
         }
         while let Some(Event::Reply { client, bytes }) = fwd.poll_event() {
             if let Some(route) = routes.remove(&client) {
-                deliver(&client_udp, route, bytes).await;
+                deliver(&state, &client_udp, route, bytes).await;
             }
         }
         *state
@@ -457,7 +540,14 @@ async fn run_forwarder(
     }
 }
 
-async fn deliver(client_udp: &UdpSocket, route: Route, bytes: Vec<u8>) {
+/// Counts a forwarded question's reply and sends it to the client that asked.
+async fn deliver(
+    state: &DnsState,
+    client_udp: &UdpSocket,
+    (route, received): (Route, Instant),
+    bytes: Vec<u8>,
+) {
+    state.count_reply(Source::Forward, &bytes, received);
     match route {
         Route::Udp(peer) => send_udp(client_udp, &bytes, peer).await,
         Route::Tcp(tx) => {

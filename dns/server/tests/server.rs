@@ -235,6 +235,11 @@ async fn zone_names_are_answered_over_udp_and_tcp() {
     assert_eq!(sf.metadata.response_code, ResponseCode::ServFail);
     let st = s.state.stats();
     assert_eq!((st.udp_queries, st.tcp_queries), (3, 2));
+    // Replies by source and RCODE (NOERROR, FORMERR, SERVFAIL, NXDOMAIN, …), and timed.
+    assert_eq!(st.replies.zone, [3, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(st.replies.forward, [0, 0, 1, 0, 0, 0, 0]);
+    assert_eq!(st.replies.count(), 5);
+    assert!(st.replies.seconds_sum > 0.0);
 }
 
 #[tokio::test]
@@ -289,6 +294,8 @@ async fn other_names_are_forwarded_and_cached() {
     let st = s.state.stats();
     assert_eq!(st.forwarder.cache_hits, 2);
     assert_eq!(st.forwarded, 4);
+    assert_eq!(st.replies.forward, [3, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(st.replies.zone, [0; 7]);
 }
 
 #[tokio::test]

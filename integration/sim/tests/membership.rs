@@ -88,6 +88,8 @@ fn a_crashed_node_is_marked_dead_in_bound_and_alive_again_after_restart() {
         })
         .unwrap_or_else(|| panic!("seed {seed}: no convergence"));
         let victim = 1 + rng.below(n - 1);
+        let victim_key = sim.node(victim).expect("running").public_key();
+        let stranger = mesh_crypto::PublicKey::from_bytes([0xee; 32]);
         sim.crash(victim);
         let took = sim.run_until(DEATH_BOUND, Duration::from_millis(500), |s| {
             s.up_nodes()
@@ -102,6 +104,14 @@ fn a_crashed_node_is_marked_dead_in_bound_and_alive_again_after_restart() {
                 .map(|o| (o, state_of(&sim, o, victim)))
                 .collect::<Vec<_>>()
         );
+        for o in sim.up_nodes() {
+            let node = sim.node(o).expect("up");
+            assert!(node.member_gone(&victim_key), "seed {seed}: {o}");
+            assert!(
+                !node.member_gone(&stranger),
+                "seed {seed}: {o} knows no stranger"
+            );
+        }
         // Nobody was marked dead by mistake.
         for o in sim.up_nodes() {
             for t in sim.up_nodes() {
@@ -124,6 +134,12 @@ fn a_crashed_node_is_marked_dead_in_bound_and_alive_again_after_restart() {
                 check_membership(&sim).unwrap_err()
             )
         });
+        for o in sim.up_nodes() {
+            if o != victim {
+                let node = sim.node(o).expect("up");
+                assert!(!node.member_gone(&victim_key), "seed {seed}: {o}");
+            }
+        }
     }
 }
 

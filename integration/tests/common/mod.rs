@@ -32,6 +32,18 @@ pub(crate) fn full_mesh_with(
 ) -> (Topology, Vec<Host>, Vec<Pod>, Instant) {
     require_root();
     let mut topo = Topology::new(test).expect("topology");
+    let (hosts, pods, started) = add_full_mesh(&mut topo, n, extra);
+    (topo, hosts, pods, started)
+}
+
+/// Adds hosts a, b, c… (`n` of them) to `topo`, each with `meshd` (with `extra` flags)
+/// peering every other one and one pod; returns the hosts, the pods and when the first
+/// `meshd` was started.
+pub(crate) fn add_full_mesh(
+    topo: &mut Topology,
+    n: usize,
+    extra: &[&str],
+) -> (Vec<Host>, Vec<Pod>, Instant) {
     let hosts: Vec<Host> = BLOCKS[..n]
         .iter()
         .map(|(name, _, _)| topo.add_host(name).expect("host"))
@@ -52,7 +64,7 @@ pub(crate) fn full_mesh_with(
         .enumerate()
         .map(|(i, host)| topo.add_pod(host, "p1", BLOCKS[i].2).expect("pod"))
         .collect();
-    (topo, hosts, pods, started)
+    (hosts, pods, started)
 }
 
 /// Polls `ping -c1 -W1` from `from` to `to` every [`POLL`] until one succeeds, at most

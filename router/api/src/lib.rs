@@ -487,6 +487,9 @@ pub struct MemberRemoved {
     pub public_key: String,
     /// The blocks this node took over, CIDR, as the fewest prefixes.
     pub reclaimed: Vec<String>,
+    /// How many of its DNS records were removed (tombstones gossiped to every member).
+    #[serde(default)]
+    pub dns_removed: usize,
 }
 
 /// `GET` — the route table: which peer each block of the range goes to ([`Routes`]).

@@ -2,6 +2,7 @@
 //! `mesh-cni`. Types and paths live in `mesh-api`.
 
 use crate::ipam::IpamError;
+use crate::names;
 use crate::run::Shared;
 use anyhow::{Context, Result, bail};
 use axum::Json;
@@ -359,13 +360,15 @@ fn remove_member(
     let blocks = node
         .reclaim(now, dead)
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let dns_records = names::remove_owner(shared, &mut node, now, &dead);
     shared.settle(&mut node);
     drop(node);
-    tracing::warn!(member = %who, key = %key, ?blocks, force = req.force, "member removed: its blocks are this node's now");
+    tracing::warn!(member = %who, key = %key, ?blocks, dns_records, force = req.force, "member removed: its blocks are this node's now, its DNS records are removed");
     Ok(mesh_api::MemberRemoved {
         name,
         public_key: key,
         reclaimed: blocks.iter().map(ToString::to_string).collect(),
+        dns_removed: dns_records,
     })
 }
 
@@ -533,15 +536,19 @@ fn dns_add_record(
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let record = dns
+    let (entry, record) = dns
         .update(|s| {
             let name = s.config.qualify(req.name.trim())?;
             s.store
                 .add(&name, addr, owner, now_ms)
-                .map(|e| dns_entry(&e, s.store.is_alive(owner)))
+                .map(|e| {
+                    let shown = dns_entry(&e, s.store.is_alive(owner));
+                    (e, shown)
+                })
                 .map_err(|e| DnsEditError::Store(e.to_string()))
         })
         .map_err(|e| bad_name(&e))?;
+    names::publish(&mut shared.node(), std::time::Instant::now(), &[entry]);
     tracing::info!(name = %record.name, address = %record.address, "dns record added");
     Ok(mesh_api::DnsChanged {
         records: vec![record],
@@ -565,18 +572,15 @@ fn dns_remove_records(
     let dns = dns_state(shared)?;
     let addr = req.address.as_deref().map(parse_addr).transpose()?;
     let owner = own_owner(shared);
-    let (name, records) = dns
+    let (name, gone) = dns
         .update(|s| {
             let name = s.config.qualify(req.name.trim())?;
-            let gone: Vec<mesh_api::DnsRecord> = s
-                .store
-                .remove(&name, addr, owner)
-                .iter()
-                .map(|e| dns_entry(e, false))
-                .collect();
+            let gone = s.store.remove(&name, addr, owner);
             Ok::<_, DnsEditError>((name, gone))
         })
         .map_err(|e| bad_name(&e))?;
+    names::publish(&mut shared.node(), std::time::Instant::now(), &gone);
+    let records: Vec<mesh_api::DnsRecord> = gone.iter().map(|e| dns_entry(e, false)).collect();
     if records.is_empty() {
         return Err((
             StatusCode::NOT_FOUND,

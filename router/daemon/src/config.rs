@@ -121,6 +121,14 @@ pub(crate) struct RunArgs {
         value_delimiter = ','
     )]
     pub(crate) dns_upstreams: Vec<String>,
+    /// TTL of positive answers from the cluster zone, in seconds (negative answers: 5 s)
+    /// [default: 30].
+    #[arg(long, env = "MESH_DNS_TTL", value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=86400))]
+    pub(crate) dns_ttl: Option<u32>,
+    /// Load balancing: answer at most N addresses under a name, this node's own first, the
+    /// rest shuffled [default: every address, shuffled].
+    #[arg(long, env = "MESH_DNS_SUBSET", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) dns_subset: Option<u16>,
     /// Log filter (tracing syntax, e.g. `info`, `debug`, `mesh_core=trace`) [default: info].
     #[arg(long, env = "MESH_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,
@@ -219,6 +227,8 @@ struct FileConfig {
     dns_zone: Option<String>,
     #[serde(default)]
     dns_upstream: Vec<String>,
+    dns_ttl: Option<u32>,
+    dns_subset: Option<u16>,
     log: Option<String>,
 }
 
@@ -363,7 +373,7 @@ impl RunArgs {
         if bridge == tun {
             bail!("--bridge and --tun are both {bridge:?}: they must differ");
         }
-        let dns = resolve_dns(
+        let mut dns = resolve_dns(
             self.dns.or(file.dns),
             self.dns_zone.or(file.dns_zone),
             if self.dns_upstreams.is_empty() {
@@ -375,6 +385,22 @@ impl RunArgs {
             range,
             || std::fs::read_to_string(RESOLV_CONF).unwrap_or_default(),
         )?;
+        if let Some(d) = &mut dns {
+            match self.dns_ttl.or(file.dns_ttl) {
+                Some(ttl) if ttl > MAX_DNS_TTL => bail!(
+                    "dns_ttl = {ttl} in the config file: at most {MAX_DNS_TTL} seconds (a day)"
+                ),
+                Some(ttl) => d.zone.ttl = ttl,
+                None => {}
+            }
+            match self.dns_subset.or(file.dns_subset) {
+                Some(0) => bail!(
+                    "dns_subset = 0 in the config file: it must be at least 1 (leave it out to answer every address)"
+                ),
+                Some(n) => d.zone.subset = Some(usize::from(n)),
+                None => {}
+            }
+        }
         Ok(Config {
             name,
             listen,
@@ -413,6 +439,9 @@ impl RunArgs {
         })
     }
 }
+
+/// Largest `--dns-ttl`.
+const MAX_DNS_TTL: u32 = 86_400;
 
 /// The DNS server's configuration from `--dns`, `--dns-zone` and `--dns-upstream`;
 /// `resolv_conf` gives the text of /etc/resolv.conf, read only when no upstream is given.
@@ -954,6 +983,57 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("meshd's own DNS address"), "{err}");
+    }
+
+    #[test]
+    fn dns_ttl_and_subset_come_from_flags_or_the_file_and_are_checked() {
+        let d = tmpdir("dnsttl");
+        let c = args(&d).resolve().unwrap();
+        let zone = &c.dns.as_ref().unwrap().zone;
+        assert_eq!((zone.ttl, zone.subset), (mesh_dns::DEFAULT_TTL, None));
+        let cfg = d.join("meshd.toml");
+        std::fs::write(&cfg, "dns_ttl = 5\ndns_subset = 2\n").unwrap();
+        let mut a = args(&d);
+        a.config = Some(cfg.clone());
+        let zone = a.resolve().unwrap().dns.unwrap().zone;
+        assert_eq!((zone.ttl, zone.subset), (5, Some(2)));
+        let mut a = args(&d);
+        a.config = Some(cfg.clone());
+        a.dns_ttl = Some(60);
+        assert_eq!(
+            a.resolve().unwrap().dns.unwrap().zone.ttl,
+            60,
+            "a flag beats the file"
+        );
+        for (text, want) in [
+            (
+                "dns_ttl = 90000\n",
+                "dns_ttl = 90000 in the config file: at most 86400",
+            ),
+            (
+                "dns_subset = 0\n",
+                "dns_subset = 0 in the config file: it must be at least 1",
+            ),
+        ] {
+            std::fs::write(&cfg, text).unwrap();
+            let mut a = args(&d);
+            a.config = Some(cfg.clone());
+            let err = a.resolve().unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            _run: RunArgs,
+        }
+        for flags in [["--dns-ttl", "90000"], ["--dns-subset", "0"]] {
+            let argv = std::iter::once("meshd").chain(flags);
+            let err = <Cli as clap::Parser>::try_parse_from(argv)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(flags[0]), "{err}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod config;
 mod debug;
 mod ipam;
 mod metrics;
+mod names;
 mod ping;
 mod reset;
 mod run;

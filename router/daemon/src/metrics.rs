@@ -21,7 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mesh_api::{IpamStatus, MemberState, PeerState, Status, key_fingerprint};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -142,6 +145,18 @@ async fn scrape(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
         status: shared.status(),
         ipam: shared.ipam.status(),
         started: shared.metrics.started,
+        dns: shared.dns.as_deref().map(|d| {
+            let (served, unserved) = d.read(|s| {
+                let list = s.store.list();
+                let served = list.iter().filter(|r| r.served).count() as u64;
+                (served, list.len() as u64 - served)
+            });
+            DnsSnapshot {
+                stats: d.stats(),
+                served,
+                unserved,
+            }
+        }),
     };
     let format = Format::from_accept(headers.get(header::ACCEPT));
     match encode(snapshot, format) {
@@ -196,6 +211,36 @@ pub(crate) struct Snapshot {
     pub(crate) status: Status,
     pub(crate) ipam: IpamStatus,
     pub(crate) started: SystemTime,
+    /// `None` with `--dns off`.
+    pub(crate) dns: Option<DnsSnapshot>,
+}
+
+/// The DNS server's counters and how many records it holds.
+#[derive(Debug)]
+pub(crate) struct DnsSnapshot {
+    pub(crate) stats: mesh_dns_server::ServerStats,
+    /// Records answered.
+    pub(crate) served: u64,
+    /// Records kept but not answered (their owner is dead).
+    pub(crate) unserved: u64,
+}
+
+/// A histogram read from counters kept elsewhere.
+struct ConstHistogram {
+    sum: f64,
+    count: u64,
+    /// (upper bound, count in this bucket), the last bound +Inf; not cumulative.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for ConstHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// `snapshot` in `format`.
@@ -558,8 +603,86 @@ impl Collector for Snapshot {
             "Allocations outside this node's current blocks (kept from an earlier configuration).",
             gauge_u(ip.allocations.iter().filter(|a| a.stranded).count() as u64),
         )?;
+        if let Some(dns) = &self.dns {
+            encode_dns(&mut e, dns)?;
+        }
         Ok(())
     }
+}
+
+/// The `mesh_dns_*` families.
+fn encode_dns(e: &mut DescriptorEncoder<'_>, dns: &DnsSnapshot) -> Result<(), std::fmt::Error> {
+    let st = &dns.stats;
+    family(
+        e,
+        "mesh_dns_queries",
+        "DNS queries received from clients, by transport.",
+        [
+            ([("transport", "udp")], counter(st.udp_queries)),
+            ([("transport", "tcp")], counter(st.tcp_queries)),
+        ],
+    )?;
+    let r = &st.replies;
+    family(
+        e,
+        "mesh_dns_replies",
+        "DNS replies sent, by source (zone: meshd's records; forward: cache or upstream) and response code.",
+        [("zone", &r.zone), ("forward", &r.forward)]
+            .into_iter()
+            .flat_map(|(source, counts)| {
+                mesh_dns_server::RCODES
+                    .iter()
+                    .zip(counts)
+                    .map(move |(rcode, n)| ([("source", source), ("rcode", *rcode)], counter(*n)))
+            }),
+    )?;
+    single(
+        e,
+        "mesh_dns_dropped",
+        "DNS queries dropped unanswered (malformed, too long, not a query, forwarder queue full).",
+        counter(st.dropped),
+    )?;
+    let f = &st.forwarder;
+    family(
+        e,
+        "mesh_dns_forwarder_events",
+        "What the forwarder did with questions outside the zone.",
+        [
+            ("cache_hit", f.cache_hits),
+            ("cache_miss", f.cache_misses),
+            ("coalesced", f.coalesced),
+            ("upstream_send", f.upstream_sends),
+            ("upstream_answer", f.upstream_answers),
+            ("upstream_error", f.upstream_errors),
+            ("ignored", f.ignored),
+            ("timeout", f.timeouts),
+            ("overloaded", f.overloaded),
+        ]
+        .map(|(event, n)| ([("event", event)], counter(n))),
+    )?;
+    family(
+        e,
+        "mesh_dns_records",
+        "DNS records of the zone held, answered or not (not: their owner is dead).",
+        [
+            ([("served", "yes")], gauge_u(dns.served)),
+            ([("served", "no")], gauge_u(dns.unserved)),
+        ],
+    )?;
+    let bounds = mesh_dns_server::REPLY_SECONDS_BUCKETS
+        .iter()
+        .copied()
+        .chain([f64::INFINITY]);
+    single(
+        e,
+        "mesh_dns_reply_duration_seconds",
+        "Time from a DNS query's arrival to its reply leaving, seconds.",
+        ConstHistogram {
+            sum: r.seconds_sum,
+            count: r.count(),
+            buckets: bounds.zip(r.seconds_buckets).collect(),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -709,6 +832,28 @@ mod tests {
                 owners: vec![],
             },
             started: UNIX_EPOCH + Duration::from_millis(1_700_000_000_500),
+            dns: Some(DnsSnapshot {
+                stats: mesh_dns_server::ServerStats {
+                    udp_queries: 9,
+                    tcp_queries: 1,
+                    answered: 6,
+                    forwarded: 3,
+                    dropped: 1,
+                    forwarder: mesh_dns::ForwarderStats {
+                        cache_hits: 2,
+                        timeouts: 1,
+                        ..Default::default()
+                    },
+                    replies: mesh_dns_server::ReplyStats {
+                        zone: [5, 0, 0, 1, 0, 0, 0],
+                        forward: [2, 0, 1, 0, 0, 0, 0],
+                        seconds_buckets: [4, 2, 1, 0, 0, 0, 0, 0, 0, 1, 1],
+                        seconds_sum: 3.5,
+                    },
+                },
+                served: 3,
+                unserved: 1,
+            }),
         }
     }
 
@@ -726,7 +871,10 @@ mod tests {
             } else {
                 let (id, value) = line.rsplit_once(' ').unwrap();
                 let name = id.split('{').next().unwrap();
-                let family = name.strip_suffix("_total").unwrap_or(name);
+                let family = ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(name);
                 assert!(
                     typed.contains(name) || typed.contains(family),
                     "sample before its TYPE: {line}"
@@ -800,6 +948,23 @@ mod tests {
             "mesh_gossip_malformed_total 1",
             "# TYPE process_start_time_seconds gauge",
             "process_start_time_seconds 1700000000.5",
+            "mesh_dns_queries_total{transport=\"udp\"} 9",
+            "mesh_dns_queries_total{transport=\"tcp\"} 1",
+            "mesh_dns_replies_total{source=\"zone\",rcode=\"NOERROR\"} 5",
+            "mesh_dns_replies_total{source=\"zone\",rcode=\"NXDOMAIN\"} 1",
+            "mesh_dns_replies_total{source=\"forward\",rcode=\"SERVFAIL\"} 1",
+            "mesh_dns_dropped_total 1",
+            "mesh_dns_forwarder_events_total{event=\"cache_hit\"} 2",
+            "mesh_dns_forwarder_events_total{event=\"timeout\"} 1",
+            "mesh_dns_records{served=\"yes\"} 3",
+            "mesh_dns_records{served=\"no\"} 1",
+            "# TYPE mesh_dns_reply_duration_seconds histogram",
+            "mesh_dns_reply_duration_seconds_sum 3.5",
+            "mesh_dns_reply_duration_seconds_count 9",
+            "mesh_dns_reply_duration_seconds_bucket{le=\"0.0005\"} 4",
+            "mesh_dns_reply_duration_seconds_bucket{le=\"0.001\"} 6",
+            "mesh_dns_reply_duration_seconds_bucket{le=\"2.5\"} 8",
+            "mesh_dns_reply_duration_seconds_bucket{le=\"+Inf\"} 9",
         ] {
             assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
         }

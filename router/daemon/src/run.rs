@@ -14,6 +14,7 @@
 //! contract (P) lets them leave only once the ring is on disk.
 
 use crate::config::Config;
+use crate::names;
 use crate::state;
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
@@ -991,7 +992,7 @@ async fn timers(shared: Arc<Shared>, udp: Arc<BatchUdp>) -> Result<()> {
 /// automatic IPAM persists the blocks in use (`blocks.json`), puts their gateways on the
 /// bridge (and takes those of blocks no longer in use off), routes the range with the first
 /// gateway as source and gives the pool the blocks; records a refused foreign ring for
-/// `meshctl status`.
+/// `meshctl status`; merges gossiped DNS records and tells the DNS store which owners are dead.
 async fn events(
     shared: Arc<Shared>,
     net: HostNetwork,
@@ -1023,12 +1024,12 @@ async fn events(
             Event::ForeignRing { ours, theirs } => {
                 shared.warn(foreign_ring_message(&ours, &theirs));
             }
-            // Application records (kind 4 and up: DNS) are not gossiped by meshd yet.
-            Event::RingChanged
-            | Event::BlockConflict { .. }
-            | Event::MemberDead { .. }
-            | Event::MemberAlive { .. }
-            | Event::RecordChanged { .. } => {}
+            Event::RecordChanged { kind, id } if kind == names::KIND_DNS => {
+                names::record_changed(&shared, &id);
+            }
+            Event::MemberDead { key } => names::member_liveness(&shared, &key, false),
+            Event::MemberAlive { key } => names::member_liveness(&shared, &key, true),
+            Event::RingChanged | Event::BlockConflict { .. } | Event::RecordChanged { .. } => {}
         }
     }
     // Shared holds the sender: the channel closes only when meshd stops.

@@ -722,4 +722,10 @@ impl Node {
     pub fn is_alive(&self, key: &PublicKey) -> bool {
         *key == self.keypair.public() || self.members.get(key).is_some_and(|m| !m.dead && !m.left)
     }
+
+    /// Whether `key` is a member this node knows and sees dead or departed (unlike
+    /// `!is_alive`, `false` for a key it has not heard of yet).
+    pub fn member_gone(&self, key: &PublicKey) -> bool {
+        self.members.get(key).is_some_and(|m| m.dead || m.left)
+    }
 }
