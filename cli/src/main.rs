@@ -2,10 +2,13 @@
 //! JSON on a unix socket). Tables for people, `-o json` for scripts.
 //!
 //! It holds no state and never sees secrets: everything it prints comes from
-//! the API. Errors are one line on stderr and exit code 1; bad arguments exit 2.
+//! the API. Errors are one line on stderr and exit code 1; bad arguments exit 2;
+//! `debug` exits 3 when it found a problem of severity `error` (after printing the
+//! report), `ping` exits 1 when no probe was answered.
 #![forbid(unsafe_code)]
 
 mod client;
+mod diagnose;
 mod render;
 mod views;
 
@@ -82,6 +85,40 @@ enum Command {
         #[command(subcommand)]
         action: Option<DnsAction>,
     },
+    /// Everything about this host's side of the mesh in one view: the bridge and its ports,
+    /// pod veths and their namespaces, ARP and FDB entries, routes of the cluster range,
+    /// offloads, UDP socket drops, then the problems found, each naming its fix. Exits 3
+    /// when a problem of severity `error` was found.
+    Debug,
+    /// Measure the overlay path to a member (by name or public key) or to the member whose
+    /// block holds a pod address: round trip of each probe, loss, direct or relayed, and
+    /// whether a probe of the overlay MTU passes. Exits 1 when no probe was answered.
+    Ping {
+        /// A member's name or public key, or a pod address.
+        #[arg(value_name = "NAME|IP|KEY")]
+        target: String,
+        /// Probes to send (1-20).
+        #[arg(short = 'c', long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=20))]
+        count: u32,
+        /// Milliseconds between probes (10-1000).
+        #[arg(short = 'i', long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=1000))]
+        interval_ms: u64,
+    },
+    /// Add a peer endpoint at run time, as `meshd --peer` does at start: meshd tries it until
+    /// it answers, and saves whoever answers as a known peer. A host name is resolved here;
+    /// without a port, 6788.
+    Connect {
+        /// The endpoint.
+        #[arg(value_name = "HOST:PORT")]
+        endpoint: String,
+    },
+    /// Stop trying a peer endpoint and remove the peers saved at it from the known peers
+    /// (a `--peer` endpoint comes back when meshd restarts with it). Sessions up now stay.
+    Forget {
+        /// The endpoint.
+        #[arg(value_name = "HOST:PORT")]
+        endpoint: String,
+    },
     /// Print a new random cluster secret (base64), as `meshd gen-secret` does.
     Keygen,
     /// Print a shell completion script (e.g. `meshctl completions bash > /etc/bash_completion.d/meshctl`).
@@ -141,20 +178,127 @@ enum DnsAction {
     },
 }
 
+/// Exit code of `meshctl debug` when it found a problem of severity `error`.
+const EXIT_PROBLEMS: u8 = 3;
+/// Exit code of bad arguments (as clap's).
+const EXIT_USAGE: u8 = 2;
+
+/// An argument clap accepted but that is not what the command needs (one line, exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             // One line. Our errors already name their cause; `{:#}` would repeat it.
             eprintln!("meshctl: {err}");
-            ExitCode::FAILURE
+            if err.is::<UsageError>() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
+/// The endpoint of `connect` and `forget`, as `meshd --peer` takes one: `IP:PORT`,
+/// `HOST:PORT`, or a bare IP or host (port 6788). A host name is resolved here (an IPv4
+/// address preferred); one that is not a host name is refused before any lookup.
+fn endpoint_arg(s: &str) -> Result<std::net::SocketAddr, UsageError> {
+    use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, mesh_api::DEFAULT_UDP_PORT));
+    }
+    let bad = || {
+        UsageError(format!(
+            "{s:?} is not an endpoint: give HOST:PORT or IP:PORT, e.g. 198.18.0.2:6788"
+        ))
+    };
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
+        None => (s, mesh_api::DEFAULT_UDP_PORT),
+    };
+    let hostname = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !hostname {
+        return Err(bad());
+    }
+    let resolved: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|_| UsageError(format!("{s:?} does not resolve to an address")))?
+        .collect();
+    resolved
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| resolved.first())
+        .copied()
+        .ok_or_else(|| UsageError(format!("{s:?} does not resolve to an address")))
+}
+
+/// Runs the command; the exit code.
+fn run(cli: &Cli) -> anyhow::Result<u8> {
+    let mut code = 0;
     let text = match &cli.command {
+        Command::Debug => {
+            let report: mesh_api::DebugReport =
+                ask(
+                    cli,
+                    |c| async move { c.get_json(mesh_api::PATH_DEBUG).await },
+                )?;
+            if report.worst() == Some(mesh_api::Severity::Error) {
+                code = EXIT_PROBLEMS;
+            }
+            output(&report, cli.output, diagnose::debug_text)?
+        }
+        Command::Ping {
+            target,
+            count,
+            interval_ms,
+        } => {
+            let req = mesh_api::PingRequest {
+                target: target.clone(),
+                count: *count,
+                interval_ms: *interval_ms,
+            };
+            // The probes take count x interval, plus a second for the last answers.
+            let timeout = REQUEST_TIMEOUT
+                + std::time::Duration::from_millis(u64::from(*count) * *interval_ms);
+            let result: mesh_api::PingResult = ask_within(cli, timeout, |c| async move {
+                c.post_json(mesh_api::PATH_PING, &req).await
+            })?;
+            if result.received == 0 {
+                code = 1;
+            }
+            output(&result, cli.output, diagnose::ping_text)?
+        }
+        Command::Connect { endpoint } => {
+            let req = mesh_api::EndpointRequest {
+                endpoint: endpoint_arg(endpoint)?.to_string(),
+            };
+            let changed: mesh_api::EndpointChanged = ask(cli, |c| async move {
+                c.post_json(mesh_api::PATH_PEERS_CONNECT, &req).await
+            })?;
+            output(&changed, cli.output, diagnose::connected_text)?
+        }
+        Command::Forget { endpoint } => {
+            let req = mesh_api::EndpointRequest {
+                endpoint: endpoint_arg(endpoint)?.to_string(),
+            };
+            let changed: mesh_api::EndpointChanged = ask(cli, |c| async move {
+                c.post_json(mesh_api::PATH_PEERS_FORGET, &req).await
+            })?;
+            output(&changed, cli.output, diagnose::forgot_text)?
+        }
         Command::Version => version_text(cli.output)?,
         Command::Keygen => keygen_text(cli.output)?,
         Command::Completions { shell } => completions_text(*shell)?,
@@ -275,7 +419,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             })?
         }
     };
-    write_stdout(&text)
+    write_stdout(&text)?;
+    Ok(code)
 }
 
 /// One request to meshd on a single-threaded runtime.
@@ -284,10 +429,19 @@ where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = Result<T, client::ClientError>>,
 {
+    ask_within(cli, REQUEST_TIMEOUT, request)
+}
+
+/// [`ask`] with its own deadline.
+fn ask_within<T, F, Fut>(cli: &Cli, timeout: std::time::Duration, request: F) -> anyhow::Result<T>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, client::ClientError>>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = Client::new(&cli.socket, REQUEST_TIMEOUT);
+    let client = Client::new(&cli.socket, timeout);
     Ok(runtime.block_on(request(client))?)
 }
 
@@ -414,6 +568,61 @@ mod tests {
         assert!(text.contains("\"state\": \"established\""));
         let back: mesh_api::Status = serde_json::from_str(&text).unwrap();
         assert_eq!(back, status);
+    }
+
+    #[test]
+    fn debug_ping_connect_forget_parse_and_bad_endpoints_are_usage_errors() {
+        let cli = Cli::try_parse_from(["meshctl", "debug", "-o", "json"]).unwrap();
+        assert_eq!((cli.command, cli.output), (Command::Debug, Output::Json));
+        let cli = Cli::try_parse_from(["meshctl", "ping", "beta", "-c", "3"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Ping {
+                target: "beta".into(),
+                count: 3,
+                interval_ms: 200
+            }
+        );
+        let err = Cli::try_parse_from(["meshctl", "ping", "beta", "-c", "0"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let err = Cli::try_parse_from(["meshctl", "ping"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let cli = Cli::try_parse_from(["meshctl", "connect", "198.18.0.2:6788"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Connect {
+                endpoint: "198.18.0.2:6788".into()
+            }
+        );
+        assert_eq!(
+            endpoint_arg(" 198.18.0.2:6788 ").unwrap(),
+            "198.18.0.2:6788".parse().unwrap()
+        );
+        assert!(endpoint_arg("[fd00::2]:6788").is_ok());
+        assert_eq!(
+            endpoint_arg("198.18.0.2").unwrap(),
+            "198.18.0.2:6788".parse().unwrap(),
+            "the default port, as --peer"
+        );
+        assert_eq!(
+            endpoint_arg("localhost:7000").unwrap().port(),
+            7000,
+            "a host name is resolved"
+        );
+        // Refused before any lookup.
+        for bad in [
+            "198.18.0.2:99999",
+            "host:port",
+            "a b:6788",
+            "10.0.0.1:x:6788",
+            "",
+        ] {
+            let err = anyhow::Error::from(endpoint_arg(bad).unwrap_err());
+            assert!(err.is::<UsageError>(), "{bad}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+        let err = Cli::try_parse_from(["meshctl", "forget"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "forget needs HOST:PORT");
     }
 
     #[test]

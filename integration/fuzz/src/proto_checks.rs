@@ -15,6 +15,7 @@ use mesh_proto::datagram::{
     DATA_HEADER_LEN, Datagram, INIT_HEADER_LEN, REPLY_HEADER_LEN, emit_data_header,
     emit_init_header, emit_reply_header,
 };
+use mesh_proto::echo::{CONTROL_ECHO_REPLY, CONTROL_ECHO_REQUEST, ECHO_HEADER_LEN, Echo};
 use mesh_proto::inner::{Inner, ipv4_addrs};
 use std::net::Ipv4Addr;
 
@@ -167,7 +168,8 @@ pub fn fuzz_peer_info_emit(data: &[u8]) -> bool {
 }
 
 /// `Inner::classify` never panics and agrees with the bytes: a keepalive is empty, IPv4
-/// addresses are where the header has them, a control message starts below 0x40. A
+/// addresses are where the header has them, a control message starts below 0x40. An echo
+/// goes on through [`fuzz_echo`]. A
 /// PeerInfo control message goes on through [`fuzz_peer_info`], as in the node.
 pub fn fuzz_inner(data: &[u8]) -> bool {
     match Inner::classify(data) {
@@ -195,6 +197,9 @@ pub fn fuzz_inner(data: &[u8]) -> bool {
             assert_eq!(msg, data, "control message is not the whole plaintext");
             if kind == CONTROL_PEER_INFO {
                 fuzz_peer_info(msg);
+            }
+            if kind == CONTROL_ECHO_REQUEST || kind == CONTROL_ECHO_REPLY {
+                fuzz_echo(msg);
             }
             true
         }
@@ -285,5 +290,21 @@ pub fn fuzz_relay(data: &[u8]) -> bool {
     };
     assert_eq!(again.inner, frame.inner);
     assert_eq!(again.to_forward, !frame.to_forward);
+    true
+}
+
+/// Echo (`meshctl ping`'s probes): whatever parses keeps its type, id and length, and emits
+/// back to the same header with zero padding.
+pub fn fuzz_echo(data: &[u8]) -> bool {
+    let Ok(echo) = Echo::parse(data) else {
+        return false;
+    };
+    assert_eq!(echo.len, data.len());
+    assert_eq!(echo.reply, data[0] == CONTROL_ECHO_REPLY);
+    let mut out = vec![0xffu8; echo.buffer_len()];
+    assert_eq!(echo.emit(&mut out), Some(data.len()));
+    assert_eq!(out[..ECHO_HEADER_LEN], data[..ECHO_HEADER_LEN]);
+    assert!(out[ECHO_HEADER_LEN..].iter().all(|b| *b == 0));
+    assert_eq!(Echo::parse(&out), Ok(echo));
     true
 }

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 /// `GET` — the whole node status ([`Status`]).
 pub const PATH_STATUS: &str = "/v1/status";
 
+/// Default UDP port of meshd (`--listen`, and of a `--peer` or `meshctl connect` endpoint
+/// given without one).
+pub const DEFAULT_UDP_PORT: u16 = 6788;
+
 /// Default path of the API socket.
 pub const DEFAULT_SOCKET: &str = "/run/mesh/meshd.sock";
 
@@ -742,4 +746,304 @@ pub struct DnsRemoveRequest {
 pub struct DnsChanged {
     /// The records concerned.
     pub records: Vec<DnsRecord>,
+}
+
+/// `GET` — what the usual toolbox (bridge, links, netns, ARP, FDB, routes, offloads, socket
+/// drops) shows piecemeal, read by meshd through rtnetlink, ethtool's netlink family,
+/// `/proc` and `/sys`, with a list of findings ([`DebugReport`]).
+pub const PATH_DEBUG: &str = "/v1/debug";
+
+/// How bad a [`Finding`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing; nothing is broken.
+    Info,
+    /// Works, but slower or more fragile than it should.
+    Warning,
+    /// Traffic is (or will be) lost: `meshctl debug` exits 3.
+    Error,
+}
+
+/// One problem found by [`PATH_DEBUG`]'s checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// How bad it is.
+    pub severity: Severity,
+    /// Stable snake_case name of the check, e.g. `ip_forward`, `veth_detached`.
+    pub check: String,
+    /// What it is about (a link, a peer, a sysctl); empty for the node as a whole.
+    pub subject: String,
+    /// One line: the problem, then the fix.
+    pub message: String,
+}
+
+/// A network link as rtnetlink reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugLink {
+    /// Interface name.
+    pub name: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Link kind (`bridge`, `veth`, `tun`, ...), empty when the kernel names none.
+    pub kind: String,
+    /// Administratively up (`ip link set X up`).
+    pub admin_up: bool,
+    /// Operational state, lower case (`up`, `down`, `lowerlayerdown`, `unknown`, ...).
+    pub oper_state: String,
+    /// MTU.
+    pub mtu: u32,
+    /// Name of the link it is enslaved to (its bridge), if any.
+    pub master: Option<String>,
+    /// MAC address, `aa:bb:..`; empty for layer-3 devices.
+    pub mac: String,
+    /// IPv4 addresses, CIDR.
+    pub addresses: Vec<String>,
+}
+
+/// A pod's host-side veth and the namespace it leads to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugVeth {
+    /// The host end.
+    pub link: DebugLink,
+    /// Interface index of the pod end, inside the pod's namespace.
+    pub peer_ifindex: Option<u32>,
+    /// The pod namespace's id as seen from the host namespace (`ip netns list-id`).
+    pub netns_id: Option<i32>,
+    /// Its name under `/run/netns`, when it has one there.
+    pub netns_name: Option<String>,
+    /// Enslaved to the node's bridge.
+    pub attached: bool,
+    /// The pod end's name, MTU and IPv4 addresses (CIDR), read inside its namespace when
+    /// that has a name under `/run/netns`.
+    #[serde(default)]
+    pub pod_ifname: Option<String>,
+    /// See `pod_ifname`.
+    #[serde(default)]
+    pub pod_mtu: Option<u32>,
+    /// See `pod_ifname`.
+    #[serde(default)]
+    pub pod_addresses: Vec<String>,
+}
+
+/// An ARP (neighbour) entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugNeighbour {
+    /// The device it is on.
+    pub device: String,
+    /// IP address.
+    pub address: String,
+    /// MAC address; empty while unresolved.
+    pub mac: String,
+    /// `reachable`, `stale`, `failed`, `incomplete`, `permanent`, ...
+    pub state: String,
+}
+
+/// A forwarding-database entry of the bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugFdb {
+    /// The bridge port (or the bridge itself) it points to.
+    pub device: String,
+    /// MAC address.
+    pub mac: String,
+    /// VLAN, if any.
+    pub vlan: Option<u16>,
+    /// `permanent` (the port's own address), `static`, or learned (`reachable`, `stale`).
+    pub state: String,
+}
+
+/// A kernel route for the cluster range (or inside it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugRoute {
+    /// Destination, CIDR.
+    pub destination: String,
+    /// Output device.
+    pub device: String,
+    /// Next hop, if any.
+    pub gateway: Option<String>,
+    /// Preferred source address, if any.
+    pub source: Option<String>,
+    /// Routing table number (254 is main).
+    pub table: u32,
+}
+
+/// Offload settings of a device: ethtool's features (over netlink), rtnetlink's size limits,
+/// and for the TUN device `/sys` and meshd's own state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugOffload {
+    /// The device.
+    pub device: String,
+    /// Where the values come from, `+`-separated: `ethtool-netlink`, `rtnetlink`, `sysfs`.
+    pub source: String,
+    /// ethtool features that are on (`ethtool -k` names, e.g. `tx-tcp-segmentation`,
+    /// `rx-gro`, `tx-checksum-ip-generic`); empty when ethtool's netlink family could not be
+    /// read (then `source` lacks `ethtool-netlink`).
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Largest GSO super-packet the device takes (IFLA_GSO_MAX_SIZE); 0 unknown.
+    pub gso_max_size: u32,
+    /// Most segments per GSO packet (IFLA_GSO_MAX_SEGS).
+    pub gso_max_segs: u32,
+    /// Largest GRO packet (IFLA_GRO_MAX_SIZE).
+    pub gro_max_size: u32,
+    /// Largest TSO packet the device supports (IFLA_TSO_MAX_SIZE).
+    pub tso_max_size: u32,
+    /// TUN devices: the virtio-net header is on (`/sys/class/net/X/tun_flags` has
+    /// IFF_VNET_HDR), which meshd's offloads need. `None` for other devices.
+    pub tun_vnet_hdr: Option<bool>,
+    /// TUN devices: meshd reads super-packets (its `--offload` took effect).
+    pub meshd_offload: Option<bool>,
+}
+
+/// Receive-buffer drops of meshd's UDP socket and of UDP on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugUdp {
+    /// meshd's socket, `IP:PORT`.
+    pub local: String,
+    /// Datagrams the kernel dropped on meshd's socket (the `drops` column of
+    /// `/proc/net/udp`); `None` when the socket was not found there.
+    pub socket_drops: Option<u64>,
+    /// Bytes queued for meshd to read (`rx_queue`).
+    pub rx_queue: Option<u64>,
+    /// `Udp: RcvbufErrors` of `/proc/net/snmp`: datagrams dropped host-wide for a full
+    /// receive buffer.
+    pub rcvbuf_errors: Option<u64>,
+    /// `Udp: InErrors`.
+    pub in_errors: Option<u64>,
+    /// `Udp: SndbufErrors`.
+    pub sndbuf_errors: Option<u64>,
+}
+
+/// Answer of [`PATH_DEBUG`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugReport {
+    /// This node's name.
+    pub node: String,
+    /// The cluster range, CIDR.
+    pub range: String,
+    /// Overlay MTU.
+    pub mtu: u32,
+    /// The bridge; `None` when it is missing.
+    pub bridge: Option<DebugLink>,
+    /// Every link enslaved to the bridge.
+    pub ports: Vec<DebugLink>,
+    /// Pod veths: host ends enslaved to the bridge, named like `mesh-cni`'s (`vmesh…`), or
+    /// leading into a named namespace where the other end has an address in the range.
+    pub veths: Vec<DebugVeth>,
+    /// The TUN device; `None` when it is missing.
+    pub tun: Option<DebugLink>,
+    /// ARP entries on the bridge.
+    pub neighbours: Vec<DebugNeighbour>,
+    /// FDB entries of the bridge.
+    pub fdb: Vec<DebugFdb>,
+    /// IPv4 routes whose destination overlaps the cluster range, every table.
+    pub routes: Vec<DebugRoute>,
+    /// Offload settings of the TUN device and the pod veths.
+    pub offloads: Vec<DebugOffload>,
+    /// `/proc/sys/net/ipv4/ip_forward` is 1; `None` when unreadable.
+    pub ip_forward: Option<bool>,
+    /// `/proc/sys/net/bridge/bridge-nf-call-iptables`; `None` when br_netfilter is not
+    /// loaded.
+    pub bridge_nf_call_iptables: Option<bool>,
+    /// Socket receive-buffer drops.
+    pub udp: DebugUdp,
+    /// The problems found, worst first, one line each naming the fix.
+    pub findings: Vec<Finding>,
+    /// Parts that could not be read (netlink or file errors), one line each.
+    pub errors: Vec<String>,
+}
+
+impl DebugReport {
+    /// The worst severity among the findings, `None` when there is none.
+    pub fn worst(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+}
+
+/// `POST` [`PingRequest`] — measures the overlay path to a member ([`PingResult`]); 404 when
+/// nothing matches the target, 400 for this node itself or an ambiguous name.
+pub const PATH_PING: &str = "/v1/ping";
+
+/// Most probes one ping request may send.
+pub const MAX_PING_COUNT: u32 = 20;
+
+/// Body of [`PATH_PING`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingRequest {
+    /// A member's name or public key, or a pod address (the member whose block holds it).
+    pub target: String,
+    /// Probes to send (1 to [`MAX_PING_COUNT`]); one more, full-size, checks the MTU.
+    pub count: u32,
+    /// Milliseconds between probes (10 to 1000).
+    pub interval_ms: u64,
+}
+
+/// Answer of [`PATH_PING`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingResult {
+    /// What was asked for.
+    pub target: String,
+    /// The member's name.
+    pub name: String,
+    /// The member's public key, base64.
+    pub public_key: String,
+    /// Its underlay endpoint in use, `IP:PORT`.
+    pub endpoint: String,
+    /// `direct`, or `relay` through `relay`.
+    pub path: PathKind,
+    /// Name (or key fingerprint) of the relay, when relayed.
+    pub relay: Option<String>,
+    /// Probes sent.
+    pub sent: u32,
+    /// Answers received.
+    pub received: u32,
+    /// Round trip of each probe, microseconds, `None` for a lost one, in order.
+    pub rtts_us: Vec<Option<u64>>,
+    /// Smallest round trip, microseconds.
+    pub rtt_min_us: Option<u64>,
+    /// Mean round trip, microseconds.
+    pub rtt_avg_us: Option<u64>,
+    /// Largest round trip, microseconds.
+    pub rtt_max_us: Option<u64>,
+    /// The overlay MTU (bytes of an inner packet).
+    pub mtu: u32,
+    /// A probe of `mtu` bytes went there and back; `false` when it was lost (a path MTU
+    /// below the overlay's, or just loss).
+    pub mtu_ok: bool,
+}
+
+impl PingResult {
+    /// Percent of probes lost (0 to 100), the MTU probe not counted.
+    pub fn loss_percent(&self) -> u32 {
+        if self.sent == 0 {
+            return 0;
+        }
+        (self.sent - self.received.min(self.sent)) * 100 / self.sent
+    }
+}
+
+/// `POST` [`EndpointRequest`] — adds a peer endpoint at run time, as `meshd --peer` does at
+/// start ([`EndpointChanged`]); 400 for an address that is not `IP:PORT`.
+pub const PATH_PEERS_CONNECT: &str = "/v1/peers/connect";
+/// `POST` [`EndpointRequest`] — stops trying an endpoint and removes it from the known peers
+/// saved in the state directory ([`EndpointChanged`]); 404 when the endpoint is unknown.
+pub const PATH_PEERS_FORGET: &str = "/v1/peers/forget";
+
+/// Body of [`PATH_PEERS_CONNECT`] and [`PATH_PEERS_FORGET`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRequest {
+    /// `IP:PORT`.
+    pub endpoint: String,
+}
+
+/// Answer of [`PATH_PEERS_CONNECT`] and [`PATH_PEERS_FORGET`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointChanged {
+    /// The endpoint, `IP:PORT`.
+    pub endpoint: String,
+    /// connect: it was not tried before; forget: it was tried (a bootstrap endpoint).
+    pub changed: bool,
+    /// Public keys (base64) of the known peers at that endpoint removed from `peers.json`
+    /// (forget), empty for connect.
+    pub removed_keys: Vec<String>,
 }

@@ -8,9 +8,11 @@
 //! Each peer has a `current` session (we send on it) and a `previous` one (still accepted),
 //! so packets in flight across a rekey are not lost.
 
+mod echo;
 mod ipam;
 mod membership;
 
+pub use echo::{MAX_ECHO_LEN, PingError};
 pub use ipam::{CONTROL_BLOCK_REQUEST, KIND_RING, RingConfig};
 pub use membership::FIRST_APP_KIND;
 
@@ -34,6 +36,7 @@ use mesh_proto::datagram::{
     DATA_HEADER_LEN, Datagram, INIT_HEADER_LEN, Pattern, REPLY_HEADER_LEN, emit_data_header,
     emit_init_header, emit_reply_header,
 };
+use mesh_proto::echo::{CONTROL_ECHO_REPLY, CONTROL_ECHO_REQUEST};
 use mesh_proto::gossip::CONTROL_GOSSIP;
 use mesh_proto::inner::Inner;
 use mesh_proto::relay::{RELAY_HEADER_LEN, RelayFrame, emit_relay_header, wrap};
@@ -251,6 +254,8 @@ struct Bootstrap {
     resolved: Option<PublicKey>,
     /// The address is this node itself.
     is_self: bool,
+    /// Removed at run time (`Node::forget_bootstrap`): not tried, not shown.
+    forgotten: bool,
 }
 
 /// One mesh node. See the crate docs.
@@ -296,6 +301,8 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     next_timeout: Option<Instant>,
+    /// `meshctl ping`'s probes.
+    probes: echo::Probes,
 }
 
 impl Node {
@@ -344,6 +351,7 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             next_timeout: Some(now),
+            probes: echo::Probes::default(),
         };
         let own = node.keypair.public();
         for (key, endpoint) in config.known_peers {
@@ -374,6 +382,7 @@ impl Node {
                 next_attempt: now,
                 resolved,
                 is_self: false,
+                forgotten: false,
             });
         }
         node.rebuild_routes();
@@ -833,6 +842,16 @@ impl Node {
                 let msg = msg.to_vec();
                 self.on_block_request(now, key, &msg);
                 Decap::Consumed
+            }
+            Inner::Control(CONTROL_ECHO_REQUEST | CONTROL_ECHO_REPLY, msg) => {
+                let msg = msg.to_vec();
+                if self.on_echo(now, key, &msg) {
+                    return Decap::Consumed;
+                }
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    peer.drops.add(DropReason::BadControl);
+                }
+                Decap::Dropped(DropReason::BadControl)
             }
             Inner::Control(CONTROL_GOSSIP, msg) => {
                 peer.gossip_rx += 1;
@@ -1726,7 +1745,7 @@ impl Node {
 
     fn bootstrap_timers(&mut self, now: Instant, i: usize) {
         let b = &self.bootstrap[i];
-        if b.is_self {
+        if b.is_self || b.forgotten {
             return;
         }
         let needed = match b.resolved.and_then(|k| self.peers.get(&k)) {
@@ -1781,7 +1800,7 @@ impl Node {
             })
             .collect();
         for b in &self.bootstrap {
-            if b.is_self || b.resolved.is_some_and(|k| self.peers.contains_key(&k)) {
+            if b.is_self || b.forgotten || b.resolved.is_some_and(|k| self.peers.contains_key(&k)) {
                 continue;
             }
             let state = if b.handshake.is_some() {

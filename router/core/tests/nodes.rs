@@ -499,3 +499,104 @@ fn both_sides_know_the_round_trip_time() {
         assert!(st[0].rtt_us.is_some(), "node {i}: {st:?}");
     }
 }
+
+/// Delivers every datagram node `from` queued to its addressee, at the sim's clock; returns
+/// how many there were and their lengths.
+fn hop(sim: &mut Sim, from: usize) -> Vec<usize> {
+    let mut lens = Vec::new();
+    let src = sim.addrs[from];
+    let mut out = Vec::new();
+    while let Some(t) = sim.node(from).poll_transmit() {
+        out.push(t);
+    }
+    for mut t in out {
+        lens.push(t.payload.len());
+        let j = sim.index_of(t.to).unwrap();
+        let now = sim.now;
+        let _ = sim.node(j).decapsulate(now, src, &mut t.payload);
+    }
+    lens
+}
+
+#[test]
+fn echo_probes_measure_the_round_trip_on_the_virtual_clock_at_any_size() {
+    let mut sim = Sim::new(vec![
+        config(0, b"echo secret echo", vec![1]),
+        config(1, b"echo secret echo", vec![]),
+    ]);
+    sim.run_for(Duration::from_secs(2));
+    let b = keypair(1).public();
+    for (id, len) in [(1u64, 16usize), (2, 1420)] {
+        let now = sim.now;
+        sim.node(0).ping(now, b, id, len).unwrap();
+        sim.now += Duration::from_millis(3);
+        let there = hop(&mut sim, 0);
+        assert_eq!(there.len(), 1);
+        sim.now += Duration::from_millis(4);
+        let back = hop(&mut sim, 1);
+        assert_eq!(back, there, "the reply is as long as the request");
+        assert_eq!(sim.node(0).ping_result(id), Some(Duration::from_millis(7)));
+        assert_eq!(sim.node(0).ping_result(id), None, "taken once");
+    }
+    // A lost probe has no result; forgetting it is fine.
+    let now = sim.now;
+    sim.node(0).ping(now, b, 3, 16).unwrap();
+    while sim.node(0).poll_transmit().is_some() {}
+    assert_eq!(sim.node(0).ping_result(3), None);
+    sim.node(0).forget_ping(3);
+    // Pinging oneself is refused; a peer without a session starts a handshake.
+    let a = keypair(0).public();
+    assert_eq!(
+        sim.node(0).ping(now, a, 4, 16),
+        Err(mesh_core::PingError::IsSelf)
+    );
+    let stranger = keypair(7).public();
+    assert_eq!(
+        sim.node(0).ping(now, stranger, 5, 16),
+        Err(mesh_core::PingError::NoSession)
+    );
+    // No echo message was ever counted as bad control.
+    assert_eq!(sim.node(1).total_drops(DropReason::BadControl), 0);
+}
+
+#[test]
+fn a_bootstrap_endpoint_added_at_run_time_is_reached_and_a_forgotten_one_is_not_tried() {
+    let mut sim = Sim::new(vec![
+        config(0, b"connect secret!!", vec![]),
+        config(1, b"connect secret!!", vec![]),
+        config(2, b"connect secret!!", vec![]),
+    ]);
+    sim.cut.push(2);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.established(0), 0);
+    let now = sim.now;
+    assert!(sim.node(0).add_bootstrap(now, addr(1)));
+    assert!(!sim.node(0).add_bootstrap(now, addr(1)), "already tried");
+    assert!(sim.node(0).add_bootstrap(now, addr(2)));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.established(0), 1);
+    assert_eq!(sim.node(0).bootstrap_endpoints(), vec![addr(1), addr(2)]);
+    let shown = |sim: &mut Sim| {
+        let now = sim.now;
+        sim.node(0)
+            .peer_status(now)
+            .iter()
+            .any(|p| p.endpoint == addr(2).to_string())
+    };
+    assert!(shown(&mut sim), "the unanswered endpoint is listed");
+
+    assert!(sim.node(0).forget_bootstrap(addr(2)));
+    assert!(!sim.node(0).forget_bootstrap(addr(2)), "forgotten already");
+    assert!(!shown(&mut sim));
+    assert_eq!(sim.node(0).bootstrap_endpoints(), vec![addr(1)]);
+    let before = sim.wire.len();
+    sim.run_for(Duration::from_secs(30));
+    assert!(
+        !sim.wire[before..].iter().any(|(_, to, _)| *to == addr(2)),
+        "a forgotten endpoint gets no more handshakes"
+    );
+    // Connecting again revives it.
+    let now = sim.now;
+    assert!(sim.node(0).add_bootstrap(now, addr(2)));
+    assert!(shown(&mut sim));
+}

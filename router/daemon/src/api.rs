@@ -65,11 +65,96 @@ pub(crate) async fn serve(listener: tokio::net::UnixListener, shared: Arc<Shared
         .route(mesh_api::PATH_DNS_ADD, post(dns_add))
         .route(mesh_api::PATH_DNS_REMOVE, post(dns_remove))
         .route(mesh_api::PATH_MEMBERS_REMOVE, post(members_remove))
+        .route(mesh_api::PATH_DEBUG, get(debug))
+        .route(mesh_api::PATH_PING, post(ping))
+        .route(mesh_api::PATH_PEERS_CONNECT, post(peers_connect))
+        .route(mesh_api::PATH_PEERS_FORGET, post(peers_forget))
         .fallback(not_found)
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "API server stopped");
     }
+}
+
+async fn debug(State(shared): State<Arc<Shared>>) -> Json<mesh_api::DebugReport> {
+    Json(crate::debug::report(&shared).await)
+}
+
+async fn ping(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<mesh_api::PingRequest>, JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(req)) => refused(crate::ping::ping(&shared, &req).await),
+        Err(e) => bad_body(&e),
+    }
+}
+
+/// An `IP:PORT`, or the 400 that says it is not one.
+fn parse_endpoint(s: &str) -> Result<std::net::SocketAddr, DnsRefusal> {
+    s.trim().parse().map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("{s:?} is not an endpoint: give IP:PORT, e.g. 198.18.0.2:6788"),
+        )
+    })
+}
+
+async fn peers_connect(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<mesh_api::EndpointRequest>, JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_body(&e),
+    };
+    refused(parse_endpoint(&req.endpoint).and_then(|addr| {
+        let changed = shared.connect_endpoint(addr).map_err(|e| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot save the known peers: {e:#}"),
+            )
+        })?;
+        tracing::info!(endpoint = %addr, new = changed, "peer endpoint added (meshctl connect)");
+        Ok(mesh_api::EndpointChanged {
+            endpoint: addr.to_string(),
+            changed,
+            removed_keys: Vec::new(),
+        })
+    }))
+}
+
+async fn peers_forget(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<mesh_api::EndpointRequest>, JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_body(&e),
+    };
+    let forgot = parse_endpoint(&req.endpoint).and_then(|addr| {
+        match shared.forget_endpoint(addr) {
+            Ok(Some((changed, keys))) => {
+                tracing::info!(endpoint = %addr, removed = keys.len(), "peer endpoint forgotten (meshctl forget)");
+                Ok(mesh_api::EndpointChanged {
+                    endpoint: addr.to_string(),
+                    changed,
+                    removed_keys: keys.iter().map(ToString::to_string).collect(),
+                })
+            }
+            Ok(None) => Err((
+                StatusCode::NOT_FOUND,
+                format!(
+                    "endpoint {addr} is unknown: it is neither tried (--peer, meshctl connect)                      nor a saved peer's (see `meshctl peers`)"
+                ),
+            )),
+            Err(e) => Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot save the known peers: {e:#}"),
+            )),
+        }
+    });
+    refused(forgot)
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<mesh_api::Status> {
@@ -341,7 +426,7 @@ fn answer<T: serde::Serialize>(result: Result<T, IpamError>) -> Response {
 }
 
 /// A refused DNS request: the status and the one-line message of its [`mesh_api::ApiError`].
-type DnsRefusal = (StatusCode, String);
+pub(crate) type DnsRefusal = (StatusCode, String);
 
 fn refused<T: serde::Serialize>(result: Result<T, DnsRefusal>) -> Response {
     match result {

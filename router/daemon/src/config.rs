@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 /// Default UDP port of the mesh.
-pub(crate) const DEFAULT_PORT: u16 = 6788;
+pub(crate) const DEFAULT_PORT: u16 = mesh_api::DEFAULT_UDP_PORT;
 /// Default cluster range.
 pub(crate) const DEFAULT_RANGE: &str = "10.32.0.0/12";
 /// Default overlay MTU: 1500 - IPv4 20 - UDP 8 - mesh header 16 - AEAD tag 16.

@@ -8,9 +8,11 @@
 
 mod api;
 mod config;
+mod debug;
 mod ipam;
 mod metrics;
 mod names;
+mod ping;
 mod reset;
 mod run;
 mod state;

@@ -74,6 +74,18 @@ pub(crate) struct Shared {
     ring_held_datagrams: AtomicU64,
     /// Problems to show in `meshctl status` (one line each, naming the fix).
     warnings: Mutex<Vec<String>>,
+    /// The host's netlink connection (`meshctl debug` reads links, neighbours and routes).
+    pub(crate) net: HostNetwork,
+    /// Peers reached, by key, as saved in `peers.json` (the events task adds, `meshctl
+    /// forget` removes).
+    known: Mutex<BTreeMap<PublicKey, SocketAddr>>,
+    /// Endpoints `meshctl forget` named: peers there are not saved again (a session that
+    /// stays up would otherwise save them at its next rekey) until `meshctl connect` names
+    /// the endpoint again or meshd restarts.
+    forgotten: Mutex<std::collections::BTreeSet<SocketAddr>>,
+    /// Wakes the timers task to send what an API handler queued in the node now (a ping's
+    /// probe) rather than at its next tick.
+    kick: tokio::sync::Notify,
 }
 
 /// Packet-path counters; see `mesh_api::DatapathStatus`.
@@ -170,6 +182,78 @@ impl Shared {
                 self.count(&self.ring_held_datagrams, 1);
             }
         }
+    }
+
+    /// Wakes the timers task to send what the node queued now.
+    pub(crate) fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// `meshctl connect`: tries `addr` as a bootstrap endpoint from now on (whoever answers
+    /// there is saved in `peers.json` once reached, like any peer; one reached already is
+    /// saved now). `false` if it is tried already.
+    pub(crate) fn connect_endpoint(&self, addr: SocketAddr) -> Result<bool> {
+        self.forgotten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&addr);
+        let (added, reached) = {
+            let mut node = self.node();
+            let now = Instant::now();
+            let added = node.add_bootstrap(now, addr);
+            self.settle(&mut node);
+            let reached: Vec<PublicKey> = node
+                .peer_status(now)
+                .iter()
+                .filter(|p| {
+                    p.state == mesh_api::PeerState::Established && p.endpoint == addr.to_string()
+                })
+                .filter_map(|p| p.public_key.parse().ok())
+                .collect();
+            (added, reached)
+        };
+        self.kick();
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changed = false;
+        for k in reached {
+            changed |= known.insert(k, addr) != Some(addr);
+        }
+        if changed {
+            let list: Vec<_> = known.iter().map(|(k, e)| (*k, *e)).collect();
+            state::save_peers(&self.config.state_dir, &list)?;
+        }
+        Ok(added)
+    }
+
+    /// `meshctl forget`: stops trying `addr`, removes the peers saved at that endpoint from
+    /// `peers.json` and saves none there again until `meshctl connect` names it. Whether it
+    /// was a bootstrap endpoint, and the keys removed; `None` when it was neither.
+    pub(crate) fn forget_endpoint(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<Option<(bool, Vec<PublicKey>)>> {
+        let was_bootstrap = self.node().forget_bootstrap(addr);
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<PublicKey> = known
+            .iter()
+            .filter(|(_, e)| **e == addr)
+            .map(|(k, _)| *k)
+            .collect();
+        if !was_bootstrap && keys.is_empty() {
+            return Ok(None);
+        }
+        self.forgotten
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr);
+        if !keys.is_empty() {
+            for k in &keys {
+                known.remove(k);
+            }
+            let list: Vec<_> = known.iter().map(|(k, e)| (*k, *e)).collect();
+            state::save_peers(&self.config.state_dir, &list)?;
+        }
+        Ok(Some((was_bootstrap, keys)))
     }
 
     /// Records a warning for `meshctl status`, once.
@@ -479,6 +563,10 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         ring_unsaved: AtomicBool::new(false),
         ring_held_datagrams: AtomicU64::new(0),
         warnings: Mutex::new(Vec::new()),
+        net: net.clone(),
+        known: Mutex::new(known_peers.iter().copied().collect()),
+        forgotten: Mutex::new(std::collections::BTreeSet::new()),
+        kick: tokio::sync::Notify::new(),
     });
     {
         // Persists the ring the node may have just founded (or restored), before anything
@@ -508,13 +596,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     ));
     tasks.spawn(udp_to_tun(shared.clone(), tun.clone(), udp.clone()));
     tasks.spawn(timers(shared.clone(), udp.clone()));
-    tasks.spawn(events(
-        shared.clone(),
-        net.clone(),
-        events_rx,
-        known_peers,
-        gateway_tx,
-    ));
+    tasks.spawn(events(shared.clone(), net.clone(), events_rx, gateway_tx));
     tasks.spawn(crate::metrics::serve(shared.clone()));
     if let Some(state) = shared.dns.clone() {
         if let Some(d) = &config.dns
@@ -890,7 +972,10 @@ async fn timers(shared: Arc<Shared>, udp: Arc<BatchUdp>) -> Result<()> {
         let wake = deadline
             .map_or(now + TIMER_GRANULARITY, |d| d.min(now + TIMER_GRANULARITY))
             .max(now);
-        tokio::time::sleep_until(wake.into()).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(wake.into()) => {}
+            () = shared.kick.notified() => {}
+        }
         {
             let mut node = shared.node();
             let now = Instant::now();
@@ -912,15 +997,19 @@ async fn events(
     shared: Arc<Shared>,
     net: HostNetwork,
     mut rx: mpsc::UnboundedReceiver<Event>,
-    known: Vec<(PublicKey, SocketAddr)>,
     gateway: watch::Sender<Option<Ipv4Addr>>,
 ) -> Result<()> {
-    let mut known: BTreeMap<PublicKey, SocketAddr> = known.into_iter().collect();
     let c = &shared.config;
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::PeerEstablished { key, endpoint } => {
-                if known.insert(key, endpoint) != Some(endpoint) {
+                let mut known = shared.known.lock().unwrap_or_else(|e| e.into_inner());
+                let forgotten = shared
+                    .forgotten
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&endpoint);
+                if !forgotten && known.insert(key, endpoint) != Some(endpoint) {
                     let list: Vec<_> = known.iter().map(|(k, e)| (*k, *e)).collect();
                     if let Err(e) = state::save_peers(&c.state_dir, &list) {
                         tracing::warn!(error = %e, "cannot save known peers");

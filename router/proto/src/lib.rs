@@ -17,6 +17,7 @@
 
 pub mod control;
 pub mod datagram;
+pub mod echo;
 pub mod gossip;
 pub mod inner;
 pub mod relay;

@@ -213,6 +213,26 @@ fn a_peer_info_control_message_goes_through_both_checks() {
     assert!(!fuzz_peer_info(&info[..info.len() - 1]));
 }
 
+#[test]
+fn echo_messages_and_their_mutations_go_through_the_echo_check() {
+    use mesh_proto::echo::Echo;
+    let valid = |rng: &mut Rng| {
+        let e = Echo {
+            reply: rng.below(2) == 1,
+            id: rng.next(),
+            len: 10 + rng.below(1500),
+        };
+        let mut out = vec![0u8; e.buffer_len()];
+        e.emit(&mut out).unwrap();
+        out
+    };
+    let accepted = run("echo", 0x00ec_40ec, valid, proto_checks::fuzz_echo);
+    assert!(accepted > CASES / 3, "only {accepted} echoes parsed");
+    let mut rng = Rng::new(9);
+    let echo = valid(&mut rng);
+    assert!(fuzz_inner(&echo), "an echo is a control message");
+}
+
 fn valid_gossip(rng: &mut Rng) -> Vec<u8> {
     use mesh_proto::gossip::{
         AdjacencyBody, BUCKETS, GossipMsg, ListingEntry, MemberBody, WireRecord,
