@@ -380,6 +380,48 @@ impl Node {
         node
     }
 
+    /// Adds a bootstrap address at run time, as `--peer` does at start (meshd's `--kube`
+    /// learns them from Kubernetes Node objects); `false` when it is one already.
+    pub fn add_bootstrap(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        if self.bootstrap.iter().any(|b| b.addr == addr) {
+            return false;
+        }
+        let resolved = self
+            .peers
+            .values()
+            .find(|p| p.endpoint == addr)
+            .map(|p| p.key);
+        self.bootstrap.push(Bootstrap {
+            addr,
+            handshake: None,
+            attempts: 0,
+            next_attempt: now,
+            resolved,
+            is_self: false,
+        });
+        self.schedule(now);
+        true
+    }
+
+    /// Learns a peer's key and endpoint at run time, as `known_peers` at start, so the first
+    /// handshake with it is the one-round-trip IK; `false` for this node itself or a peer
+    /// already known (whose endpoint the sessions keep up to date).
+    pub fn add_known_peer(&mut self, now: Instant, key: PublicKey, endpoint: SocketAddr) -> bool {
+        if key == self.keypair.public() || self.peers.contains_key(&key) {
+            return false;
+        }
+        self.peers.insert(key, Peer::new(key, endpoint, now));
+        let member = self.member_mut(key);
+        if member.endpoint.is_none() {
+            member.endpoint = Some(endpoint);
+        }
+        for b in self.bootstrap.iter_mut().filter(|b| b.addr == endpoint) {
+            b.resolved.get_or_insert(key);
+        }
+        self.schedule(now);
+        true
+    }
+
     /// This node's public key.
     pub fn public_key(&self) -> PublicKey {
         self.keypair.public()
