@@ -9,6 +9,7 @@
 mod api;
 mod config;
 mod ipam;
+mod kube;
 mod metrics;
 mod names;
 mod reset;
