@@ -400,3 +400,107 @@ fn a_missing_node_and_forbidden_verbs_are_one_line_warnings_and_meshd_runs_on() 
     .expect("annotated");
     assert!(status(&a).is_ok() && status(&b).is_ok(), "both still run");
 }
+
+#[test]
+fn kube_without_a_node_name_or_with_an_unreadable_kubeconfig_fails_the_start_in_one_line() {
+    require_root();
+    let mut topo = Topology::new("kube_bad_start").expect("topology");
+    let host = topo.add_host("a").expect("host");
+    let mut opts = MeshdOpts::automatic();
+    opts.range = RANGE.to_owned();
+    let base = topo.meshd_args(&host, &opts).expect("args");
+    let missing = topo.dir().join("no-such-kubeconfig");
+    let missing = missing.to_string_lossy();
+    for (extra, code, want) in [
+        (vec!["--kube"], 2, "--kube needs this node's Node name"),
+        (
+            vec!["--kube", "--kube-node", "a", "--kubeconfig", &missing],
+            1,
+            "--kubeconfig",
+        ),
+    ] {
+        let mut argv: Vec<&str> = base.iter().map(String::as_str).collect();
+        argv.extend(&extra);
+        let out = topo
+            .run_meshd(&host, &argv, mesh_integration::MESHD_EXIT_BOUND)
+            .expect("meshd exits");
+        let stderr = mesh_integration::text(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {stderr}");
+        assert_eq!(lines.len(), 1, "{extra:?}: one line: {stderr}");
+        assert!(lines[0].contains(want), "{extra:?}: {stderr}");
+    }
+    assert!(!host.has_link("mesh0").expect("links"), "nothing set up");
+}
+
+#[test]
+fn a_node_deleted_while_every_meshd_was_down_is_reclaimed_after_the_restart() {
+    let mut c = cluster("kube_down");
+    let deadline = Instant::now() + CONVERGE_BOUND;
+    let a = kube_host(&mut c, "a");
+    let b = kube_host(&mut c, "b");
+    let h3 = kube_host(&mut c, "c");
+    wait_all_alive(&[&a, &b, &h3], deadline);
+    let h3_block = wait_until("c to get a block", CONVERGE_BOUND, POLL, || {
+        let v = ipam(&h3.api_socket())?;
+        v.blocks
+            .first()
+            .cloned()
+            .ok_or_else(|| "none yet".to_owned())
+    })
+    .expect("c's block");
+    let (net, _) = h3_block.split_once('/').expect("cidr");
+    let in_h3: Ipv4Addr = Ipv4Addr::from(u32::from(net.parse::<Ipv4Addr>().expect("ip")) + 1);
+    let h3_key = status(&h3).expect("status").node.public_key;
+    wait_until("a to know c's block", Duration::from_secs(20), POLL, || {
+        let v = ipam(&a.api_socket())?;
+        (owner_of(&v, in_h3).as_deref() == Some(h3_key.as_str()))
+            .then_some(())
+            .ok_or_else(|| format!("{v:?}"))
+    })
+    .expect("gossiped");
+
+    // c dies; a and b stop; c's Node is deleted while nobody watches.
+    c.topo.kill_meshd(&h3).expect("kill c");
+    c.topo.stop_meshd(&a).expect("stop a");
+    c.topo.stop_meshd(&b).expect("stop b");
+    c.ctl.delete("c").expect("delete Node c");
+    c.topo.restart_meshd(&a).expect("restart a");
+    c.topo.restart_meshd(&b).expect("restart b");
+
+    let mut keys: Vec<String> = [&a, &b]
+        .iter()
+        .map(|h| status(h).expect("status").node.public_key)
+        .collect();
+    keys.sort_by_key(|k| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(k)
+            .expect("key")
+    });
+    for h in [&a, &b] {
+        wait_until(
+            &format!("{} to see c's block owned by the lowest key", h.name),
+            DEAD_BOUND,
+            POLL,
+            || {
+                let v = ipam(&h.api_socket())?;
+                match owner_of(&v, in_h3) {
+                    Some(k) if k == keys[0] => Ok(()),
+                    other => Err(format!("owner {other:?}")),
+                }
+            },
+        )
+        .expect("reclaimed after the restart");
+    }
+    let reclaims: usize = [&a, &b]
+        .iter()
+        .map(|h| {
+            std::fs::read_to_string(h.log_file())
+                .unwrap_or_default()
+                .matches("Node deleted and its member dead")
+                .count()
+        })
+        .sum();
+    assert_eq!(reclaims, 1, "exactly one node reclaimed c");
+}

@@ -233,6 +233,9 @@ struct Kube {
     patch_errors: Streak,
     missing_own: bool,
     waiting_founder: bool,
+    /// When the task started: no reclaim before gossip had `dead_after` to say who is alive
+    /// (right after a restart every node would think itself the lowest alive key).
+    started: Instant,
 }
 
 /// Runs `--kube` until meshd stops.
@@ -254,6 +257,7 @@ pub(crate) async fn run(shared: Arc<Shared>, client: kube::Client) -> Result<()>
         patch_errors: Streak::default(),
         missing_own: false,
         waiting_founder: false,
+        started: Instant::now(),
     };
     tracing::info!(node = %k.node, "kube mode: watching Nodes");
     let mut stream = watcher(api, watcher::Config::default())
@@ -394,10 +398,12 @@ impl Kube {
             .filter(|(k, _)| !live.contains(*k))
             .map(|(k, n)| (k.clone(), n.clone()))
             .collect();
-        if gone.is_empty() {
+        let now = Instant::now();
+        if gone.is_empty()
+            || now.saturating_duration_since(self.started) < self.shared.config.dead_after
+        {
             return;
         }
-        let now = Instant::now();
         let mut node = self.shared.node();
         let own = node.public_key();
         let alive: Vec<PublicKey> = node
