@@ -195,6 +195,19 @@ fn nodes_become_peers_get_annotated_survive_a_broken_watch_and_a_deleted_node_is
     }
     eprintln!("discovered, blocks and pings after {:?}", started.elapsed());
 
+    // The oldest Node's meshd founded the ring, and only it.
+    let log_has = |h: &Host, what: &str| {
+        std::fs::read_to_string(h.log_file())
+            .unwrap_or_default()
+            .contains(what)
+    };
+    let founders: Vec<&str> = hosts
+        .iter()
+        .filter(|h| log_has(h, "founding it"))
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(founders, ["a"]);
+
     // Each meshd published its key, endpoint and ring on its own Node.
     let ring = ipam(&a.api_socket()).expect("ipam").ring.expect("a ring");
     for h in hosts {
@@ -321,6 +334,14 @@ fn nodes_become_peers_get_annotated_survive_a_broken_watch_and_a_deleted_node_is
         .expect("c's name removed");
     }
     eprintln!("c reclaimed {:?} after the kill", killed.elapsed());
+    // Nobody keeps contacting the deleted Node's address.
+    for h in survivors {
+        assert!(
+            log_has(h, "no Node has this address any more"),
+            "{} still has c's address as a bootstrap address",
+            h.name
+        );
+    }
     // Exactly one node reclaimed: the others' logs say nothing of it.
     let reclaimed_by: Vec<&str> = survivors
         .iter()

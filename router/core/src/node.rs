@@ -251,6 +251,8 @@ struct Bootstrap {
     resolved: Option<PublicKey>,
     /// The address is this node itself.
     is_self: bool,
+    /// Taken back by [`Node::remove_bootstrap`]: no longer contacted or listed.
+    retired: bool,
 }
 
 /// One mesh node. See the crate docs.
@@ -374,6 +376,7 @@ impl Node {
                 next_attempt: now,
                 resolved,
                 is_self: false,
+                retired: false,
             });
         }
         node.rebuild_routes();
@@ -383,8 +386,15 @@ impl Node {
     /// Adds a bootstrap address at run time, as `--peer` does at start (meshd's `--kube`
     /// learns them from Kubernetes Node objects); `false` when it is one already.
     pub fn add_bootstrap(&mut self, now: Instant, addr: SocketAddr) -> bool {
-        if self.bootstrap.iter().any(|b| b.addr == addr) {
-            return false;
+        if let Some(b) = self.bootstrap.iter_mut().find(|b| b.addr == addr) {
+            if !b.retired {
+                return false;
+            }
+            b.retired = false;
+            b.attempts = 0;
+            b.next_attempt = now;
+            self.schedule(now);
+            return true;
         }
         let resolved = self
             .peers
@@ -398,9 +408,27 @@ impl Node {
             next_attempt: now,
             resolved,
             is_self: false,
+            retired: false,
         });
         self.schedule(now);
         true
+    }
+
+    /// Stops contacting bootstrap address `addr` (its Kubernetes Node was deleted); `false`
+    /// when it is none. Sessions with whoever answered there are left alone: they expire
+    /// by themselves when the node is gone.
+    pub fn remove_bootstrap(&mut self, addr: SocketAddr) -> bool {
+        match self
+            .bootstrap
+            .iter_mut()
+            .find(|b| b.addr == addr && !b.retired)
+        {
+            Some(b) => {
+                b.retired = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Learns a peer's key and endpoint at run time, as `known_peers` at start, so the first
@@ -1768,7 +1796,7 @@ impl Node {
 
     fn bootstrap_timers(&mut self, now: Instant, i: usize) {
         let b = &self.bootstrap[i];
-        if b.is_self {
+        if b.is_self || b.retired {
             return;
         }
         let needed = match b.resolved.and_then(|k| self.peers.get(&k)) {
@@ -1823,7 +1851,7 @@ impl Node {
             })
             .collect();
         for b in &self.bootstrap {
-            if b.is_self || b.resolved.is_some_and(|k| self.peers.contains_key(&k)) {
+            if b.is_self || b.retired || b.resolved.is_some_and(|k| self.peers.contains_key(&k)) {
                 continue;
             }
             let state = if b.handshake.is_some() {

@@ -532,6 +532,36 @@ fn a_bootstrap_address_added_at_run_time_is_contacted() {
 }
 
 #[test]
+fn a_removed_bootstrap_address_is_no_longer_contacted_until_added_again() {
+    let mut sim = Sim::new(vec![config(0, b"cluster secret one", vec![])]);
+    let nobody = addr(5);
+    let now = sim.now;
+    assert!(!sim.node(0).remove_bootstrap(nobody), "not one yet");
+    assert!(sim.node(0).add_bootstrap(now, nobody));
+    sim.run_for(Duration::from_secs(5));
+    let to_nobody = |sim: &Sim| sim.wire.iter().filter(|(_, t, _)| *t == nobody).count();
+    let before = to_nobody(&sim);
+    assert!(before > 0, "contacted while it is a bootstrap address");
+    let listed = |sim: &mut Sim| {
+        let now = sim.now;
+        sim.node(0)
+            .peer_status(now)
+            .iter()
+            .any(|p| p.endpoint == nobody.to_string())
+    };
+    assert!(listed(&mut sim));
+    assert!(sim.node(0).remove_bootstrap(nobody));
+    assert!(!sim.node(0).remove_bootstrap(nobody), "once");
+    sim.run_for(Duration::from_secs(60));
+    assert_eq!(to_nobody(&sim), before, "no handshake after the removal");
+    assert!(!listed(&mut sim), "not listed any more");
+    let now = sim.now;
+    assert!(sim.node(0).add_bootstrap(now, nobody), "back again");
+    sim.run_for(Duration::from_secs(2));
+    assert!(to_nobody(&sim) > before);
+}
+
+#[test]
 fn a_known_peer_added_at_run_time_is_reached_with_ik() {
     let mut sim = Sim::new(vec![
         config(0, b"cluster secret one", vec![]),

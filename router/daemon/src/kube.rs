@@ -340,11 +340,30 @@ impl Kube {
         if seen_changed {
             save_seen(&self.shared.config.state_dir, &self.seen);
         }
-        if new.is_empty() {
+        // Addresses of Nodes that are gone (or moved) are no longer contacted; `--peer`s stay.
+        let current: BTreeSet<SocketAddr> = self
+            .nodes
+            .iter()
+            .filter(|(name, _)| **name != self.own)
+            .filter_map(|(_, n)| endpoint_of(n, self.port))
+            .collect();
+        let stale: Vec<SocketAddr> = self
+            .given
+            .iter()
+            .map(|(ep, _)| *ep)
+            .filter(|ep| !current.contains(ep))
+            .collect();
+        if new.is_empty() && stale.is_empty() {
             return;
         }
+        self.given.retain(|(ep, _)| current.contains(ep));
         let now = Instant::now();
         let mut node = self.shared.node();
+        for ep in stale {
+            if !self.shared.config.peers.contains(&ep) && node.remove_bootstrap(ep) {
+                tracing::info!(endpoint = %ep, "no Node has this address any more: not contacting it");
+            }
+        }
         for (name, ep, key) in new {
             if let Some(k) = key {
                 node.add_known_peer(now, k, ep);
