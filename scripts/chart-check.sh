@@ -207,8 +207,11 @@ if mode == "default":
             fail(f"host path {name} must be {path}")
     if init["securityContext"]["capabilities"] != {"drop": ["ALL"]}:
         fail("the init container needs no capability")
-    if pod.get("automountServiceAccountToken") is not False:
-        fail("no API token while meshd makes no API call")
+    if pod.get("automountServiceAccountToken") is not True:
+        fail("kube mode (the default) needs the API token")
+    env_names = {e["name"]: e for e in meshd["env"]}
+    if env_names.get("MESH_KUBE", {}).get("value") != "on" or env_names.get("MESH_KUBE_NODE", {}).get("value") != "$(K8S_NODE_NAME)":
+        fail("by default meshd runs with MESH_KUBE=on and MESH_KUBE_NODE=$(K8S_NODE_NAME) (spec.nodeName)")
 else:
     if not sc.get("privileged") or "allowPrivilegeEscalation" in sc:
         fail("privileged=true must give a privileged container without allowPrivilegeEscalation")
@@ -240,6 +243,14 @@ nodes_cm = one("ConfigMap", "-nodes")
 nodes = {k[: -len(".toml")]: v for k, v in (nodes_cm.get("data") or {}).items()}
 if mode == "nondefault" and not nodes:
     fail("the non-default values give nodes blocks")
+env_names = {e["name"] for e in meshd["env"]}
+if nodes and ("MESH_CONFIG" not in env_names or "MESH_BLOCK_SIZE" in env_names):
+    fail("with nodeBlocks meshd reads its node's file and gets no MESH_BLOCK_SIZE")
+if not nodes:
+    # Automatic IPAM: no node file, the block size instead; one made-up node to run meshd as.
+    if "MESH_CONFIG" in env_names or "MESH_BLOCK_SIZE" not in env_names:
+        fail("with automatic IPAM meshd gets MESH_BLOCK_SIZE and no MESH_CONFIG")
+    nodes = {"node-1": None}
 os.makedirs(os.path.join(out, "nodes"), exist_ok=True)
 mounts = {m["mountPath"]: m["name"] for m in meshd["volumeMounts"]}
 local = {"node-config": os.path.join(out, "nodes"), "secret": os.path.join(out, "secret"),
@@ -250,7 +261,8 @@ def map_path(value):
             return local[vol] + value[len(path):]
     return value
 for node, toml in nodes.items():
-    open(os.path.join(out, "nodes", node + ".toml"), "w").write(toml)
+    if toml is not None:
+        open(os.path.join(out, "nodes", node + ".toml"), "w").write(toml)
     env = {}
     for e in meshd["env"]:
         if "valueFrom" in e:
@@ -261,14 +273,15 @@ for node, toml in nodes.items():
             # Kubernetes expands $(VAR) from the variables defined before.
             env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), e["value"])
     for name in ("MESH_CONFIG", "MESH_SECRET_FILE", "MESH_STATE_DIR", "MESH_API_SOCKET"):
-        env[name] = map_path(env[name])
+        if name in env:
+            env[name] = map_path(env[name])
     with open(os.path.join(out, "nodes", node + ".env"), "w") as f:
         for k, v in env.items():
             f.write(f"{k}={v}\n")
 with open(os.path.join(out, "args"), "w") as f:
     for a in meshd.get("args", []):
         f.write(a + "\n")
-print(f"ok: {mode}: {len(docs)} manifests ({', '.join(kinds)}); {len(nodes)} node config(s)")
+print(f"ok: {mode}: {len(docs)} manifests ({', '.join(kinds)}); {len(nodes)} node setting(s)")
 EOF
 
 # run_meshd ENVFILE [ARGS...]: the real meshd with exactly that environment, as nobody, in a
@@ -401,6 +414,9 @@ expect_failure "template: range with host bits" "mesh.range 10.32.1.0/12 has hos
 expect_failure "template: block outside the range" "mesh.nodeBlocks.n1: 10.64.1.0/24 is not inside mesh.range 10.32.0.0/12" t --set mesh.nodeBlocks.n1=10.64.1.0/24
 expect_failure "template: block with host bits" "mesh.nodeBlocks.n1: 10.32.1.7/24 has host bits set" t --set mesh.nodeBlocks.n1=10.32.1.7/24
 expect_failure "template: overlapping blocks" "overlaps the block of node n1" t --set mesh.nodeBlocks.n1=10.32.0.0/23 --set mesh.nodeBlocks.n2=10.32.1.0/24
+expect_failure "template: automatic IPAM without kube mode" "mesh.nodeBlocks is empty (automatic IPAM) and mesh.kube.enabled is false" t --set mesh.kube.enabled=false
+expect_failure "template: automatic IPAM with DNS off port 53" "mesh.dns.port 5353 needs mesh.nodeBlocks" t --set mesh.dns.port=5353
+expect_failure "template: block size larger than the range" "mesh.blockSize 8 is larger than mesh.range" t --set mesh.blockSize=8
 expect_failure "template: metrics Service with loopback metrics" 'metrics.service.enabled needs metrics.listen "node" or "any"' t --set metrics.service.enabled=true
 expect_failure "template: ServiceMonitor without its Service" "metrics.serviceMonitor.enabled needs metrics.service.enabled" t --set metrics.serviceMonitor.enabled=true
 # The validator itself: a DaemonSet with a misspelt field must be refused.
@@ -414,7 +430,7 @@ expect_failure "kubernetes-validate: a misspelt DaemonSet field" "hostNetwrk" ku
 # meshd itself: the check above would catch a flag or a value meshd does not take.
 envs=("$tmp"/out-nondefault/nodes/*.env)
 first_env=${envs[0]}
-expect_failure "meshd: a flag meshd does not have" "unexpected argument '--kube'" meshd_accepts "$first_env" --kube
+expect_failure "meshd: a flag meshd does not have" "unexpected argument '--no-such-flag'" meshd_accepts "$first_env" --no-such-flag
 sed 's/^MESH_RANGE=.*/MESH_RANGE=10.40.0.0\/33/' "$first_env" >"$tmp/bad.env"
 expect_failure "meshd: a value meshd refuses" "is not an IPv4 CIDR" meshd_accepts "$tmp/bad.env"
 

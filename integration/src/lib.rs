@@ -15,6 +15,7 @@ pub mod api;
 pub mod capture;
 mod cmd;
 pub mod cni;
+pub mod fake_apiserver;
 pub mod podman;
 pub mod process;
 pub mod topology;

@@ -865,6 +865,8 @@ fn exec_in(netns: &str, argv: &[&str], timeout: Duration) -> Result<Output, Stri
 /// Removes every `MESH_*` variable from `command`'s environment, so only the arguments
 /// configure `meshd`.
 fn without_mesh_env(command: &mut Command) {
+    // Nor a kubeconfig of the machine: `meshd --kube` in a test reaches only the test's fake.
+    command.env_remove("KUBECONFIG");
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("MESH_") && key != "MESH_BIN_DIR" {
             command.env_remove(&key);

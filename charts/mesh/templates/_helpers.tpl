@@ -120,6 +120,17 @@ each message. Included by the DaemonSet and the node ConfigMap, so `helm templat
 {{- end -}}
 {{- $seen = append $seen (printf "%d,%d,%s,%s" $net $size $node $block) -}}
 {{- end -}}
+{{- if not .Values.mesh.nodeBlocks -}}
+{{- if not .Values.mesh.kube.enabled -}}
+{{- fail "mesh.nodeBlocks is empty (automatic IPAM) and mesh.kube.enabled is false: nothing would decide which node founds the address ring; set mesh.kube.enabled=true (the oldest Node's meshd founds it) or give every node a block in mesh.nodeBlocks" -}}
+{{- end -}}
+{{- if and .Values.mesh.dns.enabled (ne (int .Values.mesh.dns.port) 53) -}}
+{{- fail (printf "mesh.dns.port %v needs mesh.nodeBlocks: with automatic IPAM meshd serves DNS on port 53 of the gateway of the node's first block (not known in advance); use port 53 or give every node a block" .Values.mesh.dns.port) -}}
+{{- end -}}
+{{- if lt (int .Values.mesh.blockSize) (atoi (index (splitList "/" .Values.mesh.range) 1)) -}}
+{{- fail (printf "mesh.blockSize %v is larger than mesh.range %s: a block is a prefix length between the range's and 30" .Values.mesh.blockSize .Values.mesh.range) -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.metrics.service.enabled (not .Values.metrics.enabled) -}}
 {{- fail "metrics.service.enabled needs metrics.enabled: true" -}}
 {{- end -}}

@@ -389,6 +389,25 @@ impl Node {
         node
     }
 
+    /// Learns a peer's key and endpoint at run time, as `known_peers` at start, so the first
+    /// handshake with it is the one-round-trip IK; `false` for this node itself or a peer
+    /// already known (whose endpoint the sessions keep up to date).
+    pub fn add_known_peer(&mut self, now: Instant, key: PublicKey, endpoint: SocketAddr) -> bool {
+        if key == self.keypair.public() || self.peers.contains_key(&key) {
+            return false;
+        }
+        self.peers.insert(key, Peer::new(key, endpoint, now));
+        let member = self.member_mut(key);
+        if member.endpoint.is_none() {
+            member.endpoint = Some(endpoint);
+        }
+        for b in self.bootstrap.iter_mut().filter(|b| b.addr == endpoint) {
+            b.resolved.get_or_insert(key);
+        }
+        self.schedule(now);
+        true
+    }
+
     /// This node's public key.
     pub fn public_key(&self) -> PublicKey {
         self.keypair.public()

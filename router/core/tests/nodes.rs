@@ -600,3 +600,127 @@ fn a_bootstrap_endpoint_added_at_run_time_is_reached_and_a_forgotten_one_is_not_
     assert!(sim.node(0).add_bootstrap(now, addr(2)));
     assert!(shown(&mut sim));
 }
+
+/// Handshake initiations on the wire from `from`, by pattern byte (1 = IK, 2 = XX).
+fn initiations(sim: &Sim, from: usize) -> Vec<u8> {
+    sim.wire
+        .iter()
+        .filter(|(f, _, d)| *f == addr(from) && d.first() == Some(&1))
+        .map(|(_, _, d)| d[1])
+        .collect()
+}
+
+#[test]
+fn a_bootstrap_address_added_at_run_time_is_contacted() {
+    let mut sim = Sim::new(vec![
+        config(0, b"cluster secret one", vec![]),
+        config(1, b"cluster secret one", vec![]),
+    ]);
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(sim.established(0), 0, "nobody knows anybody yet");
+    let now = sim.now;
+    assert!(sim.node(0).add_bootstrap(now, addr(1)));
+    assert!(
+        !sim.node(0).add_bootstrap(now, addr(1)),
+        "the same address twice is one bootstrap"
+    );
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!((sim.established(0), sim.established(1)), (1, 1));
+    assert_eq!(initiations(&sim, 0).first(), Some(&2), "a bare address: XX");
+    let p = ipv4(pod(0, 10), pod(1, 20), b"after a runtime bootstrap");
+    assert!(matches!(sim.send(0, &p), Encap::Send { .. }));
+    assert_eq!(sim.tun[1].last().unwrap(), &p);
+}
+
+#[test]
+fn a_removed_bootstrap_address_is_no_longer_contacted_until_added_again() {
+    let mut sim = Sim::new(vec![config(0, b"cluster secret one", vec![])]);
+    let nobody = addr(5);
+    let now = sim.now;
+    assert!(!sim.node(0).forget_bootstrap(nobody), "not one yet");
+    assert!(sim.node(0).add_bootstrap(now, nobody));
+    sim.run_for(Duration::from_secs(5));
+    let to_nobody = |sim: &Sim| sim.wire.iter().filter(|(_, t, _)| *t == nobody).count();
+    let before = to_nobody(&sim);
+    assert!(before > 0, "contacted while it is a bootstrap address");
+    let listed = |sim: &mut Sim| {
+        let now = sim.now;
+        sim.node(0)
+            .peer_status(now)
+            .iter()
+            .any(|p| p.endpoint == nobody.to_string())
+    };
+    assert!(listed(&mut sim));
+    assert!(sim.node(0).forget_bootstrap(nobody));
+    assert!(!sim.node(0).forget_bootstrap(nobody), "once");
+    sim.run_for(Duration::from_secs(60));
+    assert_eq!(to_nobody(&sim), before, "no handshake after the removal");
+    assert!(!listed(&mut sim), "not listed any more");
+    let now = sim.now;
+    assert!(sim.node(0).add_bootstrap(now, nobody), "back again");
+    sim.run_for(Duration::from_secs(2));
+    assert!(to_nobody(&sim) > before);
+}
+
+#[test]
+fn a_known_peer_added_at_run_time_is_reached_with_ik() {
+    let mut sim = Sim::new(vec![
+        config(0, b"cluster secret one", vec![]),
+        config(1, b"cluster secret one", vec![]),
+    ]);
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    let own = keypair(0).public();
+    assert!(!sim.node(0).add_known_peer(now, own, addr(0)), "not itself");
+    let key = keypair(1).public();
+    assert!(sim.node(0).add_known_peer(now, key, addr(1)));
+    assert!(
+        !sim.node(0).add_known_peer(now, key, addr(1)),
+        "known already"
+    );
+    // The endpoint as a bootstrap address too, as meshd --kube adds it: resolved to the
+    // key, so the first contact is IK, not XX.
+    assert!(sim.node(0).add_bootstrap(now, addr(1)));
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!((sim.established(0), sim.established(1)), (1, 1));
+    let patterns = initiations(&sim, 0);
+    assert!(
+        !patterns.is_empty() && patterns.iter().all(|p| *p == 1),
+        "{patterns:?}"
+    );
+}
+
+#[test]
+fn a_ring_founded_at_run_time_gives_the_founder_a_block() {
+    let mut c = config(0, b"cluster secret one", vec![]);
+    c.ring = Some(mesh_core::RingConfig {
+        block_prefix: 24,
+        state: None,
+        active: Vec::new(),
+        found_nonce: None,
+    });
+    let mut sim = Sim::new(vec![c]);
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.node(0).active_blocks().is_empty());
+    assert_eq!(sim.node(0).ring_id(), None);
+    let now = sim.now;
+    assert!(sim.node(0).found_ring(now, [7; 16]));
+    assert!(!sim.node(0).found_ring(now, [8; 16]), "one ring only");
+    let ring = sim.node(0).ring_id().unwrap();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.node(0).ring_id(), Some(ring));
+    assert_eq!(sim.node(0).active_blocks().len(), 1);
+    let own = keypair(0).public();
+    assert!(sim.node(0).owns_blocks(&own));
+    assert!(!sim.node(0).owns_blocks(&keypair(1).public()));
+    let mut events = Vec::new();
+    while let Some(e) = sim.node(0).poll_event() {
+        events.push(e);
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, mesh_core::Event::RingChanged)),
+        "{events:?}"
+    );
+}

@@ -129,9 +129,30 @@ pub(crate) struct RunArgs {
     /// rest shuffled [default: every address, shuffled].
     #[arg(long, env = "MESH_DNS_SUBSET", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) dns_subset: Option<u16>,
+    /// Kubernetes mode: discover peers from the cluster's Node objects, publish this node's
+    /// key and endpoint as annotations on its own Node, and reclaim a deleted Node's blocks
+    /// and DNS records (`--kube` alone means `on`) [default: off].
+    #[arg(long, env = "MESH_KUBE", value_name = "on|off", num_args = 0..=1, default_missing_value = "on")]
+    pub(crate) kube: Option<OnOff>,
+    /// With --kube: the name of this node's Node object (the chart passes spec.nodeName).
+    #[arg(long, env = "MESH_KUBE_NODE", value_name = "NAME")]
+    pub(crate) kube_node: Option<String>,
+    /// With --kube: a kubeconfig file to reach the API server with [default: the in-cluster
+    /// ServiceAccount, else the kubeconfig of $KUBECONFIG or ~/.kube/config].
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    pub(crate) kubeconfig: Option<PathBuf>,
     /// Log filter (tracing syntax, e.g. `info`, `debug`, `mesh_core=trace`) [default: info].
     #[arg(long, env = "MESH_LOG", value_name = "FILTER")]
     pub(crate) log: Option<String>,
+}
+
+/// `--kube`'s settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KubeConfig {
+    /// This node's Node object.
+    pub(crate) node: String,
+    /// `--kubeconfig`; `None`: in-cluster, else the default kubeconfig.
+    pub(crate) kubeconfig: Option<PathBuf>,
 }
 
 /// `--metrics`: an `ADDR:PORT` to listen on, or `off`.
@@ -229,6 +250,9 @@ struct FileConfig {
     dns_upstream: Vec<String>,
     dns_ttl: Option<u32>,
     dns_subset: Option<u16>,
+    kube: Option<OnOff>,
+    kube_node: Option<String>,
+    kubeconfig: Option<PathBuf>,
     log: Option<String>,
 }
 
@@ -275,6 +299,8 @@ pub(crate) struct Config {
     pub(crate) metrics_listener: crate::metrics::Prebound,
     /// The DNS server; `None` = off.
     pub(crate) dns: Option<DnsConfig>,
+    /// `--kube`; `None` = off.
+    pub(crate) kube: Option<KubeConfig>,
     pub(crate) log: String,
 }
 
@@ -401,6 +427,26 @@ impl RunArgs {
                 None => {}
             }
         }
+        let kube = match self.kube.or(file.kube).unwrap_or(OnOff::Off) {
+            OnOff::Off => None,
+            OnOff::On => {
+                let node = self
+                    .kube_node
+                    .or(file.kube_node)
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "--kube needs this node's Node name: pass --kube-node NAME (or \
+                             MESH_KUBE_NODE; the chart sets it from spec.nodeName)"
+                        )
+                    })?;
+                Some(KubeConfig {
+                    node,
+                    kubeconfig: self.kubeconfig.or(file.kubeconfig),
+                })
+            }
+        };
         Ok(Config {
             name,
             listen,
@@ -435,6 +481,7 @@ impl RunArgs {
             },
             metrics_listener: crate::metrics::Prebound::default(),
             dns,
+            kube,
             log: self.log.or(file.log).unwrap_or_else(|| "info".into()),
         })
     }
@@ -1034,6 +1081,52 @@ mod tests {
                 .to_string();
             assert!(err.contains(flags[0]), "{err}");
         }
+    }
+
+    #[test]
+    fn kube_needs_a_node_name_from_flag_env_or_file() {
+        let d = tmpdir("kube");
+        assert_eq!(args(&d).resolve().unwrap().kube, None, "off by default");
+        let mut a = args(&d);
+        a.kube = Some(OnOff::On);
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("--kube needs this node's Node name") && !err.contains('\n'),
+            "{err}"
+        );
+        let mut a = args(&d);
+        a.kube = Some(OnOff::On);
+        a.kube_node = Some("worker-1".into());
+        a.kubeconfig = Some("/etc/kube.conf".into());
+        assert_eq!(
+            a.resolve().unwrap().kube,
+            Some(KubeConfig {
+                node: "worker-1".into(),
+                kubeconfig: Some("/etc/kube.conf".into())
+            })
+        );
+        let cfg = d.join("kube.toml");
+        std::fs::write(
+            &cfg,
+            "kube = \"on\"\nkube_node = \"w2\"\nkubeconfig = \"/k\"\n",
+        )
+        .unwrap();
+        let mut a = args(&d);
+        a.config = Some(cfg.clone());
+        let k = a.resolve().unwrap().kube.unwrap();
+        assert_eq!((k.node.as_str(), k.kubeconfig), ("w2", Some("/k".into())));
+        let mut a = args(&d);
+        a.config = Some(cfg);
+        a.kube = Some(OnOff::Off);
+        assert_eq!(a.resolve().unwrap().kube, None, "a flag beats the file");
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let cli =
+            <Cli as clap::Parser>::try_parse_from(["meshd", "--kube", "--kube-node", "n"]).unwrap();
+        assert_eq!(cli.run.kube, Some(OnOff::On), "--kube alone is on");
     }
 
     #[test]

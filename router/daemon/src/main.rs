@@ -10,6 +10,7 @@ mod api;
 mod config;
 mod debug;
 mod ipam;
+mod kube;
 mod metrics;
 mod names;
 mod ping;

@@ -419,6 +419,12 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             "secret file is readable by other users; chmod 600 it"
         );
     }
+    // A missing in-cluster config or kubeconfig fails the start, before anything is set up;
+    // the API server itself is reached later, by the kube task (meshd runs without it).
+    let kube_client = match &config.kube {
+        Some(k) => Some(crate::kube::connect(k).await?),
+        None => None,
+    };
     let udp = mesh_datapath::bind_udp(config.listen, SOCKET_BUFFER)?;
     let api_listener = crate::api::bind(&config.api_socket)?;
     let _cleanup = Cleanup::new(config.api_socket.clone());
@@ -598,6 +604,9 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     tasks.spawn(timers(shared.clone(), udp.clone()));
     tasks.spawn(events(shared.clone(), net.clone(), events_rx, gateway_tx));
     tasks.spawn(crate::metrics::serve(shared.clone()));
+    if let Some(client) = kube_client {
+        tasks.spawn(crate::kube::run(shared.clone(), client));
+    }
     if let Some(state) = shared.dns.clone() {
         if let Some(d) = &config.dns
             && d.upstreams.is_empty()
@@ -659,18 +668,20 @@ pub(crate) async fn run(config: Config) -> Result<()> {
 fn ring_config(config: &Config) -> Result<RingConfig> {
     let state = state::load_ring(&config.state_dir, config.range, config.block_prefix)?;
     let active = state::load_blocks(&config.state_dir)?;
-    let found_nonce = (config.peers.is_empty() && state.is_none()).then(|| {
-        let mut nonce = [0u8; 16];
-        OsRng.fill_bytes(&mut nonce);
-        nonce
-    });
+    // With --kube the kube task decides, once it has listed the Nodes (`kube::founds_ring`).
+    let found_nonce =
+        (config.peers.is_empty() && state.is_none() && config.kube.is_none()).then(|| {
+            let mut nonce = [0u8; 16];
+            OsRng.fill_bytes(&mut nonce);
+            nonce
+        });
     if found_nonce.is_some() {
         tracing::info!(
             range = %config.range,
             block_size = config.block_prefix,
             "no --peer and no address ring saved: founding a new cluster's address ring"
         );
-    } else if state.is_none() {
+    } else if state.is_none() && config.kube.is_none() {
         tracing::info!("joining the cluster's address ring through the --peer members");
     }
     Ok(RingConfig {

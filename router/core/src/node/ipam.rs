@@ -327,6 +327,46 @@ impl Node {
         }
     }
 
+    /// Founds the cluster's address ring now, as `RingConfig::found_nonce` does at start
+    /// (meshd's `--kube` decides only once it has listed the Nodes); `false` without
+    /// automatic IPAM or when the node already belongs to a ring.
+    pub fn found_ring(&mut self, now: Instant, nonce: [u8; 16]) -> bool {
+        let me = *self.keypair.public().as_bytes();
+        let Some(st) = self.ipam.as_mut() else {
+            return false;
+        };
+        if st.ring.id().is_some() {
+            return false;
+        }
+        let id = RingId::derive(&me, &nonce);
+        if let Err(e) = st.ring.found(me, id) {
+            tracing::warn!(error = %e, "cannot found a ring");
+            return false;
+        }
+        tracing::info!(ring = %id, range = %self.range, "founded the cluster's address ring");
+        self.filter_foreign_rings();
+        // Pushes RingChanged: meshd persists the ring before anything of it leaves.
+        self.flush_ring_writes(now, None);
+        self.ipam_changed(now);
+        self.pump_gossip(now);
+        true
+    }
+
+    /// The cluster ring this node belongs to, if any (automatic IPAM).
+    pub fn ring_id(&self) -> Option<String> {
+        self.ipam
+            .as_ref()
+            .and_then(|st| st.ring.id())
+            .map(|id| id.to_string())
+    }
+
+    /// Whether `key` owns any block in this node's replica of the ring.
+    pub fn owns_blocks(&self, key: &PublicKey) -> bool {
+        self.ipam
+            .as_ref()
+            .is_some_and(|st| !st.ring.owned(*key.as_bytes()).is_empty())
+    }
+
     /// The pool is full: use one more owned block, or ask for one.
     pub fn need_block(&mut self, now: Instant) {
         if let Some(st) = self.ipam.as_mut() {
