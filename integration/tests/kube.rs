@@ -173,6 +173,13 @@ fn pod_on(topo: &mut Topology, host: &Host, id: &str, deadline: Instant) -> Pod 
 #[test]
 fn nodes_become_peers_get_annotated_survive_a_broken_watch_and_a_deleted_node_is_reclaimed() {
     let mut c = cluster("kube_nodes");
+    // The oldest Node runs no meshd (a node selector, a Windows node): it must not keep the
+    // others from founding. Its address answers nothing (no host has it).
+    let api_ip = c.topo.hosts()[0].underlay_ip.octets();
+    let nowhere = format!("{}.{}.{}.250", api_ip[0], api_ip[1], api_ip[2]);
+    c.ctl
+        .create(&node_object("0w", &nowhere))
+        .expect("create a Node without meshd");
     let started = Instant::now();
     let deadline = started + CONVERGE_BOUND;
     let a = kube_host(&mut c, "a");
@@ -180,7 +187,8 @@ fn nodes_become_peers_get_annotated_survive_a_broken_watch_and_a_deleted_node_is
     let h3 = kube_host(&mut c, "c");
     let hosts = [&a, &b, &h3];
 
-    // Discovery from Nodes alone: no --peer anywhere, the oldest Node (a) founds the ring.
+    // Discovery from Nodes alone: no --peer anywhere, the oldest Node running meshd (a)
+    // founds the ring.
     wait_all_alive(&hosts, deadline);
     let pods: Vec<Pod> = hosts
         .iter()
@@ -195,7 +203,7 @@ fn nodes_become_peers_get_annotated_survive_a_broken_watch_and_a_deleted_node_is
     }
     eprintln!("discovered, blocks and pings after {:?}", started.elapsed());
 
-    // The oldest Node's meshd founded the ring, and only it.
+    // The oldest Node's meshd founded the ring, and only it (not 0w, older but without meshd).
     let log_has = |h: &Host, what: &str| {
         std::fs::read_to_string(h.log_file())
             .unwrap_or_default()

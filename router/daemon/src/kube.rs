@@ -41,6 +41,8 @@ pub(crate) const ANN_ENDPOINT: &str = "mesh/endpoint";
 pub(crate) const ANN_RING: &str = "mesh/ring";
 /// How often Nodes are compared with gossip (peers, annotations, founding, reclaims).
 const TICK: Duration = Duration::from_secs(2);
+/// A node founds the ring only this long after its key is on its Node (see `founds_ring`).
+const FOUND_SETTLE: Duration = Duration::from_secs(10);
 /// Keys seen on Nodes, kept across restarts: a Node deleted while meshd was down is still
 /// recognised as a Kubernetes member.
 const SEEN_FILE: &str = "kube-nodes.json";
@@ -104,14 +106,32 @@ fn name_of(node: &KubeNode) -> &str {
     node.metadata.name.as_deref().unwrap_or_default()
 }
 
-/// Whether Node `own` founds the address ring: no Node names a ring yet and `own` is the
-/// oldest Node (creation time, then name), so of Nodes started together exactly one does.
-pub(crate) fn founds_ring(nodes: &BTreeMap<String, KubeNode>, own: &str) -> bool {
-    if !nodes.contains_key(own) || nodes.values().any(|n| annotation(n, ANN_RING).is_some()) {
+/// Whether Node `own` founds the address ring. Only Nodes whose meshd runs count: they carry
+/// a `mesh/public-key` this node sees alive in gossip (`live`), or are `own` with its key
+/// published. Among them no Node names a ring yet, and `own` is the oldest (creation time,
+/// then name), so of nodes started together exactly one founds. A Node meshd does not run
+/// on (a node selector, a Windows node, a crash loop) or a stale annotation left by an earlier
+/// installation never blocks the founding.
+pub(crate) fn founds_ring(
+    nodes: &BTreeMap<String, KubeNode>,
+    own: &str,
+    live: impl Fn(&PublicKey) -> bool,
+) -> bool {
+    let running: Vec<&KubeNode> = nodes
+        .values()
+        .filter(|n| key_of(n).is_some_and(|k| name_of(n) == own || live(&k)))
+        .collect();
+    // This Node's own ring annotation is stale when it is read here (the caller founds only
+    // while this node has no ring; `publish` removes it).
+    if !running.iter().any(|n| name_of(n) == own)
+        || running
+            .iter()
+            .any(|n| name_of(n) != own && annotation(n, ANN_RING).is_some())
+    {
         return false;
     }
-    let oldest = nodes
-        .values()
+    let oldest = running
+        .iter()
         .min_by_key(|n| (n.metadata.creation_timestamp.clone(), name_of(n).to_owned()));
     oldest.is_some_and(|n| name_of(n) == own)
 }
@@ -233,6 +253,10 @@ struct Kube {
     patch_errors: Streak,
     missing_own: bool,
     waiting_founder: bool,
+    /// Since when this Node carries this node's key: the founding waits [`FOUND_SETTLE`]
+    /// after it, so that the meshd of every Node started together has published its key and
+    /// reached this one.
+    published_since: Option<Instant>,
     /// When the task started: no reclaim before gossip had `dead_after` to say who is alive
     /// (right after a restart every node would think itself the lowest alive key).
     started: Instant,
@@ -257,6 +281,7 @@ pub(crate) async fn run(shared: Arc<Shared>, client: kube::Client) -> Result<()>
         patch_errors: Streak::default(),
         missing_own: false,
         waiting_founder: false,
+        published_since: None,
         started: Instant::now(),
     };
     tracing::info!(node = %k.node, "kube mode: watching Nodes");
@@ -382,14 +407,25 @@ impl Kube {
             return;
         }
         let now = Instant::now();
-        let mut node = self.shared.node();
-        if node.ring_id().is_some() {
+        let own_key = self.shared.public_key;
+        let published = self
+            .nodes
+            .get(&self.own)
+            .and_then(key_of)
+            .is_some_and(|k| k == own_key);
+        if !published {
+            self.published_since = None;
             return;
         }
-        if founds_ring(&self.nodes, &self.own) {
+        let since = *self.published_since.get_or_insert(now);
+        let mut node = self.shared.node();
+        if node.ring_id().is_some() || now.saturating_duration_since(since) < FOUND_SETTLE {
+            return;
+        }
+        if founds_ring(&self.nodes, &self.own, |k| node.is_alive(k)) {
             let mut nonce = [0u8; 16];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
-            tracing::info!(node = %self.own, "the oldest Node and no Node names an address ring: founding it");
+            tracing::info!(node = %self.own, "the oldest Node running meshd, and none names an address ring: founding it");
             node.found_ring(now, nonce);
             self.shared.settle(&mut node);
         } else if !self.waiting_founder {
@@ -496,11 +532,17 @@ impl Kube {
             .or_else(|| (!c.listen.ip().is_unspecified()).then_some(c.listen))
             .or_else(|| endpoint_of_internal(own, self.port));
         let ring = self.shared.node().ring_id();
+        // A ring annotation without a ring here is left from an earlier run: remove it.
+        let stale_ring = ring.is_none() && annotation(own, ANN_RING).is_some();
         let want = own_annotations(&self.shared.public_key, endpoint, ring);
-        if has_annotations(own, &want) {
+        if has_annotations(own, &want) && !stale_ring {
             return;
         }
-        let patch = serde_json::json!({ "metadata": { "annotations": want } });
+        let mut annotations = serde_json::json!(want);
+        if stale_ring {
+            annotations[ANN_RING] = serde_json::Value::Null;
+        }
+        let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
         match self
             .api
             .patch(&self.own, &PatchParams::default(), &Patch::Merge(&patch))
@@ -594,24 +636,73 @@ mod tests {
     }
 
     #[test]
-    fn only_the_oldest_node_founds_and_only_while_no_node_names_a_ring() {
+    fn only_the_oldest_node_running_meshd_founds_and_only_while_none_names_a_ring() {
+        let k: Vec<String> = (1..=5).map(|i| key(i).to_string()).collect();
         let mut nodes = BTreeMap::new();
-        nodes.insert("b".to_owned(), node("b", 10, "198.18.0.2", &[]));
-        nodes.insert("c".to_owned(), node("c", 20, "198.18.0.3", &[]));
-        nodes.insert("a".to_owned(), node("a", 30, "198.18.0.1", &[]));
-        assert!(founds_ring(&nodes, "b"), "oldest");
-        assert!(!founds_ring(&nodes, "a"), "lowest name, but younger");
-        assert!(!founds_ring(&nodes, "x"), "not listed");
-        nodes.insert("d".to_owned(), node("d", 10, "198.18.0.4", &[]));
-        assert!(
-            founds_ring(&nodes, "b") && !founds_ring(&nodes, "d"),
-            "ties by name"
+        nodes.insert(
+            "b".to_owned(),
+            node("b", 10, "198.18.0.2", &[(ANN_KEY, &k[1])]),
         );
         nodes.insert(
             "c".to_owned(),
-            node("c", 20, "198.18.0.3", &[(ANN_RING, "ab")]),
+            node("c", 20, "198.18.0.3", &[(ANN_KEY, &k[2])]),
         );
-        assert!(!founds_ring(&nodes, "b"), "a ring exists");
+        nodes.insert(
+            "a".to_owned(),
+            node("a", 30, "198.18.0.1", &[(ANN_KEY, &k[0])]),
+        );
+        let all = |_: &PublicKey| true;
+        assert!(founds_ring(&nodes, "b", all), "oldest");
+        assert!(!founds_ring(&nodes, "a", all), "lowest name, but younger");
+        assert!(!founds_ring(&nodes, "x", all), "not listed");
+        // An older Node without meshd (no key) or whose meshd is not alive does not count.
+        nodes.insert("w".to_owned(), node("w", 1, "198.18.0.9", &[]));
+        nodes.insert(
+            "v".to_owned(),
+            node("v", 2, "198.18.0.8", &[(ANN_KEY, &k[4])]),
+        );
+        let dead_v = |p: &PublicKey| *p != key(5);
+        assert!(founds_ring(&nodes, "b", dead_v), "w and v do not run meshd");
+        assert!(!founds_ring(&nodes, "b", all), "v runs meshd and is older");
+        // This node's own Node counts before gossip says anything about it.
+        assert!(founds_ring(&nodes, "b", |p: &PublicKey| *p != key(5) && *p != key(2)));
+        nodes.insert(
+            "d".to_owned(),
+            node("d", 10, "198.18.0.4", &[(ANN_KEY, &k[3])]),
+        );
+        assert!(
+            founds_ring(&nodes, "b", dead_v) && !founds_ring(&nodes, "d", dead_v),
+            "ties by name"
+        );
+        // A ring named by a live Node: join it; by a dead one (a stale annotation): ignore it.
+        nodes.insert(
+            "v".to_owned(),
+            node("v", 2, "198.18.0.8", &[(ANN_KEY, &k[4]), (ANN_RING, "ab")]),
+        );
+        assert!(founds_ring(&nodes, "b", dead_v), "stale ring annotation");
+        nodes.insert(
+            "c".to_owned(),
+            node("c", 20, "198.18.0.3", &[(ANN_KEY, &k[2]), (ANN_RING, "ab")]),
+        );
+        assert!(!founds_ring(&nodes, "b", dead_v), "a ring exists");
+        // Its own stale ring annotation does not stop this node.
+        nodes.insert(
+            "c".to_owned(),
+            node("c", 20, "198.18.0.3", &[(ANN_KEY, &k[2])]),
+        );
+        nodes.insert(
+            "b".to_owned(),
+            node(
+                "b",
+                10,
+                "198.18.0.2",
+                &[(ANN_KEY, &k[1]), (ANN_RING, "old")],
+            ),
+        );
+        assert!(founds_ring(&nodes, "b", dead_v));
+        // Without its key on its own Node a node does not found.
+        nodes.insert("b".to_owned(), node("b", 10, "198.18.0.2", &[]));
+        assert!(!founds_ring(&nodes, "b", all));
     }
 
     #[test]
