@@ -11,7 +11,7 @@
 # any Linux of the same architecture, the node's own file system included (mesh-cni runs
 # there, started by the container runtime, not in this image). ring, the only dependency
 # with C code, needs a C compiler and musl's headers.
-ARG RUST_VERSION=1.88
+ARG RUST_VERSION=1.89
 FROM rust:${RUST_VERSION}-alpine AS build
 RUN apk add --no-cache musl-dev binutils
 WORKDIR /src
