@@ -67,6 +67,35 @@ fn members(status: &Status) -> String {
 }
 
 /// The whole `meshctl status` view, one `String` per line (no trailing newline).
+/// One line on the DNS server: where, the zone, records (served), queries; `off` without.
+fn dns(status: &Status) -> String {
+    match &status.dns {
+        None => "off".to_owned(),
+        Some(d) => {
+            let served = if d.served == d.records {
+                String::new()
+            } else {
+                format!(", {} served (owner dead)", d.served)
+            };
+            format!(
+                "{} zone {}, {}{served}, {}",
+                if d.listen.is_empty() {
+                    "not listening yet (no block):".to_owned()
+                } else {
+                    format!("{},", d.listen)
+                },
+                or_dash(&d.zone),
+                count(d.records, "record"),
+                if d.queries == 1 {
+                    "1 query".to_owned()
+                } else {
+                    format!("{} queries", d.queries)
+                },
+            )
+        }
+    }
+}
+
 pub(crate) fn status_lines(status: &Status) -> Vec<String> {
     let node = &status.node;
     let mut lines = key_values(&[
@@ -90,6 +119,7 @@ pub(crate) fn status_lines(status: &Status) -> Vec<String> {
         ("uptime", duration(node.uptime_secs)),
         ("datapath", datapath(&status.datapath)),
         ("members", members(status)),
+        ("dns", dns(status)),
     ]);
 
     lines.push(String::new());
@@ -146,6 +176,12 @@ pub(crate) fn warnings(status: &Status) -> Vec<String> {
                 "{who}: the session expired and new handshakes get no answer: is the node down?"
             )),
             PeerState::Idle | PeerState::Established => {}
+        }
+        if let Some(relay) = &p.relay {
+            out.push(format!(
+                "{who}: unreachable directly, traffic goes through relay {relay}: check that UDP {} is open between the two (NAT, firewall)",
+                p.endpoint.rsplit(':').next().unwrap_or("6788")
+            ));
         }
     }
     for m in status
@@ -508,6 +544,13 @@ pub(crate) mod tests {
                 malformed: 1,
             },
             warnings: vec![],
+            dns: Some(mesh_api::DnsSummary {
+                listen: "10.32.1.1:53".into(),
+                zone: "mesh.local.".into(),
+                records: 3,
+                served: 2,
+                queries: 1,
+            }),
         }
     }
 
@@ -527,6 +570,7 @@ pub(crate) mod tests {
             "uptime      1h 2m",
             "datapath    offload on, GSO 64, GRO 64; per call: TUN read 45.5, UDP send 45.5, UDP recv -, TUN write 25.0",
             "members     4 (2 alive, 1 dead, 1 left); gossip: 2 neighbours, 10 records",
+            "dns         10.32.1.1:53, zone mesh.local., 3 records, 2 served (owner dead), 1 query",
             "",
             "NAME       ENDPOINT         STATE        BLOCKS                     HANDSHAKE  RTT      RX                  TX                DROPS",
             "beta       198.18.0.2:6788  established  10.32.2.0/24,10.32.9.0/24  12s ago    1.23 ms  1200 pkt / 1.5 MiB  10 pkt / 1.5 KiB  replay=2 authentication=1",
@@ -578,6 +622,36 @@ pub(crate) mod tests {
         // Members that left, or are alive but unreachable for a while, are no warning.
         status.members[4].state = MemberState::Left;
         assert!(warnings(&status).is_empty());
+        // A peer reached through a relay is one.
+        status.peers[0].relay = Some("gamma".into());
+        assert_eq!(
+            warnings(&status),
+            [
+                "beta (198.18.0.2:6788): unreachable directly, traffic goes through relay gamma: check that UDP 6788 is open between the two (NAT, firewall)"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_dns_line_says_off_or_where_and_how_much() {
+        let mut status = sample_status();
+        status.dns = None;
+        assert!(status_lines(&status).contains(&"dns         off".to_owned()));
+        status.dns = Some(mesh_api::DnsSummary {
+            listen: String::new(),
+            zone: "mesh.local.".into(),
+            records: 1,
+            served: 1,
+            queries: 0,
+        });
+        assert!(
+            status_lines(&status).contains(
+                &"dns         not listening yet (no block): zone mesh.local., 1 record, 0 queries"
+                    .to_owned()
+            ),
+            "{:?}",
+            status_lines(&status)
+        );
     }
 
     #[test]
@@ -589,7 +663,7 @@ pub(crate) mod tests {
         let lines = status_lines(&status);
         assert_eq!(lines[4], "blocks      -");
         assert_eq!(
-            &lines[13..17],
+            &lines[14..18],
             [
                 "",
                 "no peers",
@@ -597,7 +671,7 @@ pub(crate) mod tests {
                 "warning: member gamma (Z2FtbWFn) dead: unreachable for 12m 34s"
             ]
         );
-        assert_eq!(lines.len(), 17);
+        assert_eq!(lines.len(), 18);
     }
 
     #[test]

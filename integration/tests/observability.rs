@@ -342,6 +342,18 @@ fn views_match_the_topology_and_metrics_match_the_api() {
     ] {
         assert_eq!(got.get(series), Some(&want), "{series}:\n{metrics}");
     }
+    // `meshctl status` says the same.
+    let dns = topo.status(a).expect("status").dns.expect("dns on");
+    assert_eq!(
+        (
+            dns.listen.as_str(),
+            dns.zone.as_str(),
+            dns.records,
+            dns.served,
+            dns.queries
+        ),
+        ("10.32.1.1:53", "mesh.local.", 1, 1, 2)
+    );
     let secret = std::fs::read_to_string(topo.secret_file()).unwrap();
     assert!(
         !metrics.contains(secret.trim()),

@@ -41,6 +41,24 @@ pub struct Status {
     /// address ring of another cluster was refused).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The DNS server; `None` with `--dns off`.
+    #[serde(default)]
+    pub dns: Option<DnsSummary>,
+}
+
+/// The DNS server in [`Status`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsSummary {
+    /// Where it answers, `IP:PORT` (empty until it listens: automatic IPAM waits for a block).
+    pub listen: String,
+    /// The cluster zone, fully qualified.
+    pub zone: String,
+    /// Records of the zone held (not removed).
+    pub records: u64,
+    /// Of those, the ones answered (the others' owner is dead).
+    pub served: u64,
+    /// Queries received (UDP and TCP).
+    pub queries: u64,
 }
 
 /// Whether a member is alive, as this node sees it.

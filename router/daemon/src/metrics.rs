@@ -808,6 +808,7 @@ mod tests {
                     malformed: 1,
                 },
                 warnings: vec![],
+                dns: None,
             },
             ipam: IpamStatus {
                 range: "10.32.0.0/12".into(),

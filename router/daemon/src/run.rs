@@ -368,6 +368,25 @@ impl Shared {
             members: node.members(now),
             gossip: node.gossip_status(now),
             warnings,
+            dns: self.dns.as_deref().map(|d| {
+                let (zone, records, served) = d.read(|s| {
+                    let list = s.store.list();
+                    let served = list.iter().filter(|r| r.served).count() as u64;
+                    (s.config.zone.to_string(), list.len() as u64, served)
+                });
+                let stats = d.stats();
+                mesh_api::DnsSummary {
+                    listen: self
+                        .dns_listen
+                        .get()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    zone,
+                    records,
+                    served,
+                    queries: stats.udp_queries + stats.tcp_queries,
+                }
+            }),
         }
     }
 

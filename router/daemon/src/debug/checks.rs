@@ -450,6 +450,7 @@ mod tests {
             members: vec![],
             gossip: Default::default(),
             warnings: vec![],
+            dns: None,
         }
     }
 
