@@ -411,6 +411,7 @@ pub(crate) fn dns_lines(dns: &DnsRecords) -> Vec<String> {
         ("zone", or_dash(&dns.zone)),
         ("listen", or_dash(&dns.listen)),
         ("upstreams", list_or_dash(&dns.upstreams)),
+        ("ttl", format!("{} s", dns.ttl)),
     ]);
     lines.push(String::new());
     if dns.records.is_empty() {
@@ -758,6 +759,7 @@ no allocations
             zone: "mesh.local.".into(),
             listen: "10.32.1.1:53".into(),
             upstreams: vec!["198.18.0.9:53".into()],
+            ttl: 30,
             records: vec![
                 DnsRecord {
                     name: "db.mesh.local.".into(),
@@ -782,6 +784,7 @@ no allocations
 zone       mesh.local.
 listen     10.32.1.1:53
 upstreams  198.18.0.9:53
+ttl        30 s
 
 NAME             ADDRESS     OWNER     SERVED
 db.mesh.local.   10.32.2.7   QUJDREVG  no (owner dead)

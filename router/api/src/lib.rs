@@ -723,6 +723,9 @@ pub struct DnsRecords {
     pub listen: String,
     /// Upstream resolvers for names outside the zone, `IP:PORT`, in preference order.
     pub upstreams: Vec<String>,
+    /// TTL of the zone's positive answers, seconds (`--dns-ttl`); every record has it.
+    #[serde(default)]
+    pub ttl: u32,
     /// Every live (not removed) record, by name, then address, then owner.
     pub records: Vec<DnsRecord>,
 }

@@ -487,9 +487,10 @@ async fn dns_list(State(shared): State<Arc<Shared>>) -> Response {
 
 fn dns_records(shared: &Shared) -> Result<mesh_api::DnsRecords, DnsRefusal> {
     let dns = dns_state(shared)?;
-    let (zone, records) = dns.read(|s| {
+    let (zone, ttl, records) = dns.read(|s| {
         (
             s.config.zone.to_string(),
+            s.config.ttl,
             s.store.list().iter().map(dns_record).collect(),
         )
     });
@@ -512,6 +513,7 @@ fn dns_records(shared: &Shared) -> Result<mesh_api::DnsRecords, DnsRefusal> {
         zone,
         listen,
         upstreams,
+        ttl,
         records,
     })
 }
