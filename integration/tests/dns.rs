@@ -322,6 +322,25 @@ fn wait_answer(pod: &Pod, server: &str, name: &str, want: &[&str], bound: Durati
     start.elapsed()
 }
 
+/// Waits until `server` answers the zone's SOA to `pod` (meshd's DNS on `host` is up).
+fn wait_dns_up(pod: &Pod, server: &str, host: &str) {
+    let at = format!("@{server}");
+    wait_until(
+        &format!("DNS on {host}"),
+        Duration::from_secs(20),
+        POLL,
+        || {
+            let out = pod.exec(&["dig", &at, "+time=1", "+tries=1", "mesh.local", "SOA"])?;
+            if text(&out.stdout).contains("status: NOERROR") {
+                Ok(())
+            } else {
+                Err(describe(&out))
+            }
+        },
+    )
+    .expect("dns up");
+}
+
 #[test]
 fn names_registered_on_one_host_resolve_everywhere_are_shuffled_and_go_with_a_dead_owner() {
     require_root();
@@ -337,28 +356,7 @@ fn names_registered_on_one_host_resolve_everywhere_are_shuffled_and_go_with_a_de
     );
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
     for (i, host) in hosts.iter().enumerate() {
-        let server = gateway_of(i);
-        wait_until(
-            &format!("DNS on {}", host.name),
-            Duration::from_secs(20),
-            POLL,
-            || {
-                let out = pods[i].exec(&[
-                    "dig",
-                    &format!("@{server}"),
-                    "+time=1",
-                    "+tries=1",
-                    "mesh.local",
-                    "SOA",
-                ])?;
-                if text(&out.stdout).contains("status: NOERROR") {
-                    Ok(())
-                } else {
-                    Err(describe(&out))
-                }
-            },
-        )
-        .expect("dns up");
+        wait_dns_up(&pods[i], &gateway_of(i), &host.name);
     }
 
     // Registered on a, answered on c (and backwards), within the bound.
@@ -483,22 +481,7 @@ fn a_dead_first_upstream_costs_no_lookup_and_answers_are_cached() {
     ];
     topo.start_meshd(&a, opts).expect("start meshd");
     let pod = topo.add_pod(&a, "p1", "10.32.1.10").expect("pod");
-    wait_until("DNS on a", Duration::from_secs(20), POLL, || {
-        let out = pod.exec(&[
-            "dig",
-            &format!("@{GATEWAY}"),
-            "+time=1",
-            "+tries=1",
-            "mesh.local",
-            "SOA",
-        ])?;
-        if text(&out.stdout).contains("status: NOERROR") {
-            Ok(())
-        } else {
-            Err(describe(&out))
-        }
-    })
-    .expect("dns up");
+    wait_dns_up(&pod, GATEWAY, "a");
 
     // One try of 2 s each: weaveDNS's 5 s per dead upstream would fail these.
     for name in ["one.example.test", "two.example.test", "three.example.test"] {

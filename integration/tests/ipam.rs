@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{POLL, cut, wait_ping};
+use common::{POLL, address, cut, inside, owner_of, wait_ping};
 use mesh_api::{IpamAllocated, IpamMode, IpamStatus, MemberState, Status};
 use mesh_integration::api::{allocate, allocate_retrying, ipam, meshctl_json};
 use mesh_integration::topology::PodOpts;
@@ -92,20 +92,6 @@ fn cidr(s: &str) -> (u32, u8) {
     (u32::from(ip) & mask, len)
 }
 
-fn inside(net: &str, addr: Ipv4Addr) -> bool {
-    let (n, len) = cidr(net);
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    u32::from(addr) & mask == n
-}
-
-fn address(a: &IpamAllocated) -> Ipv4Addr {
-    a.address
-        .split('/')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("address {:?}", a.address))
-}
-
 /// A pod on `host` with the address, prefix and gateway meshd allocated.
 fn pod_with(topo: &mut Topology, host: &Host, name: &str, a: &IpamAllocated) -> Pod {
     let mut opts = PodOpts::new(address(a));
@@ -127,14 +113,6 @@ fn all_ping(pods: &[Pod], deadline: Instant) {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
-}
-
-/// The owner (public key) of `addr` in `view`'s ring.
-fn owner_of(view: &IpamStatus, addr: Ipv4Addr) -> Option<String> {
-    view.owners
-        .iter()
-        .find(|s| s.blocks.iter().any(|b| inside(b, addr)))
-        .and_then(|s| s.public_key.clone())
 }
 
 /// Waits until every host's ring view lists the same owners; returns it.

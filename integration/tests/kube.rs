@@ -12,8 +12,8 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{POLL, wait_ping};
-use mesh_api::{IpamAllocated, IpamStatus, MemberState, Status};
+use common::{POLL, address, owner_of, wait_ping};
+use mesh_api::{MemberState, Status};
 use mesh_integration::api::{allocate_retrying, ipam, meshctl_json};
 use mesh_integration::fake_apiserver::{Control, kubeconfig, node_object};
 use mesh_integration::topology::PodOpts;
@@ -130,29 +130,6 @@ fn wait_all_alive(hosts: &[&Host], deadline: Instant) {
         )
         .expect("all alive");
     }
-}
-
-fn address(a: &IpamAllocated) -> Ipv4Addr {
-    a.address
-        .split('/')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("address {:?}", a.address))
-}
-
-fn inside(net: &str, addr: Ipv4Addr) -> bool {
-    let (ip, len) = net.split_once('/').expect("cidr");
-    let ip: Ipv4Addr = ip.parse().expect("ip");
-    let len: u32 = len.parse().expect("len");
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    u32::from(addr) & mask == u32::from(ip) & mask
-}
-
-fn owner_of(view: &IpamStatus, addr: Ipv4Addr) -> Option<String> {
-    view.owners
-        .iter()
-        .find(|s| s.blocks.iter().any(|b| inside(b, addr)))
-        .and_then(|s| s.public_key.clone())
 }
 
 /// A pod on `host` with an address meshd allocated.

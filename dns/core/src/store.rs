@@ -52,6 +52,19 @@ pub struct Entry {
     pub stamp: Stamp,
 }
 
+impl Entry {
+    /// The tombstone that removes this record: the next version, removed.
+    pub fn removal(&self) -> Entry {
+        Entry {
+            stamp: Stamp {
+                version: self.stamp.version.saturating_add(1),
+                tombstone: true,
+            },
+            ..self.clone()
+        }
+    }
+}
+
 /// A live (not removed) record, as [`RecordStore::list`] shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listed {
@@ -249,13 +262,7 @@ impl RecordStore {
         let victims: Vec<Entry> = self
             .entries()
             .filter(|e| e.owner == owner && !e.stamp.tombstone)
-            .map(|e| Entry {
-                stamp: Stamp {
-                    version: e.stamp.version.saturating_add(1),
-                    tombstone: true,
-                },
-                ..e
-            })
+            .map(|e| e.removal())
             .collect();
         for e in &victims {
             self.merge(e);

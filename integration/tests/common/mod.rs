@@ -132,3 +132,29 @@ pub(crate) fn cut(host: &Host, other: &Host, add: bool) {
         );
     }
 }
+
+/// The address (without its prefix length) of an allocation.
+pub(crate) fn address(a: &mesh_api::IpamAllocated) -> Ipv4Addr {
+    a.address
+        .split('/')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("address {:?}", a.address))
+}
+
+/// Whether `addr` lies in `net` (`a.b.c.d/n`).
+pub(crate) fn inside(net: &str, addr: Ipv4Addr) -> bool {
+    let (ip, len) = net.split_once('/').expect("cidr");
+    let ip: Ipv4Addr = ip.parse().expect("ip");
+    let len: u32 = len.parse().expect("len");
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    u32::from(addr) & mask == u32::from(ip) & mask
+}
+
+/// The owner (public key) of `addr` in `view`'s address ring.
+pub(crate) fn owner_of(view: &mesh_api::IpamStatus, addr: Ipv4Addr) -> Option<String> {
+    view.owners
+        .iter()
+        .find(|s| s.blocks.iter().any(|b| inside(b, addr)))
+        .and_then(|s| s.public_key.clone())
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use mesh_core::{FIRST_APP_KIND, Node};
 use mesh_crypto::PublicKey;
-use mesh_dns::{Entry, Owner, Stamp};
+use mesh_dns::{Entry, Owner};
 
 use crate::run::Shared;
 
@@ -83,13 +83,7 @@ pub(crate) fn remove_owner(
         .records(KIND_DNS)
         .filter_map(|(id, version, body)| mesh_dns::from_gossip(id, version, body).ok())
         .filter(|e| e.owner == owner && !e.stamp.tombstone)
-        .map(|e| Entry {
-            stamp: Stamp {
-                version: e.stamp.version.saturating_add(1),
-                tombstone: true,
-            },
-            ..e
-        })
+        .map(|e| e.removal())
         .collect();
     if let Some(dns) = shared.dns.as_deref() {
         dns.update(|s| {
