@@ -475,6 +475,8 @@ pub(crate) mod tests {
                     tx_bytes: 1_536,
                     drops: vec![drop_count("replay", 2), drop_count("authentication", 1)],
                     relay: None,
+                    session_rx_expected: 1_250,
+                    session_rx_lost: 5,
                 },
                 PeerStatus {
                     drops: vec![drop_count("replay", 0)],

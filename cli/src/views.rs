@@ -54,6 +54,15 @@ pub(crate) fn peers_text(view: &PeersView) -> String {
     with_newline(peers_lines(view))
 }
 
+/// Inbound loss of a session as a percentage, `-` before anything arrived.
+fn loss(expected: u64, lost: u64) -> String {
+    if expected == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.1}%", lost as f64 * 100.0 / expected as f64)
+    }
+}
+
 /// `meshctl connections`.
 pub(crate) fn connections_lines(view: &ConnectionsView) -> Vec<String> {
     if view.connections.is_empty() {
@@ -74,6 +83,7 @@ pub(crate) fn connections_lines(view: &ConnectionsView) -> Vec<String> {
                 },
                 state(c.state).to_owned(),
                 c.rtt_us.map_or_else(|| "-".to_owned(), rtt),
+                loss(c.session_rx_expected, c.session_rx_lost),
                 c.mtu.to_string(),
                 c.cipher.clone().unwrap_or_else(|| "-".to_owned()),
                 ago(c.last_handshake_secs_ago),
@@ -90,6 +100,7 @@ pub(crate) fn connections_lines(view: &ConnectionsView) -> Vec<String> {
             "PATH",
             "STATE",
             "RTT",
+            "LOSS",
             "MTU",
             "CIPHER",
             "HANDSHAKE",
@@ -584,9 +595,9 @@ pub(crate) mod tests {
         assert_eq!(
             connections_lines(&view),
             [
-                "NAME       KEY       PATH                    STATE        RTT      MTU   CIPHER             HANDSHAKE  RX                  TX                DROPS",
-                "beta       Zm9vYmFy  direct 198.18.0.2:6788  established  1.23 ms  1420  chacha20-poly1305  12s ago    1200 pkt / 1.5 MiB  10 pkt / 1.5 KiB  replay=2 authentication=1",
-                "(unknown)  -         direct 198.18.0.3:6788  handshaking  -        1420  -                  never      0 pkt / 0 B         0 pkt / 0 B       -",
+                "NAME       KEY       PATH                    STATE        RTT      LOSS  MTU   CIPHER             HANDSHAKE  RX                  TX                DROPS",
+                "beta       Zm9vYmFy  direct 198.18.0.2:6788  established  1.23 ms  0.4%  1420  chacha20-poly1305  12s ago    1200 pkt / 1.5 MiB  10 pkt / 1.5 KiB  replay=2 authentication=1",
+                "(unknown)  -         direct 198.18.0.3:6788  handshaking  -        -     1420  -                  never      0 pkt / 0 B         0 pkt / 0 B       -",
             ]
         );
     }

@@ -34,6 +34,8 @@ pub struct ReplayWindow {
     /// Highest accepted counter; meaningless while `empty`.
     highest: u64,
     empty: bool,
+    /// Counters accepted so far.
+    accepted: u64,
 }
 
 impl ReplayWindow {
@@ -43,6 +45,7 @@ impl ReplayWindow {
             bitmap: [0; WORDS],
             highest: 0,
             empty: true,
+            accepted: 0,
         }
     }
 
@@ -82,7 +85,16 @@ impl ReplayWindow {
         }
         let (word, bit) = position(counter);
         self.bitmap[word] |= bit;
+        self.accepted += 1;
         Ok(())
+    }
+
+    /// `(span, accepted)`: counters from 0 to the highest accepted one, and how many of them
+    /// were accepted. Senders number every packet, so `span - accepted` packets of this
+    /// session never arrived (or are still on their way, when reordered).
+    pub fn received(&self) -> (u64, u64) {
+        let span = if self.empty { 0 } else { self.highest + 1 };
+        (span, self.accepted)
     }
 }
 
@@ -112,6 +124,19 @@ fn position(counter: u64) -> (usize, u64) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn received_counts_the_gaps_below_the_highest_counter() {
+        let mut w = ReplayWindow::new();
+        assert_eq!(w.received(), (0, 0));
+        for c in [0, 1, 2, 5, 4] {
+            w.update(c).unwrap();
+        }
+        assert_eq!(w.received(), (6, 5), "counter 3 never came");
+        assert!(w.update(4).is_err());
+        assert_eq!(w.received(), (6, 5), "a replay is not counted");
+    }
+
     use super::*;
 
     /// Reference model: the set of accepted counters, with the same rules stated directly.

@@ -191,6 +191,12 @@ impl Session {
         Ok(sealed_len)
     }
 
+    /// `(span, accepted)` of the receiving side (see [`ReplayWindow::received`]): how many
+    /// packets the peer sent up to the newest one that arrived, and how many arrived.
+    pub fn received(&self) -> (u64, u64) {
+        self.replay.received()
+    }
+
     /// Opens `buf` (ciphertext then tag) in place; the plaintext is `buf[..returned_len]`.
     ///
     /// Order: expiry, length, replay check (without recording), decryption, then the counter

@@ -464,3 +464,69 @@ fn a_busy_metrics_port_is_refused_and_off_serves_nothing() {
     );
     topo.status(&host).expect("the API still answers");
 }
+
+/// Inbound loss: with a quarter of a's datagrams to b dropped on b's underlay (iptables
+/// `statistic`), `meshctl connections` on b shows a loss near 25% for a, and 0 on a for b.
+#[test]
+fn connections_show_the_inbound_loss_of_a_lossy_path() {
+    let (topo, hosts, pods, started) = full_mesh("connections_show_inbound_loss", 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    wait_established(&topo, a, b, SESSION_BOUND);
+    wait_ping(&pods[0], &pods[1], started + PING_BOUND).expect("ping");
+    let from_a = a.underlay_ip.to_string();
+    let rule = [
+        "INPUT",
+        "-s",
+        &from_a,
+        "-p",
+        "udp",
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.25",
+        "-j",
+        "DROP",
+    ];
+    let mut add = vec!["iptables", "-w", "-A"];
+    add.extend_from_slice(&rule);
+    let out = b.exec(&add).expect("iptables");
+    assert!(out.status.success(), "iptables: {out:?}");
+    // 400 pings, 10 ms apart: about 100 requests lost on the way in to b.
+    let _ = pods[0].exec_timeout(
+        &[
+            "ping",
+            "-n",
+            "-q",
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            "-c",
+            "400",
+            &pods[1].ip.to_string(),
+        ],
+        Duration::from_secs(30),
+    );
+    let view: ConnectionsView = json(&topo, b, "connections");
+    let c = view
+        .connections
+        .iter()
+        .find(|c| c.name == a.name)
+        .unwrap_or_else(|| panic!("no connection to a: {view:?}"));
+    assert!(c.session_rx_expected >= 400, "{c:?}");
+    let loss = c.session_rx_lost as f64 / c.session_rx_expected as f64;
+    assert!((0.10..0.40).contains(&loss), "loss {loss} on b: {c:?}");
+    let table = topo.meshctl(b, &["connections"]).expect("connections");
+    assert!(table.contains("LOSS"), "{table}");
+    // Nothing is dropped the other way.
+    let view: ConnectionsView = json(&topo, a, "connections");
+    let c = view
+        .connections
+        .iter()
+        .find(|c| c.name == b.name)
+        .expect("b");
+    assert!(c.session_rx_expected > 0, "{c:?}");
+    assert_eq!(c.session_rx_lost, 0, "{c:?}");
+}

@@ -225,6 +225,22 @@ pub struct PeerStatus {
     /// direct path failed; `None` when direct.
     #[serde(default)]
     pub relay: Option<String>,
+    /// Packets the peer sent in the current session, up to the newest that arrived (its
+    /// counters); 0 without a session.
+    #[serde(default)]
+    pub session_rx_expected: u64,
+    /// Of those, the ones that never arrived: inbound loss on the path from the peer
+    /// (packets still on their way when reordered count too, for a moment).
+    #[serde(default)]
+    pub session_rx_lost: u64,
+}
+
+impl PeerStatus {
+    /// Inbound loss in the current session, 0 to 1; `None` before anything arrived.
+    pub fn rx_loss(&self) -> Option<f64> {
+        (self.session_rx_expected > 0)
+            .then(|| self.session_rx_lost as f64 / self.session_rx_expected as f64)
+    }
 }
 
 /// A drop counter.
@@ -261,6 +277,8 @@ impl PeerStatus {
             tx_bytes: 0,
             drops: Vec::new(),
             relay: None,
+            session_rx_expected: 0,
+            session_rx_lost: 0,
         }
     }
 }
@@ -652,6 +670,13 @@ pub struct ConnectionView {
     pub tx_bytes: u64,
     /// Drops charged to this peer, non-zero only.
     pub drops: Vec<DropCount>,
+    /// Inbound loss in the current session: packets the peer sent up to its newest that
+    /// arrived ([`PeerStatus::session_rx_expected`]) and those that never did.
+    #[serde(default)]
+    pub session_rx_expected: u64,
+    /// See `session_rx_expected`.
+    #[serde(default)]
+    pub session_rx_lost: u64,
 }
 
 impl ConnectionsView {
@@ -690,6 +715,8 @@ impl ConnectionsView {
                 tx_packets: p.tx_packets,
                 tx_bytes: p.tx_bytes,
                 drops: p.drops.iter().filter(|d| d.packets > 0).cloned().collect(),
+                session_rx_expected: p.session_rx_expected,
+                session_rx_lost: p.session_rx_lost,
             })
             .collect();
         Self { connections }

@@ -1786,6 +1786,14 @@ impl Node {
 
     // ---------------------------------------------------------------- status
 
+    /// `(span, accepted)` of `p`'s current session's receiving side; zeros without one.
+    fn session_received(&self, p: &Peer) -> (u64, u64) {
+        match p.current.and_then(|i| self.slots.get(&i)) {
+            Some(Slot::Session { session, .. }) => session.received(),
+            _ => (0, 0),
+        }
+    }
+
     /// Every peer (and every bootstrap address nobody answered yet) in API form.
     pub fn peer_status(&self, now: Instant) -> Vec<mesh_api::PeerStatus> {
         let mut out: Vec<mesh_api::PeerStatus> = self
@@ -1816,6 +1824,11 @@ impl Node {
                 tx_bytes: p.tx_bytes,
                 drops: p.drops.to_api(),
                 relay: p.relay.map(|r| r.to_string()),
+                session_rx_expected: self.session_received(p).0,
+                session_rx_lost: {
+                    let (span, got) = self.session_received(p);
+                    span.saturating_sub(got)
+                },
             })
             .collect();
         for b in &self.bootstrap {

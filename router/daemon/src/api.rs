@@ -650,6 +650,8 @@ mod tests {
             tx_bytes: 0,
             drops: vec![],
             relay: None,
+            session_rx_expected: 0,
+            session_rx_lost: 0,
         }
     }
 

@@ -408,6 +408,14 @@ impl Collector for Snapshot {
         )?;
         family(
             &mut e,
+            "mesh_peer_session_rx_loss_ratio",
+            "Inbound loss in the current session: packets the peer sent that never arrived, 0 to 1.",
+            peers
+                .iter()
+                .filter_map(|(p, fp)| p.rx_loss().map(|l| (id(p, fp), ConstGauge::new(l)))),
+        )?;
+        family(
+            &mut e,
             "mesh_peer_last_handshake_age_seconds",
             "Seconds since the last completed handshake with the peer.",
             peers
@@ -717,6 +725,8 @@ mod tests {
             tx_bytes: 2_000,
             drops: vec![drop_count("replay", 2), drop_count("handshake_failed", 1)],
             relay: None,
+            session_rx_expected: 1000,
+            session_rx_lost: 3,
         };
         let unknown = PeerStatus::address_only("198.18.0.3:6788".into(), PeerState::Handshaking);
         let member = |name: &str, public_key: &str, state| MemberStatus {
@@ -900,6 +910,7 @@ mod tests {
             "mesh_peer_tx_bytes_total{peer=\"beta\",key=\"Zm9vYmFy\"} 2000",
             "mesh_peer_handshakes_total{peer=\"beta\",key=\"Zm9vYmFy\"} 3",
             "mesh_peer_rtt_seconds{peer=\"beta\",key=\"Zm9vYmFy\"} 0.00125",
+            "mesh_peer_session_rx_loss_ratio{peer=\"beta\",key=\"Zm9vYmFy\"} 0.003",
             "mesh_peer_last_handshake_age_seconds{peer=\"beta\",key=\"Zm9vYmFy\"} 12",
             "mesh_peer_session_state{peer=\"beta\",key=\"Zm9vYmFy\",state=\"idle\"} 0",
             "mesh_peer_session_state{peer=\"beta\",key=\"Zm9vYmFy\",state=\"established\"} 1",
