@@ -14,9 +14,15 @@
 //!   is one digest per interval, whatever the cluster's size, plus the differences.
 //!
 //! Neighbours are the *outbound* ones the caller picks ([`Gossip::set_outbound`]) and the
-//! *inbound* ones: nodes that sent us a digest within `inbound_ttl`. Each node's outbound
-//! neighbours hear a digest from it at least every `outbound × interval`, so inbound links
-//! stay up while the other side keeps choosing us.
+//! *inbound* ones: nodes that sent us a digest within `inbound_ttl` *and* that the caller
+//! says chose us ([`Gossip::set_chosen_by`]; `mesh-core` reads it off their adjacency
+//! records). Each node's outbound neighbours hear a digest from it at least every
+//! `outbound × interval`, so inbound links stay up while the other side keeps choosing us. A
+//! digest alone is answered but makes no neighbour: the occasional digest a node sends to a
+//! random member to join islands would otherwise make (and, `inbound_ttl` later, unmake) a
+//! neighbour each time, and every such change is a new adjacency record flooded to all.
+//! Each node that becomes a neighbour is reported once ([`Gossip::poll_new_neighbour`]), so
+//! the caller can push it its own records at once.
 
 use crate::store::{Merge, Record, RecordKey, Store};
 use mesh_proto::ParseError;
@@ -86,7 +92,11 @@ pub struct Gossip {
     id_filters: BTreeMap<u8, (usize, Vec<u8>)>,
     rng: ChaCha20Rng,
     outbound: BTreeSet<NodeId>,
+    /// Last digest received, per sender (neighbour or not).
     inbound: BTreeMap<NodeId, Instant>,
+    /// Nodes that say they chose us as a neighbour.
+    chosen_by: BTreeSet<NodeId>,
+    new_neighbours: VecDeque<NodeId>,
     pending: BTreeMap<NodeId, BTreeSet<RecordKey>>,
     ae_cursor: usize,
     next_ae: Instant,
@@ -113,6 +123,8 @@ impl Gossip {
             rng: ChaCha20Rng::from_seed(seed),
             outbound: BTreeSet::new(),
             inbound: BTreeMap::new(),
+            chosen_by: BTreeSet::new(),
+            new_neighbours: VecDeque::new(),
             pending: BTreeMap::new(),
             ae_cursor: 0,
             sends: VecDeque::new(),
@@ -168,25 +180,52 @@ impl Gossip {
         self.stats
     }
 
+    /// Live inbound neighbours: they chose us and sent a digest within `inbound_ttl`.
+    fn inbound_neighbours(&self, now: Instant) -> impl Iterator<Item = &NodeId> {
+        let ttl = self.config.inbound_ttl;
+        self.inbound
+            .iter()
+            .filter(move |(id, at)| {
+                now.saturating_duration_since(**at) < ttl && self.chosen_by.contains(*id)
+            })
+            .map(|(id, _)| id)
+    }
+
     /// Outbound and live inbound neighbours.
     pub fn neighbours(&self, now: Instant) -> BTreeSet<NodeId> {
         let mut all = self.outbound.clone();
-        all.extend(
-            self.inbound
-                .iter()
-                .filter(|(_, at)| now.saturating_duration_since(**at) < self.config.inbound_ttl)
-                .map(|(id, _)| *id),
-        );
+        all.extend(self.inbound_neighbours(now).copied());
         all
     }
 
     /// Whether `id` is an outbound or live inbound neighbour (no allocation).
     pub fn is_neighbour(&self, now: Instant, id: &NodeId) -> bool {
         self.outbound.contains(id)
-            || self
-                .inbound
-                .get(id)
-                .is_some_and(|at| now.saturating_duration_since(*at) < self.config.inbound_ttl)
+            || (self.chosen_by.contains(id)
+                && self
+                    .inbound
+                    .get(id)
+                    .is_some_and(|at| now.saturating_duration_since(*at) < self.config.inbound_ttl))
+    }
+
+    /// Says whether `id` chose us as a gossip neighbour (it lists us in its adjacency).
+    /// Only such a node becomes an inbound neighbour when it sends us digests.
+    pub fn set_chosen_by(&mut self, now: Instant, id: NodeId, chosen: bool) {
+        let was = self.is_neighbour(now, &id);
+        if chosen {
+            self.chosen_by.insert(id);
+        } else {
+            self.chosen_by.remove(&id);
+        }
+        if !was && self.is_neighbour(now, &id) {
+            self.new_neighbours.push_back(id);
+        }
+    }
+
+    /// Next node that became a neighbour (outbound, or inbound once it both chose us and
+    /// sent a digest). Reported again if it stopped being one in between.
+    pub fn poll_new_neighbour(&mut self) -> Option<NodeId> {
+        self.new_neighbours.pop_front()
     }
 
     /// The outbound neighbours.
@@ -198,9 +237,13 @@ impl Gossip {
     /// without waiting for its turn.
     pub fn set_outbound(&mut self, now: Instant, ids: BTreeSet<NodeId>) {
         let added: Vec<NodeId> = ids.difference(&self.outbound).copied().collect();
+        let was: Vec<bool> = added.iter().map(|id| self.is_neighbour(now, id)).collect();
         self.outbound = ids;
-        for id in added {
+        for (id, was) in added.into_iter().zip(was) {
             self.send_digest(id);
+            if !was {
+                self.new_neighbours.push_back(id);
+            }
         }
         self.drop_stale_pending(now);
     }
@@ -209,6 +252,7 @@ impl Gossip {
     pub fn forget_neighbour(&mut self, id: &NodeId) {
         self.outbound.remove(id);
         self.inbound.remove(id);
+        self.chosen_by.remove(id);
         self.pending.remove(id);
     }
 
@@ -245,11 +289,16 @@ impl Gossip {
                 return Err(e);
             }
         };
-        // Only a digest says the sender chose us (it sends digests to its outbound
-        // neighbours only); pushes and answers do not, or two nodes pushing to each other
-        // would keep each other as neighbours forever.
+        // Only a digest keeps an inbound neighbour alive (a node sends digests to its
+        // outbound neighbours, and once a minute to a random member); pushes and answers do
+        // not, or two nodes pushing to each other would keep each other as neighbours
+        // forever. Whether the sender chose us is `chosen_by`'s to say.
         if matches!(parsed, GossipMsg::Digest { .. }) {
+            let was = self.is_neighbour(now, &from);
             self.inbound.insert(from, now);
+            if !was && self.is_neighbour(now, &from) {
+                self.new_neighbours.push_back(from);
+            }
         }
         match parsed {
             GossipMsg::Push(records) => self.on_push(now, from, records),
@@ -370,7 +419,7 @@ impl Gossip {
             .retain(|_, at| now.saturating_duration_since(*at) < ttl);
         self.drop_stale_pending(now);
         let targets: Vec<NodeId> = if self.outbound.is_empty() {
-            self.inbound.keys().copied().collect()
+            self.inbound_neighbours(now).copied().collect()
         } else {
             self.outbound.iter().copied().collect()
         };
@@ -418,8 +467,18 @@ impl Gossip {
     /// Pushes one record to `to` now (neighbour or not): a donation goes straight to the
     /// node that asked, besides spreading by gossip.
     pub fn push_to(&mut self, to: NodeId, key: RecordKey) {
-        if self.store.get(&key).is_some() {
-            self.pending.entry(to).or_default().insert(key);
+        self.push_all_to(to, [key]);
+    }
+
+    /// Pushes the records of `keys` that are held to `to` now, packed together: a node's
+    /// own records to a new neighbour.
+    pub fn push_all_to(&mut self, to: NodeId, keys: impl IntoIterator<Item = RecordKey>) {
+        let held: Vec<RecordKey> = keys
+            .into_iter()
+            .filter(|k| self.store.get(k).is_some())
+            .collect();
+        if !held.is_empty() {
+            self.pending.entry(to).or_default().extend(held);
             self.flush();
         }
     }
@@ -645,6 +704,58 @@ mod tests {
         assert!(net.nodes[0].get(&mine).is_some());
         net.tick(5);
         assert!(net.converged());
+    }
+
+    #[test]
+    fn a_digest_alone_makes_no_neighbour_but_is_answered() {
+        let now = Instant::now();
+        let mut a = Gossip::new(GossipConfig::default(), now, [1; 32]);
+        let mut b = Gossip::new(GossipConfig::default(), now, [2; 32]);
+        let key = RecordKey { kind: 1, id: id(1) };
+        a.insert_local(now, key, 1, b"a's");
+        // A digest from a node that did not choose us (an island-joining digest) is
+        // answered, and the exchange brings our records over ...
+        b.send_digest(id(1));
+        loop {
+            let mut any = false;
+            while let Some((_, m)) = b.poll_send() {
+                any = true;
+                a.handle(now, id(2), &m).unwrap();
+            }
+            while let Some((_, m)) = a.poll_send() {
+                any = true;
+                b.handle(now, id(1), &m).unwrap();
+            }
+            if !any {
+                break;
+            }
+        }
+        assert_eq!(b.get(&key).unwrap().body, b"a's");
+        // ... but it is no neighbour: no pushes go to it and nothing is reported.
+        assert!(!a.is_neighbour(now, &id(2)));
+        assert!(a.neighbours(now).is_empty());
+        assert_eq!(a.poll_new_neighbour(), None);
+        // Once it says it chose us, its digests make it an inbound neighbour, reported once.
+        a.set_chosen_by(now, id(2), true);
+        assert!(a.is_neighbour(now, &id(2)));
+        assert_eq!(a.poll_new_neighbour(), Some(id(2)));
+        a.handle(now, id(2), &b.store().digest().to_bytes().unwrap())
+            .unwrap();
+        assert_eq!(a.poll_new_neighbour(), None);
+        // And it stops being one when it no longer lists us.
+        a.set_chosen_by(now, id(2), false);
+        assert!(!a.is_neighbour(now, &id(2)));
+    }
+
+    #[test]
+    fn a_new_outbound_neighbour_is_reported_once() {
+        let now = Instant::now();
+        let mut a = Gossip::new(GossipConfig::default(), now, [1; 32]);
+        a.set_outbound(now, [id(2)].into_iter().collect());
+        assert_eq!(a.poll_new_neighbour(), Some(id(2)));
+        a.set_outbound(now, [id(2), id(3)].into_iter().collect());
+        assert_eq!(a.poll_new_neighbour(), Some(id(3)));
+        assert_eq!(a.poll_new_neighbour(), None);
     }
 
     #[test]

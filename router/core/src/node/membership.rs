@@ -115,6 +115,10 @@ impl Node {
     pub(super) fn pump_gossip(&mut self, now: Instant) {
         loop {
             let mut any = false;
+            while let Some(id) = self.gossip.poll_new_neighbour() {
+                any = true;
+                self.push_own_records(id);
+            }
             while let Some(key) = self.gossip.poll_change() {
                 any = true;
                 self.apply_record(now, key);
@@ -140,6 +144,25 @@ impl Node {
                 break;
             }
         }
+    }
+
+    /// Our own records go to a new neighbour at once: a newcomer's member record (its
+    /// endpoint and blocks) would otherwise reach the cluster only by anti-entropy, seconds
+    /// after its adjacency record made it known alive.
+    fn push_own_records(&mut self, to: NodeId) {
+        let id = self.own_id();
+        let mut keys = vec![
+            RecordKey {
+                kind: KIND_MEMBER,
+                id,
+            },
+            RecordKey {
+                kind: KIND_ADJACENCY,
+                id,
+            },
+        ];
+        keys.extend(self.own_records.iter().copied());
+        self.gossip.push_all_to(to, keys);
     }
 
     fn apply_record(&mut self, now: Instant, key: RecordKey) {
@@ -224,6 +247,7 @@ impl Node {
                 let Ok(a) = AdjacencyBody::parse(&body) else {
                     return;
                 };
+                let own_prefix = prefix(self.keypair.public().as_bytes());
                 let member = self.member_mut(pk);
                 if version <= member.adjacency_version {
                     return;
@@ -231,7 +255,11 @@ impl Node {
                 member.adjacency_version = version;
                 let mut prefixes: Vec<[u8; 8]> = a.neighbours.iter().map(|(p, _)| *p).collect();
                 prefixes.sort_unstable();
+                let lists_us = prefixes.binary_search(&own_prefix).is_ok();
                 member.adjacency = prefixes;
+                // Listing us is how a member says it chose us: only then do its digests make
+                // it our inbound neighbour.
+                self.gossip.set_chosen_by(now, key.id, lists_us);
                 self.liveness_dirty = true;
             }
             _ => {}
@@ -696,9 +724,11 @@ impl Node {
         if kind < FIRST_APP_KIND {
             return false;
         }
-        let applied = self
-            .gossip
-            .insert_local(now, RecordKey { kind, id }, version, body);
+        let key = RecordKey { kind, id };
+        let applied = self.gossip.insert_local(now, key, version, body);
+        if applied {
+            self.own_records.insert(key);
+        }
         self.pump_gossip(now);
         applied
     }
