@@ -233,3 +233,61 @@ fn a_newcomer_known_alive_is_known_with_its_blocks() {
         );
     }
 }
+
+/// The version of `i`'s adjacency record, as `i` holds it.
+fn adjacency_version(sim: &Sim, i: usize) -> u64 {
+    let id = *sim.public_key(i).unwrap().as_bytes();
+    sim.node(i)
+        .unwrap()
+        .record(mesh_proto::gossip::KIND_ADJACENCY, &id)
+        .map_or(0, |(v, _)| v)
+}
+
+#[test]
+fn a_short_cut_between_two_neighbours_publishes_no_adjacency() {
+    for seed in seeds(4) {
+        let _guard = SeedGuard::new(seed, "flap without adjacency churn");
+        let mut sim = Sim::new(seed);
+        let mut rng = SimRng::new(seed, 700);
+        let n = 12 + rng.below(12);
+        Topology::RandomEarlier.build(&mut sim, n, &mut rng);
+        sim.run_until(CONVERGE, Duration::from_millis(500), |s| {
+            check_membership(s).is_ok()
+        })
+        .unwrap_or_else(|| panic!("seed {seed}: no convergence"));
+        sim.run_for(Duration::from_secs(60));
+        // A node and one of its gossip neighbours.
+        let a = rng.below(n);
+        let b = sim
+            .node(a)
+            .unwrap()
+            .members(sim.now())
+            .into_iter()
+            .filter(|m| m.neighbour && m.session)
+            .find_map(|m| (0..n).find(|j| sim.public_key(*j).unwrap().to_string() == m.public_key))
+            .unwrap_or_else(|| panic!("seed {seed}: node {a} has no neighbour"));
+        let before = (adjacency_version(&sim, a), adjacency_version(&sim, b));
+        // A cut with traffic across it: the unanswered packets make `a` fail over (its
+        // session is made again, through a relay), far within LIVE_WINDOW (30 s); then the
+        // heal brings the path back to direct.
+        sim.block_one_way(a, b);
+        sim.block_one_way(b, a);
+        for _ in 0..80 {
+            sim.send_packet(a, b, 200);
+            sim.send_packet(b, a, 200);
+            sim.run_for(Duration::from_millis(100));
+        }
+        sim.heal_network();
+        for _ in 0..200 {
+            sim.send_packet(a, b, 200);
+            sim.send_packet(b, a, 200);
+            sim.run_for(Duration::from_millis(100));
+        }
+        let after = (adjacency_version(&sim, a), adjacency_version(&sim, b));
+        assert_eq!(
+            before, after,
+            "seed {seed}: adjacency of {a} and {b} republished after an 8 s cut"
+        );
+        check_membership(&sim).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}

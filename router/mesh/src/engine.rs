@@ -2,10 +2,14 @@
 //!
 //! Two mechanisms, both over the sealed sessions the caller owns:
 //!
-//! - **Push**: a record that is new here (written locally or received) is queued for every
-//!   neighbour except the one it came from, and sent at the next flush, packed into as few
-//!   messages as fit. A change therefore floods the neighbour graph in about its diameter in
-//!   round trips, and each node receives it about once per neighbour.
+//! - **Push**: a record written here is sent to every neighbour at once. A record that is new
+//!   here because a neighbour pushed it is passed on to every other neighbour after
+//!   `relay_delay` (jittered, 0.5 to 1.5 times), packed with whatever else arrived meanwhile;
+//!   a neighbour that pushed us the same record in the meantime is skipped, as it has it. A
+//!   change therefore floods the neighbour graph in about its diameter times `relay_delay`,
+//!   and crosses most links once instead of once each way: each node receives it about half
+//!   as many times as it has neighbours, where it received it once per neighbour when
+//!   received changes were passed on at once.
 //! - **Anti-entropy**: every `anti_entropy_interval` (jittered) the node sends its digest
 //!   (256 bucket hashes, about 1 KB) to its next outbound neighbour in turn. The receiver
 //!   answers each differing bucket with its listing of that bucket; the listing's receiver
@@ -44,6 +48,8 @@ pub struct GossipConfig {
     pub inbound_ttl: Duration,
     /// Buckets answered with a listing per digest received (the rest at the next round).
     pub max_listings_per_digest: usize,
+    /// How long a received change waits before it is passed on (see the module docs).
+    pub relay_delay: Duration,
 }
 
 impl Default for GossipConfig {
@@ -52,6 +58,7 @@ impl Default for GossipConfig {
             anti_entropy_interval: Duration::from_secs(1),
             inbound_ttl: Duration::from_secs(30),
             max_listings_per_digest: 32,
+            relay_delay: Duration::from_millis(50),
         }
     }
 }
@@ -98,6 +105,9 @@ pub struct Gossip {
     chosen_by: BTreeSet<NodeId>,
     new_neighbours: VecDeque<NodeId>,
     pending: BTreeMap<NodeId, BTreeSet<RecordKey>>,
+    /// Received changes to pass on at `relay_at`, per neighbour.
+    relay: BTreeMap<NodeId, BTreeSet<RecordKey>>,
+    relay_at: Option<Instant>,
     ae_cursor: usize,
     next_ae: Instant,
     sends: VecDeque<(NodeId, Vec<u8>)>,
@@ -126,6 +136,8 @@ impl Gossip {
             chosen_by: BTreeSet::new(),
             new_neighbours: VecDeque::new(),
             pending: BTreeMap::new(),
+            relay: BTreeMap::new(),
+            relay_at: None,
             ae_cursor: 0,
             sends: VecDeque::new(),
             changes: VecDeque::new(),
@@ -254,6 +266,7 @@ impl Gossip {
         self.inbound.remove(id);
         self.chosen_by.remove(id);
         self.pending.remove(id);
+        self.relay.remove(id);
     }
 
     /// Stores a record this node wrote and queues it for every neighbour. Returns whether it
@@ -391,12 +404,24 @@ impl Gossip {
                 kind: rec.kind,
                 id: rec.id,
             };
-            match self.store.merge(key, rec.version, &rec.body) {
+            let merge = self.store.merge(key, rec.version, &rec.body);
+            if merge != Merge::Older
+                && let Some(keys) = self.relay.get_mut(&from)
+            {
+                // It has this version: no need to pass it on to it.
+                keys.remove(&key);
+            }
+            match merge {
                 Merge::Applied => {
                     self.stats.records_applied += 1;
                     self.changes.push_back(key);
                     for n in neighbours.iter().filter(|n| **n != from) {
-                        self.pending.entry(*n).or_default().insert(key);
+                        self.relay.entry(*n).or_default().insert(key);
+                    }
+                    if self.relay_at.is_none() {
+                        let d = self.config.relay_delay;
+                        let jitter = f64::from(self.rng.next_u32() % 1000) / 1000.0;
+                        self.relay_at = Some(now + d / 2 + d.mul_f64(jitter));
                     }
                 }
                 Merge::Same => self.stats.records_redundant += 1,
@@ -409,8 +434,20 @@ impl Gossip {
         }
     }
 
-    /// Runs anti-entropy when due and forgets silent inbound neighbours.
+    /// Passes on received changes and runs anti-entropy when due; forgets silent inbound
+    /// neighbours.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.relay_at.is_some_and(|at| now >= at) {
+            self.relay_at = None;
+            let relay = std::mem::take(&mut self.relay);
+            let live = self.neighbours(now);
+            for (to, keys) in relay {
+                if live.contains(&to) && !keys.is_empty() {
+                    self.pending.entry(to).or_default().extend(keys);
+                }
+            }
+            self.flush();
+        }
         if now < self.next_ae {
             return;
         }
@@ -435,7 +472,8 @@ impl Gossip {
 
     /// When [`Gossip::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_ae
+        self.relay_at
+            .map_or(self.next_ae, |at| at.min(self.next_ae))
     }
 
     /// Next message to send: `(neighbour, bytes)`. The caller seals it on its session with
@@ -586,7 +624,16 @@ mod tests {
                     }
                 }
                 if !any {
-                    break;
+                    // Received changes wait `relay_delay` before they are passed on.
+                    let Some(at) = self.nodes.iter().filter_map(|g| g.relay_at).max() else {
+                        break;
+                    };
+                    self.now = self.now.max(at);
+                    for g in &mut self.nodes {
+                        if g.relay_at.is_some_and(|t| t <= self.now) {
+                            g.handle_timeout(self.now);
+                        }
+                    }
                 }
             }
         }
@@ -756,6 +803,37 @@ mod tests {
         a.set_outbound(now, [id(2), id(3)].into_iter().collect());
         assert_eq!(a.poll_new_neighbour(), Some(id(3)));
         assert_eq!(a.poll_new_neighbour(), None);
+    }
+
+    #[test]
+    fn a_received_change_skips_the_neighbours_that_pushed_it_meanwhile() {
+        let now = Instant::now();
+        let mut g = Gossip::new(GossipConfig::default(), now, [9; 32]);
+        g.set_outbound(now, (1..=4).map(id).collect());
+        while g.poll_send().is_some() {}
+        let push = GossipMsg::Push(vec![WireRecord {
+            kind: 1,
+            id: [7; 32],
+            version: 1,
+            body: b"news".to_vec(),
+        }])
+        .to_bytes()
+        .unwrap();
+        g.handle(now, id(1), &push).unwrap();
+        // Node 2 pushes the same record before we passed it on: it has it.
+        g.handle(now + Duration::from_millis(5), id(2), &push)
+            .unwrap();
+        assert!(g.poll_send().is_none(), "passed on before relay_delay");
+        let at = g.poll_timeout();
+        assert!(at <= now + GossipConfig::default().relay_delay * 3 / 2);
+        g.handle_timeout(at);
+        let mut to: Vec<NodeId> = std::iter::from_fn(|| g.poll_send())
+            .map(|(t, _)| t)
+            .collect();
+        to.sort_unstable();
+        let mut want = vec![id(3), id(4)];
+        want.sort_unstable();
+        assert_eq!(to, want);
     }
 
     #[test]

@@ -144,6 +144,9 @@ impl Node {
                 break;
             }
         }
+        // Received changes are passed on a little later (`GossipConfig::relay_delay`).
+        let at = self.gossip.poll_timeout();
+        self.schedule(at);
     }
 
     /// Our own records go to a new neighbour at once: a newcomer's member record (its
