@@ -18,13 +18,15 @@
 //!   is one digest per interval, whatever the cluster's size, plus the differences.
 //!
 //! Neighbours are the *outbound* ones the caller picks ([`Gossip::set_outbound`]) and the
-//! *inbound* ones: nodes that sent us a digest within `inbound_ttl` *and* that the caller
-//! says chose us ([`Gossip::set_chosen_by`]; `mesh-core` reads it off their adjacency
-//! records). Each node's outbound neighbours hear a digest from it at least every
+//! *inbound* ones: nodes that sent us a digest within `inbound_ttl`, unless the caller says
+//! they did not choose us ([`Gossip::set_chosen_by`]; `mesh-core` reads it off their
+//! adjacency records). Each node's outbound neighbours hear a digest from it at least every
 //! `outbound × interval`, so inbound links stay up while the other side keeps choosing us. A
-//! digest alone is answered but makes no neighbour: the occasional digest a node sends to a
-//! random member to join islands would otherwise make (and, `inbound_ttl` later, unmake) a
-//! neighbour each time, and every such change is a new adjacency record flooded to all.
+//! digest from a node known not to have chosen us is answered but makes no neighbour: the
+//! occasional digest a node sends to a random member to join islands would otherwise make
+//! (and, `inbound_ttl` later, unmake) a neighbour each time, and every such change is a new
+//! adjacency record flooded to all. A node whose choice is not known yet (a newcomer whose
+//! adjacency record has not arrived) counts at once, so joins are not slowed.
 //! Each node that becomes a neighbour is reported once ([`Gossip::poll_new_neighbour`]), so
 //! the caller can push it its own records at once.
 
@@ -101,8 +103,8 @@ pub struct Gossip {
     outbound: BTreeSet<NodeId>,
     /// Last digest received, per sender (neighbour or not).
     inbound: BTreeMap<NodeId, Instant>,
-    /// Nodes that say they chose us as a neighbour.
-    chosen_by: BTreeSet<NodeId>,
+    /// Nodes that say they did not choose us as a neighbour.
+    not_chosen_by: BTreeSet<NodeId>,
     new_neighbours: VecDeque<NodeId>,
     pending: BTreeMap<NodeId, BTreeSet<RecordKey>>,
     /// Received changes to pass on at `relay_at`, per neighbour.
@@ -133,7 +135,7 @@ impl Gossip {
             rng: ChaCha20Rng::from_seed(seed),
             outbound: BTreeSet::new(),
             inbound: BTreeMap::new(),
-            chosen_by: BTreeSet::new(),
+            not_chosen_by: BTreeSet::new(),
             new_neighbours: VecDeque::new(),
             pending: BTreeMap::new(),
             relay: BTreeMap::new(),
@@ -198,7 +200,7 @@ impl Gossip {
         self.inbound
             .iter()
             .filter(move |(id, at)| {
-                now.saturating_duration_since(**at) < ttl && self.chosen_by.contains(*id)
+                now.saturating_duration_since(**at) < ttl && !self.not_chosen_by.contains(*id)
             })
             .map(|(id, _)| id)
     }
@@ -213,21 +215,21 @@ impl Gossip {
     /// Whether `id` is an outbound or live inbound neighbour (no allocation).
     pub fn is_neighbour(&self, now: Instant, id: &NodeId) -> bool {
         self.outbound.contains(id)
-            || (self.chosen_by.contains(id)
+            || (!self.not_chosen_by.contains(id)
                 && self
                     .inbound
                     .get(id)
                     .is_some_and(|at| now.saturating_duration_since(*at) < self.config.inbound_ttl))
     }
 
-    /// Says whether `id` chose us as a gossip neighbour (it lists us in its adjacency).
-    /// Only such a node becomes an inbound neighbour when it sends us digests.
+    /// Says whether `id` chose us as a gossip neighbour (it lists us in its adjacency). A
+    /// node that did not is no inbound neighbour whatever digests it sends.
     pub fn set_chosen_by(&mut self, now: Instant, id: NodeId, chosen: bool) {
         let was = self.is_neighbour(now, &id);
         if chosen {
-            self.chosen_by.insert(id);
+            self.not_chosen_by.remove(&id);
         } else {
-            self.chosen_by.remove(&id);
+            self.not_chosen_by.insert(id);
         }
         if !was && self.is_neighbour(now, &id) {
             self.new_neighbours.push_back(id);
@@ -264,7 +266,7 @@ impl Gossip {
     pub fn forget_neighbour(&mut self, id: &NodeId) {
         self.outbound.remove(id);
         self.inbound.remove(id);
-        self.chosen_by.remove(id);
+        self.not_chosen_by.remove(id);
         self.pending.remove(id);
         self.relay.remove(id);
     }
@@ -305,7 +307,7 @@ impl Gossip {
         // Only a digest keeps an inbound neighbour alive (a node sends digests to its
         // outbound neighbours, and once a minute to a random member); pushes and answers do
         // not, or two nodes pushing to each other would keep each other as neighbours
-        // forever. Whether the sender chose us is `chosen_by`'s to say.
+        // forever. Whether the sender chose us is `not_chosen_by`'s to say.
         if matches!(parsed, GossipMsg::Digest { .. }) {
             let was = self.is_neighbour(now, &from);
             self.inbound.insert(from, now);
@@ -760,8 +762,9 @@ mod tests {
         let mut b = Gossip::new(GossipConfig::default(), now, [2; 32]);
         let key = RecordKey { kind: 1, id: id(1) };
         a.insert_local(now, key, 1, b"a's");
-        // A digest from a node that did not choose us (an island-joining digest) is
-        // answered, and the exchange brings our records over ...
+        // A digest from a node whose adjacency does not list us (an island-joining digest)
+        // is answered, and the exchange brings our records over ...
+        a.set_chosen_by(now, id(2), false);
         b.send_digest(id(1));
         loop {
             let mut any = false;
@@ -792,6 +795,11 @@ mod tests {
         // And it stops being one when it no longer lists us.
         a.set_chosen_by(now, id(2), false);
         assert!(!a.is_neighbour(now, &id(2)));
+        // A node whose choice we do not know yet (a newcomer) counts at once.
+        a.handle(now, id(3), &b.store().digest().to_bytes().unwrap())
+            .unwrap();
+        assert!(a.is_neighbour(now, &id(3)));
+        assert_eq!(a.poll_new_neighbour(), Some(id(3)));
     }
 
     #[test]

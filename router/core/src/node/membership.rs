@@ -38,7 +38,8 @@ const NEIGHBOUR_ATTEMPTS: u32 = 3;
 /// reaches it and the nodes that joined through us do not form an island.
 const BOOTSTRAP_KEEP: Duration = Duration::from_secs(10);
 /// A digest goes to one random member outside the neighbours this often: gossip islands that
-/// know of each other merge even if no neighbour links them.
+/// know of each other merge even if no neighbour links them. The receiver answers it but does
+/// not count us as a neighbour: we do not list it in our adjacency record.
 const RANDOM_DIGEST_EVERY: Duration = Duration::from_secs(60);
 /// Liveness is recomputed at least this often even when no record changed (session
 /// activity ages without any record changing).
