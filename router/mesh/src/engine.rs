@@ -194,7 +194,8 @@ impl Gossip {
         self.stats
     }
 
-    /// Live inbound neighbours: they chose us and sent a digest within `inbound_ttl`.
+    /// Live inbound neighbours: they sent a digest within `inbound_ttl` and are not known
+    /// to have chosen others instead of us.
     fn inbound_neighbours(&self, now: Instant) -> impl Iterator<Item = &NodeId> {
         let ttl = self.config.inbound_ttl;
         self.inbound
@@ -236,8 +237,8 @@ impl Gossip {
         }
     }
 
-    /// Next node that became a neighbour (outbound, or inbound once it both chose us and
-    /// sent a digest). Reported again if it stopped being one in between.
+    /// Next node that became a neighbour (outbound, or inbound: see the module docs).
+    /// Reported again if it stopped being one in between.
     pub fn poll_new_neighbour(&mut self) -> Option<NodeId> {
         self.new_neighbours.pop_front()
     }

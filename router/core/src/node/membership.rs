@@ -261,8 +261,8 @@ impl Node {
                 prefixes.sort_unstable();
                 let lists_us = prefixes.binary_search(&own_prefix).is_ok();
                 member.adjacency = prefixes;
-                // Listing us is how a member says it chose us: only then do its digests make
-                // it our inbound neighbour.
+                // Listing us is how a member says it chose us: one whose record does not is
+                // no inbound neighbour whatever digests it sends (the random ones).
                 self.gossip.set_chosen_by(now, key.id, lists_us);
                 self.liveness_dirty = true;
             }
