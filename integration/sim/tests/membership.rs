@@ -164,3 +164,146 @@ fn a_late_join_reaches_every_node() {
     );
     eprintln!("join known by all 100 nodes after {took:?} (virtual)");
 }
+
+/// Records received as new, summed over the up nodes.
+fn records_applied(sim: &Sim) -> u64 {
+    sim.up_nodes()
+        .into_iter()
+        .filter_map(|i| sim.node(i))
+        .map(|n| n.gossip_status(sim.now()).records_applied)
+        .sum()
+}
+
+#[test]
+fn a_settled_cluster_publishes_nothing_new() {
+    for seed in seeds(2) {
+        let _guard = SeedGuard::new(seed, "quiet when settled");
+        let mut sim = Sim::new(seed);
+        let mut rng = SimRng::new(seed, 500);
+        let n = 30 + rng.below(20);
+        Topology::RandomEarlier.build(&mut sim, n, &mut rng);
+        sim.run_until(CONVERGE, Duration::from_millis(500), |s| {
+            check_membership(s).is_ok()
+        })
+        .unwrap_or_else(|| panic!("seed {seed}: no convergence"));
+        // Past the bootstrap peers being let go and their sessions lapsing.
+        sim.run_for(Duration::from_secs(200));
+        let before = records_applied(&sim);
+        // Two minutes: two rounds of the digests sent to a random member to join islands,
+        // which must not change anyone's neighbours (and so adjacency records).
+        sim.run_for(Duration::from_secs(120));
+        let new = records_applied(&sim) - before;
+        assert_eq!(
+            new, 0,
+            "seed {seed}: {n} nodes received {new} new records while nothing changed"
+        );
+        check_membership(&sim).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+#[test]
+fn a_newcomer_known_alive_is_known_with_its_blocks() {
+    for seed in seeds(2) {
+        let _guard = SeedGuard::new(seed, "join with blocks");
+        let mut sim = Sim::new(seed);
+        let mut rng = SimRng::new(seed, 600);
+        let n = 40;
+        Topology::RandomEarlier.build(&mut sim, n, &mut rng);
+        sim.run_until(CONVERGE, Duration::from_millis(500), |s| {
+            check_membership(s).is_ok()
+        })
+        .unwrap_or_else(|| panic!("seed {seed}: no convergence"));
+        sim.run_for(Duration::from_secs(30));
+        let newcomer = sim.add_node(mesh_sim::NodeSpec::bootstrap([rng.below(n)]));
+        let key = sim.public_key(newcomer).unwrap().to_string();
+        // Every 50 ms: whoever counts the newcomer alive also has its member record (its
+        // blocks), because the newcomer pushed that record to its first neighbour at once
+        // instead of leaving it to anti-entropy.
+        let mut alive_everywhere = false;
+        for _ in 0..200 {
+            sim.run_for(Duration::from_millis(50));
+            let mut all = true;
+            for o in 0..n {
+                let m = sim
+                    .node(o)
+                    .unwrap()
+                    .members(sim.now())
+                    .into_iter()
+                    .find(|m| m.public_key == key);
+                match m {
+                    Some(m) if m.state == MemberState::Alive => assert!(
+                        !m.blocks.is_empty(),
+                        "seed {seed}: node {o} counts the newcomer alive without its blocks"
+                    ),
+                    _ => all = false,
+                }
+            }
+            if all {
+                alive_everywhere = true;
+                break;
+            }
+        }
+        assert!(
+            alive_everywhere,
+            "seed {seed}: the join did not reach everyone"
+        );
+    }
+}
+
+/// The version of `i`'s adjacency record, as `i` holds it.
+fn adjacency_version(sim: &Sim, i: usize) -> u64 {
+    let id = *sim.public_key(i).unwrap().as_bytes();
+    sim.node(i)
+        .unwrap()
+        .record(mesh_proto::gossip::KIND_ADJACENCY, &id)
+        .map_or(0, |(v, _)| v)
+}
+
+#[test]
+fn a_short_cut_between_two_neighbours_publishes_no_adjacency() {
+    for seed in seeds(4) {
+        let _guard = SeedGuard::new(seed, "flap without adjacency churn");
+        let mut sim = Sim::new(seed);
+        let mut rng = SimRng::new(seed, 700);
+        let n = 12 + rng.below(12);
+        Topology::RandomEarlier.build(&mut sim, n, &mut rng);
+        sim.run_until(CONVERGE, Duration::from_millis(500), |s| {
+            check_membership(s).is_ok()
+        })
+        .unwrap_or_else(|| panic!("seed {seed}: no convergence"));
+        sim.run_for(Duration::from_secs(60));
+        // A node and one of its gossip neighbours.
+        let a = rng.below(n);
+        let b = sim
+            .node(a)
+            .unwrap()
+            .members(sim.now())
+            .into_iter()
+            .filter(|m| m.neighbour && m.session)
+            .find_map(|m| (0..n).find(|j| sim.public_key(*j).unwrap().to_string() == m.public_key))
+            .unwrap_or_else(|| panic!("seed {seed}: node {a} has no neighbour"));
+        let before = (adjacency_version(&sim, a), adjacency_version(&sim, b));
+        // A cut with traffic across it: the unanswered packets make `a` fail over (its
+        // session is made again, through a relay), far within LIVE_WINDOW (30 s); then the
+        // heal brings the path back to direct.
+        sim.block_one_way(a, b);
+        sim.block_one_way(b, a);
+        for _ in 0..80 {
+            sim.send_packet(a, b, 200);
+            sim.send_packet(b, a, 200);
+            sim.run_for(Duration::from_millis(100));
+        }
+        sim.heal_network();
+        for _ in 0..200 {
+            sim.send_packet(a, b, 200);
+            sim.send_packet(b, a, 200);
+            sim.run_for(Duration::from_millis(100));
+        }
+        let after = (adjacency_version(&sim, a), adjacency_version(&sim, b));
+        assert_eq!(
+            before, after,
+            "seed {seed}: adjacency of {a} and {b} republished after an 8 s cut"
+        );
+        check_membership(&sim).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}

@@ -280,6 +280,8 @@ pub struct Node {
     members: HashMap<PublicKey, Member>,
     by_prefix: HashMap<[u8; 8], PublicKey>,
     gossip: Gossip,
+    /// Application records this node published (pushed to each new gossip neighbour).
+    own_records: std::collections::BTreeSet<mesh_gossip::RecordKey>,
     next_maintain: Instant,
     next_random_digest: Instant,
     routes_dirty: bool,
@@ -332,6 +334,7 @@ impl Node {
             members: HashMap::new(),
             by_prefix: HashMap::new(),
             gossip,
+            own_records: std::collections::BTreeSet::new(),
             next_maintain: now,
             next_random_digest: now + Duration::from_secs(60),
             routes_dirty: false,

@@ -2,10 +2,14 @@
 //!
 //! Two mechanisms, both over the sealed sessions the caller owns:
 //!
-//! - **Push**: a record that is new here (written locally or received) is queued for every
-//!   neighbour except the one it came from, and sent at the next flush, packed into as few
-//!   messages as fit. A change therefore floods the neighbour graph in about its diameter in
-//!   round trips, and each node receives it about once per neighbour.
+//! - **Push**: a record written here is sent to every neighbour at once. A record that is new
+//!   here because a neighbour pushed it is passed on to every other neighbour after
+//!   `relay_delay` (jittered, 0.5 to 1.5 times), packed with whatever else arrived meanwhile;
+//!   a neighbour that pushed us the same record in the meantime is skipped, as it has it. A
+//!   change therefore floods the neighbour graph in about its diameter times `relay_delay`,
+//!   and crosses most links once instead of once each way: each node receives it about half
+//!   as many times as it has neighbours, where it received it once per neighbour when
+//!   received changes were passed on at once.
 //! - **Anti-entropy**: every `anti_entropy_interval` (jittered) the node sends its digest
 //!   (256 bucket hashes, about 1 KB) to its next outbound neighbour in turn. The receiver
 //!   answers each differing bucket with its listing of that bucket; the listing's receiver
@@ -14,9 +18,17 @@
 //!   is one digest per interval, whatever the cluster's size, plus the differences.
 //!
 //! Neighbours are the *outbound* ones the caller picks ([`Gossip::set_outbound`]) and the
-//! *inbound* ones: nodes that sent us a digest within `inbound_ttl`. Each node's outbound
-//! neighbours hear a digest from it at least every `outbound × interval`, so inbound links
-//! stay up while the other side keeps choosing us.
+//! *inbound* ones: nodes that sent us a digest within `inbound_ttl`, unless the caller says
+//! they did not choose us ([`Gossip::set_chosen_by`]; `mesh-core` reads it off their
+//! adjacency records). Each node's outbound neighbours hear a digest from it at least every
+//! `outbound × interval`, so inbound links stay up while the other side keeps choosing us. A
+//! digest from a node known not to have chosen us is answered but makes no neighbour: the
+//! occasional digest a node sends to a random member to join islands would otherwise make
+//! (and, `inbound_ttl` later, unmake) a neighbour each time, and every such change is a new
+//! adjacency record flooded to all. A node whose choice is not known yet (a newcomer whose
+//! adjacency record has not arrived) counts at once, so joins are not slowed.
+//! Each node that becomes a neighbour is reported once ([`Gossip::poll_new_neighbour`]), so
+//! the caller can push it its own records at once.
 
 use crate::store::{Merge, Record, RecordKey, Store};
 use mesh_proto::ParseError;
@@ -38,6 +50,8 @@ pub struct GossipConfig {
     pub inbound_ttl: Duration,
     /// Buckets answered with a listing per digest received (the rest at the next round).
     pub max_listings_per_digest: usize,
+    /// How long a received change waits before it is passed on (see the module docs).
+    pub relay_delay: Duration,
 }
 
 impl Default for GossipConfig {
@@ -46,6 +60,7 @@ impl Default for GossipConfig {
             anti_entropy_interval: Duration::from_secs(1),
             inbound_ttl: Duration::from_secs(30),
             max_listings_per_digest: 32,
+            relay_delay: Duration::from_millis(50),
         }
     }
 }
@@ -86,8 +101,15 @@ pub struct Gossip {
     id_filters: BTreeMap<u8, (usize, Vec<u8>)>,
     rng: ChaCha20Rng,
     outbound: BTreeSet<NodeId>,
+    /// Last digest received, per sender (neighbour or not).
     inbound: BTreeMap<NodeId, Instant>,
+    /// Nodes that say they did not choose us as a neighbour.
+    not_chosen_by: BTreeSet<NodeId>,
+    new_neighbours: VecDeque<NodeId>,
     pending: BTreeMap<NodeId, BTreeSet<RecordKey>>,
+    /// Received changes to pass on at `relay_at`, per neighbour.
+    relay: BTreeMap<NodeId, BTreeSet<RecordKey>>,
+    relay_at: Option<Instant>,
     ae_cursor: usize,
     next_ae: Instant,
     sends: VecDeque<(NodeId, Vec<u8>)>,
@@ -113,7 +135,11 @@ impl Gossip {
             rng: ChaCha20Rng::from_seed(seed),
             outbound: BTreeSet::new(),
             inbound: BTreeMap::new(),
+            not_chosen_by: BTreeSet::new(),
+            new_neighbours: VecDeque::new(),
             pending: BTreeMap::new(),
+            relay: BTreeMap::new(),
+            relay_at: None,
             ae_cursor: 0,
             sends: VecDeque::new(),
             changes: VecDeque::new(),
@@ -168,25 +194,53 @@ impl Gossip {
         self.stats
     }
 
+    /// Live inbound neighbours: they sent a digest within `inbound_ttl` and are not known
+    /// to have chosen others instead of us.
+    fn inbound_neighbours(&self, now: Instant) -> impl Iterator<Item = &NodeId> {
+        let ttl = self.config.inbound_ttl;
+        self.inbound
+            .iter()
+            .filter(move |(id, at)| {
+                now.saturating_duration_since(**at) < ttl && !self.not_chosen_by.contains(*id)
+            })
+            .map(|(id, _)| id)
+    }
+
     /// Outbound and live inbound neighbours.
     pub fn neighbours(&self, now: Instant) -> BTreeSet<NodeId> {
         let mut all = self.outbound.clone();
-        all.extend(
-            self.inbound
-                .iter()
-                .filter(|(_, at)| now.saturating_duration_since(**at) < self.config.inbound_ttl)
-                .map(|(id, _)| *id),
-        );
+        all.extend(self.inbound_neighbours(now).copied());
         all
     }
 
     /// Whether `id` is an outbound or live inbound neighbour (no allocation).
     pub fn is_neighbour(&self, now: Instant, id: &NodeId) -> bool {
         self.outbound.contains(id)
-            || self
-                .inbound
-                .get(id)
-                .is_some_and(|at| now.saturating_duration_since(*at) < self.config.inbound_ttl)
+            || (!self.not_chosen_by.contains(id)
+                && self
+                    .inbound
+                    .get(id)
+                    .is_some_and(|at| now.saturating_duration_since(*at) < self.config.inbound_ttl))
+    }
+
+    /// Says whether `id` chose us as a gossip neighbour (it lists us in its adjacency). A
+    /// node that did not is no inbound neighbour whatever digests it sends.
+    pub fn set_chosen_by(&mut self, now: Instant, id: NodeId, chosen: bool) {
+        let was = self.is_neighbour(now, &id);
+        if chosen {
+            self.not_chosen_by.remove(&id);
+        } else {
+            self.not_chosen_by.insert(id);
+        }
+        if !was && self.is_neighbour(now, &id) {
+            self.new_neighbours.push_back(id);
+        }
+    }
+
+    /// Next node that became a neighbour (outbound, or inbound: see the module docs).
+    /// Reported again if it stopped being one in between.
+    pub fn poll_new_neighbour(&mut self) -> Option<NodeId> {
+        self.new_neighbours.pop_front()
     }
 
     /// The outbound neighbours.
@@ -198,9 +252,13 @@ impl Gossip {
     /// without waiting for its turn.
     pub fn set_outbound(&mut self, now: Instant, ids: BTreeSet<NodeId>) {
         let added: Vec<NodeId> = ids.difference(&self.outbound).copied().collect();
+        let was: Vec<bool> = added.iter().map(|id| self.is_neighbour(now, id)).collect();
         self.outbound = ids;
-        for id in added {
+        for (id, was) in added.into_iter().zip(was) {
             self.send_digest(id);
+            if !was {
+                self.new_neighbours.push_back(id);
+            }
         }
         self.drop_stale_pending(now);
     }
@@ -209,7 +267,9 @@ impl Gossip {
     pub fn forget_neighbour(&mut self, id: &NodeId) {
         self.outbound.remove(id);
         self.inbound.remove(id);
+        self.not_chosen_by.remove(id);
         self.pending.remove(id);
+        self.relay.remove(id);
     }
 
     /// Stores a record this node wrote and queues it for every neighbour. Returns whether it
@@ -245,11 +305,16 @@ impl Gossip {
                 return Err(e);
             }
         };
-        // Only a digest says the sender chose us (it sends digests to its outbound
-        // neighbours only); pushes and answers do not, or two nodes pushing to each other
-        // would keep each other as neighbours forever.
+        // Only a digest keeps an inbound neighbour alive (a node sends digests to its
+        // outbound neighbours, and once a minute to a random member); pushes and answers do
+        // not, or two nodes pushing to each other would keep each other as neighbours
+        // forever. Whether the sender chose us is `not_chosen_by`'s to say.
         if matches!(parsed, GossipMsg::Digest { .. }) {
+            let was = self.is_neighbour(now, &from);
             self.inbound.insert(from, now);
+            if !was && self.is_neighbour(now, &from) {
+                self.new_neighbours.push_back(from);
+            }
         }
         match parsed {
             GossipMsg::Push(records) => self.on_push(now, from, records),
@@ -342,12 +407,24 @@ impl Gossip {
                 kind: rec.kind,
                 id: rec.id,
             };
-            match self.store.merge(key, rec.version, &rec.body) {
+            let merge = self.store.merge(key, rec.version, &rec.body);
+            if merge != Merge::Older
+                && let Some(keys) = self.relay.get_mut(&from)
+            {
+                // It has this version: no need to pass it on to it.
+                keys.remove(&key);
+            }
+            match merge {
                 Merge::Applied => {
                     self.stats.records_applied += 1;
                     self.changes.push_back(key);
                     for n in neighbours.iter().filter(|n| **n != from) {
-                        self.pending.entry(*n).or_default().insert(key);
+                        self.relay.entry(*n).or_default().insert(key);
+                    }
+                    if self.relay_at.is_none() {
+                        let d = self.config.relay_delay;
+                        let jitter = f64::from(self.rng.next_u32() % 1000) / 1000.0;
+                        self.relay_at = Some(now + d / 2 + d.mul_f64(jitter));
                     }
                 }
                 Merge::Same => self.stats.records_redundant += 1,
@@ -360,8 +437,20 @@ impl Gossip {
         }
     }
 
-    /// Runs anti-entropy when due and forgets silent inbound neighbours.
+    /// Passes on received changes and runs anti-entropy when due; forgets silent inbound
+    /// neighbours.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.relay_at.is_some_and(|at| now >= at) {
+            self.relay_at = None;
+            let relay = std::mem::take(&mut self.relay);
+            let live = self.neighbours(now);
+            for (to, keys) in relay {
+                if live.contains(&to) && !keys.is_empty() {
+                    self.pending.entry(to).or_default().extend(keys);
+                }
+            }
+            self.flush();
+        }
         if now < self.next_ae {
             return;
         }
@@ -370,7 +459,7 @@ impl Gossip {
             .retain(|_, at| now.saturating_duration_since(*at) < ttl);
         self.drop_stale_pending(now);
         let targets: Vec<NodeId> = if self.outbound.is_empty() {
-            self.inbound.keys().copied().collect()
+            self.inbound_neighbours(now).copied().collect()
         } else {
             self.outbound.iter().copied().collect()
         };
@@ -386,7 +475,8 @@ impl Gossip {
 
     /// When [`Gossip::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_ae
+        self.relay_at
+            .map_or(self.next_ae, |at| at.min(self.next_ae))
     }
 
     /// Next message to send: `(neighbour, bytes)`. The caller seals it on its session with
@@ -418,8 +508,18 @@ impl Gossip {
     /// Pushes one record to `to` now (neighbour or not): a donation goes straight to the
     /// node that asked, besides spreading by gossip.
     pub fn push_to(&mut self, to: NodeId, key: RecordKey) {
-        if self.store.get(&key).is_some() {
-            self.pending.entry(to).or_default().insert(key);
+        self.push_all_to(to, [key]);
+    }
+
+    /// Pushes the records of `keys` that are held to `to` now, packed together: a node's
+    /// own records to a new neighbour.
+    pub fn push_all_to(&mut self, to: NodeId, keys: impl IntoIterator<Item = RecordKey>) {
+        let held: Vec<RecordKey> = keys
+            .into_iter()
+            .filter(|k| self.store.get(k).is_some())
+            .collect();
+        if !held.is_empty() {
+            self.pending.entry(to).or_default().extend(held);
             self.flush();
         }
     }
@@ -527,7 +627,16 @@ mod tests {
                     }
                 }
                 if !any {
-                    break;
+                    // Received changes wait `relay_delay` before they are passed on.
+                    let Some(at) = self.nodes.iter().filter_map(|g| g.relay_at).max() else {
+                        break;
+                    };
+                    self.now = self.now.max(at);
+                    for g in &mut self.nodes {
+                        if g.relay_at.is_some_and(|t| t <= self.now) {
+                            g.handle_timeout(self.now);
+                        }
+                    }
                 }
             }
         }
@@ -645,6 +754,95 @@ mod tests {
         assert!(net.nodes[0].get(&mine).is_some());
         net.tick(5);
         assert!(net.converged());
+    }
+
+    #[test]
+    fn a_digest_alone_makes_no_neighbour_but_is_answered() {
+        let now = Instant::now();
+        let mut a = Gossip::new(GossipConfig::default(), now, [1; 32]);
+        let mut b = Gossip::new(GossipConfig::default(), now, [2; 32]);
+        let key = RecordKey { kind: 1, id: id(1) };
+        a.insert_local(now, key, 1, b"a's");
+        // A digest from a node whose adjacency does not list us (an island-joining digest)
+        // is answered, and the exchange brings our records over ...
+        a.set_chosen_by(now, id(2), false);
+        b.send_digest(id(1));
+        loop {
+            let mut any = false;
+            while let Some((_, m)) = b.poll_send() {
+                any = true;
+                a.handle(now, id(2), &m).unwrap();
+            }
+            while let Some((_, m)) = a.poll_send() {
+                any = true;
+                b.handle(now, id(1), &m).unwrap();
+            }
+            if !any {
+                break;
+            }
+        }
+        assert_eq!(b.get(&key).unwrap().body, b"a's");
+        // ... but it is no neighbour: no pushes go to it and nothing is reported.
+        assert!(!a.is_neighbour(now, &id(2)));
+        assert!(a.neighbours(now).is_empty());
+        assert_eq!(a.poll_new_neighbour(), None);
+        // Once it says it chose us, its digests make it an inbound neighbour, reported once.
+        a.set_chosen_by(now, id(2), true);
+        assert!(a.is_neighbour(now, &id(2)));
+        assert_eq!(a.poll_new_neighbour(), Some(id(2)));
+        a.handle(now, id(2), &b.store().digest().to_bytes().unwrap())
+            .unwrap();
+        assert_eq!(a.poll_new_neighbour(), None);
+        // And it stops being one when it no longer lists us.
+        a.set_chosen_by(now, id(2), false);
+        assert!(!a.is_neighbour(now, &id(2)));
+        // A node whose choice we do not know yet (a newcomer) counts at once.
+        a.handle(now, id(3), &b.store().digest().to_bytes().unwrap())
+            .unwrap();
+        assert!(a.is_neighbour(now, &id(3)));
+        assert_eq!(a.poll_new_neighbour(), Some(id(3)));
+    }
+
+    #[test]
+    fn a_new_outbound_neighbour_is_reported_once() {
+        let now = Instant::now();
+        let mut a = Gossip::new(GossipConfig::default(), now, [1; 32]);
+        a.set_outbound(now, [id(2)].into_iter().collect());
+        assert_eq!(a.poll_new_neighbour(), Some(id(2)));
+        a.set_outbound(now, [id(2), id(3)].into_iter().collect());
+        assert_eq!(a.poll_new_neighbour(), Some(id(3)));
+        assert_eq!(a.poll_new_neighbour(), None);
+    }
+
+    #[test]
+    fn a_received_change_skips_the_neighbours_that_pushed_it_meanwhile() {
+        let now = Instant::now();
+        let mut g = Gossip::new(GossipConfig::default(), now, [9; 32]);
+        g.set_outbound(now, (1..=4).map(id).collect());
+        while g.poll_send().is_some() {}
+        let push = GossipMsg::Push(vec![WireRecord {
+            kind: 1,
+            id: [7; 32],
+            version: 1,
+            body: b"news".to_vec(),
+        }])
+        .to_bytes()
+        .unwrap();
+        g.handle(now, id(1), &push).unwrap();
+        // Node 2 pushes the same record before we passed it on: it has it.
+        g.handle(now + Duration::from_millis(5), id(2), &push)
+            .unwrap();
+        assert!(g.poll_send().is_none(), "passed on before relay_delay");
+        let at = g.poll_timeout();
+        assert!(at <= now + GossipConfig::default().relay_delay * 3 / 2);
+        g.handle_timeout(at);
+        let mut to: Vec<NodeId> = std::iter::from_fn(|| g.poll_send())
+            .map(|(t, _)| t)
+            .collect();
+        to.sort_unstable();
+        let mut want = vec![id(3), id(4)];
+        want.sort_unstable();
+        assert_eq!(to, want);
     }
 
     #[test]

@@ -38,7 +38,8 @@ const NEIGHBOUR_ATTEMPTS: u32 = 3;
 /// reaches it and the nodes that joined through us do not form an island.
 const BOOTSTRAP_KEEP: Duration = Duration::from_secs(10);
 /// A digest goes to one random member outside the neighbours this often: gossip islands that
-/// know of each other merge even if no neighbour links them.
+/// know of each other merge even if no neighbour links them. The receiver answers it but does
+/// not count us as a neighbour: we do not list it in our adjacency record.
 const RANDOM_DIGEST_EVERY: Duration = Duration::from_secs(60);
 /// Liveness is recomputed at least this often even when no record changed (session
 /// activity ages without any record changing).
@@ -115,6 +116,10 @@ impl Node {
     pub(super) fn pump_gossip(&mut self, now: Instant) {
         loop {
             let mut any = false;
+            while let Some(id) = self.gossip.poll_new_neighbour() {
+                any = true;
+                self.push_own_records(id);
+            }
             while let Some(key) = self.gossip.poll_change() {
                 any = true;
                 self.apply_record(now, key);
@@ -140,6 +145,28 @@ impl Node {
                 break;
             }
         }
+        // Received changes are passed on a little later (`GossipConfig::relay_delay`).
+        let at = self.gossip.poll_timeout();
+        self.schedule(at);
+    }
+
+    /// Our own records go to a new neighbour at once: a newcomer's member record (its
+    /// endpoint and blocks) would otherwise reach the cluster only by anti-entropy, seconds
+    /// after its adjacency record made it known alive.
+    fn push_own_records(&mut self, to: NodeId) {
+        let id = self.own_id();
+        let mut keys = vec![
+            RecordKey {
+                kind: KIND_MEMBER,
+                id,
+            },
+            RecordKey {
+                kind: KIND_ADJACENCY,
+                id,
+            },
+        ];
+        keys.extend(self.own_records.iter().copied());
+        self.gossip.push_all_to(to, keys);
     }
 
     fn apply_record(&mut self, now: Instant, key: RecordKey) {
@@ -224,6 +251,7 @@ impl Node {
                 let Ok(a) = AdjacencyBody::parse(&body) else {
                     return;
                 };
+                let own_prefix = prefix(self.keypair.public().as_bytes());
                 let member = self.member_mut(pk);
                 if version <= member.adjacency_version {
                     return;
@@ -231,7 +259,11 @@ impl Node {
                 member.adjacency_version = version;
                 let mut prefixes: Vec<[u8; 8]> = a.neighbours.iter().map(|(p, _)| *p).collect();
                 prefixes.sort_unstable();
+                let lists_us = prefixes.binary_search(&own_prefix).is_ok();
                 member.adjacency = prefixes;
+                // Listing us is how a member says it chose us: one whose record does not is
+                // no inbound neighbour whatever digests it sends (the random ones).
+                self.gossip.set_chosen_by(now, key.id, lists_us);
                 self.liveness_dirty = true;
             }
             _ => {}
@@ -696,9 +728,11 @@ impl Node {
         if kind < FIRST_APP_KIND {
             return false;
         }
-        let applied = self
-            .gossip
-            .insert_local(now, RecordKey { kind, id }, version, body);
+        let key = RecordKey { kind, id };
+        let applied = self.gossip.insert_local(now, key, version, body);
+        if applied {
+            self.own_records.insert(key);
+        }
         self.pump_gossip(now);
         applied
     }
