@@ -132,6 +132,40 @@ fn wait_all_alive(hosts: &[&Host], deadline: Instant) {
     }
 }
 
+/// The lowest public key (by its bytes) of `hosts`' meshd: the one that reclaims.
+fn lowest_key(hosts: &[&Host]) -> String {
+    use base64::Engine;
+    hosts
+        .iter()
+        .map(|h| status(h).expect("status").node.public_key)
+        .min_by_key(|k| {
+            base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .expect("key")
+        })
+        .expect("a host")
+}
+
+/// Waits until `host`'s ring view says `key` owns the block of `addr`.
+fn wait_owner(host: &Host, addr: Ipv4Addr, key: &str) {
+    wait_until(
+        &format!(
+            "{} to see the block of {addr} owned by the lowest key",
+            host.name
+        ),
+        DEAD_BOUND,
+        POLL,
+        || {
+            let v = ipam(&host.api_socket())?;
+            match owner_of(&v, addr) {
+                Some(k) if k == key => Ok(()),
+                other => Err(format!("owner {other:?}")),
+            }
+        },
+    )
+    .expect("the deleted Node's block reclaimed");
+}
+
 /// A pod on `host` with an address meshd allocated.
 fn pod_on(topo: &mut Topology, host: &Host, id: &str, deadline: Instant) -> Pod {
     let a = allocate_retrying(
@@ -281,31 +315,9 @@ fn nodes_become_peers_get_annotated_survive_a_broken_watch_and_a_deleted_node_is
     // The lowest alive key takes c's blocks over (once c is dead); every replica agrees,
     // and c's record is gone everywhere.
     let survivors = [&a, &b, &d];
-    let mut keys: Vec<String> = survivors
-        .iter()
-        .map(|h| status(h).expect("status").node.public_key)
-        .collect();
-    keys.sort_by_key(|k| {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(k)
-            .expect("key")
-    });
-    let reclaimer = keys[0].clone();
+    let reclaimer = lowest_key(&survivors);
     for h in survivors {
-        wait_until(
-            &format!("{} to see c's block owned by the lowest key", h.name),
-            DEAD_BOUND,
-            POLL,
-            || {
-                let v = ipam(&h.api_socket())?;
-                match owner_of(&v, h3_ip) {
-                    Some(k) if k == reclaimer => Ok(()),
-                    other => Err(format!("owner {other:?}")),
-                }
-            },
-        )
-        .expect("c's block reclaimed");
+        wait_owner(h, h3_ip, &reclaimer);
         wait_until(
             &format!("{} to drop c's name", h.name),
             Duration::from_secs(20),
@@ -474,30 +486,9 @@ fn a_node_deleted_while_every_meshd_was_down_is_reclaimed_after_the_restart() {
     c.topo.restart_meshd(&a).expect("restart a");
     c.topo.restart_meshd(&b).expect("restart b");
 
-    let mut keys: Vec<String> = [&a, &b]
-        .iter()
-        .map(|h| status(h).expect("status").node.public_key)
-        .collect();
-    keys.sort_by_key(|k| {
-        use base64::Engine;
-        base64::engine::general_purpose::STANDARD
-            .decode(k)
-            .expect("key")
-    });
+    let reclaimer = lowest_key(&[&a, &b]);
     for h in [&a, &b] {
-        wait_until(
-            &format!("{} to see c's block owned by the lowest key", h.name),
-            DEAD_BOUND,
-            POLL,
-            || {
-                let v = ipam(&h.api_socket())?;
-                match owner_of(&v, in_h3) {
-                    Some(k) if k == keys[0] => Ok(()),
-                    other => Err(format!("owner {other:?}")),
-                }
-            },
-        )
-        .expect("reclaimed after the restart");
+        wait_owner(h, in_h3, &reclaimer);
     }
     let reclaims: usize = [&a, &b]
         .iter()

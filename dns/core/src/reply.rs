@@ -93,6 +93,14 @@ pub(crate) fn encode_within(msg: &Message, limit: u16) -> Option<Vec<u8>> {
 /// The response code of a reply (extended RCODE included), `None` when it does not parse:
 /// what metrics count replies by.
 pub fn response_code(reply: &[u8]) -> Option<u16> {
+    let header = reply.get(..12)?;
+    let rcode = u16::from(header[3] & 0x0f);
+    let additional = u16::from_be_bytes([header[10], header[11]]);
+    if additional == 0 {
+        // No OPT record: the header's four bits are the whole code.
+        return Some(rcode);
+    }
+    // An OPT record may carry the code's upper bits (BADVERS): read the whole message.
     Message::from_vec(reply)
         .ok()
         .map(|m| u16::from(m.metadata.response_code))
@@ -111,5 +119,11 @@ mod rcode_tests {
         m.metadata.response_code = ResponseCode::ServFail;
         assert_eq!(response_code(&m.to_vec().unwrap()), Some(2));
         assert_eq!(response_code(&[1, 2, 3]), None);
+        // With EDNS, the upper bits come from the OPT record.
+        m.edns = Some(Edns::new());
+        m.metadata.response_code = ResponseCode::BADVERS;
+        assert_eq!(response_code(&m.to_vec().unwrap()), Some(16));
+        m.metadata.response_code = ResponseCode::NXDomain;
+        assert_eq!(response_code(&m.to_vec().unwrap()), Some(3));
     }
 }

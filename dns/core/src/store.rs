@@ -240,14 +240,14 @@ impl RecordStore {
             .records
             .iter()
             .filter(|&(&(a, o), s)| o == owner && !s.tombstone && addr.is_none_or(|x| x == a))
-            .map(|(&(a, o), s)| Entry {
-                name: ne.name.clone(),
-                addr: a,
-                owner: o,
-                stamp: Stamp {
-                    version: s.version.saturating_add(1),
-                    tombstone: true,
-                },
+            .map(|(&(addr, owner), &stamp)| {
+                Entry {
+                    name: ne.name.clone(),
+                    addr,
+                    owner,
+                    stamp,
+                }
+                .removal()
             })
             .collect();
         for e in &victims {
@@ -284,6 +284,21 @@ impl RecordStore {
     /// Whether `owner` is alive in this node's view (owners are alive until marked dead).
     pub fn is_alive(&self, owner: Owner) -> bool {
         !self.dead.contains(&owner)
+    }
+
+    /// `(live, served)`: how many records are not removed, and how many of those are
+    /// answered (their owner is alive). [`RecordStore::list`]'s counts, without the list.
+    pub fn counts(&self) -> (u64, u64) {
+        let (mut live, mut served) = (0, 0);
+        for ne in self.names.values() {
+            for (&(_, owner), stamp) in &ne.records {
+                if !stamp.tombstone {
+                    live += 1;
+                    served += u64::from(self.is_alive(owner));
+                }
+            }
+        }
+        (live, served)
     }
 
     /// The live (not removed) records, served or not, by name then address then owner.
@@ -543,10 +558,13 @@ mod tests {
         assert!(s.served_at(&key).is_empty());
         assert!(!s.exists_at_or_below(&key));
         assert!(!s.list()[0].served);
+        assert_eq!(s.counts(), (1, 0));
         s.set_node_alive(o, true);
+        assert_eq!(s.counts(), (1, 1));
         assert_eq!(s.served_at(&key).len(), 1);
         assert_eq!(s.remove_owner(o).len(), 1);
         assert!(s.list().is_empty());
+        assert_eq!(s.counts(), (0, 0));
         assert_eq!(s.len(), 1, "the tombstone stays for gossip");
     }
 

@@ -370,23 +370,7 @@ impl Node {
             node.ipam_init(now, rc);
         }
         for addr in config.bootstrap {
-            if node.bootstrap.iter().any(|b| b.addr == addr) {
-                continue;
-            }
-            let resolved = node
-                .peers
-                .values()
-                .find(|p| p.endpoint == addr)
-                .map(|p| p.key);
-            node.bootstrap.push(Bootstrap {
-                addr,
-                handshake: None,
-                attempts: 0,
-                next_attempt: now,
-                resolved,
-                is_self: false,
-                forgotten: false,
-            });
+            node.add_bootstrap(now, addr);
         }
         node.rebuild_routes();
         node
@@ -1789,10 +1773,14 @@ impl Node {
 
     // ---------------------------------------------------------------- status
 
-    /// `(span, accepted)` of `p`'s current session's receiving side; zeros without one.
+    /// `(expected, lost)` packets of `p`'s current session's receiving side; zeros without
+    /// one.
     fn session_received(&self, p: &Peer) -> (u64, u64) {
         match p.current.and_then(|i| self.slots.get(&i)) {
-            Some(Slot::Session { session, .. }) => session.received(),
+            Some(Slot::Session { session, .. }) => {
+                let (span, accepted) = session.received();
+                (span, span.saturating_sub(accepted))
+            }
             _ => (0, 0),
         }
     }
@@ -1802,36 +1790,36 @@ impl Node {
         let mut out: Vec<mesh_api::PeerStatus> = self
             .peers
             .values()
-            .map(|p| mesh_api::PeerStatus {
-                name: self
-                    .members
-                    .get(&p.key)
-                    .map(|m| m.name.clone())
-                    .unwrap_or_default(),
-                public_key: p.key.to_string(),
-                endpoint: p.endpoint.to_string(),
-                state: p.state(),
-                blocks: self
-                    .members
-                    .get(&p.key)
-                    .map(|m| m.blocks.iter().map(ToString::to_string).collect())
-                    .unwrap_or_default(),
-                last_handshake_secs_ago: p
-                    .last_handshake
-                    .map(|t| now.saturating_duration_since(t).as_secs()),
-                handshakes: p.handshakes,
-                rtt_us: p.rtt.map(|d| d.as_micros() as u64),
-                rx_packets: p.rx_packets,
-                rx_bytes: p.rx_bytes,
-                tx_packets: p.tx_packets,
-                tx_bytes: p.tx_bytes,
-                drops: p.drops.to_api(),
-                relay: p.relay.map(|r| r.to_string()),
-                session_rx_expected: self.session_received(p).0,
-                session_rx_lost: {
-                    let (span, got) = self.session_received(p);
-                    span.saturating_sub(got)
-                },
+            .map(|p| {
+                let (rx_expected, rx_lost) = self.session_received(p);
+                mesh_api::PeerStatus {
+                    name: self
+                        .members
+                        .get(&p.key)
+                        .map(|m| m.name.clone())
+                        .unwrap_or_default(),
+                    public_key: p.key.to_string(),
+                    endpoint: p.endpoint.to_string(),
+                    state: p.state(),
+                    blocks: self
+                        .members
+                        .get(&p.key)
+                        .map(|m| m.blocks.iter().map(ToString::to_string).collect())
+                        .unwrap_or_default(),
+                    last_handshake_secs_ago: p
+                        .last_handshake
+                        .map(|t| now.saturating_duration_since(t).as_secs()),
+                    handshakes: p.handshakes,
+                    rtt_us: p.rtt.map(|d| d.as_micros() as u64),
+                    rx_packets: p.rx_packets,
+                    rx_bytes: p.rx_bytes,
+                    tx_packets: p.tx_packets,
+                    tx_bytes: p.tx_bytes,
+                    drops: p.drops.to_api(),
+                    relay: p.relay.map(|r| r.to_string()),
+                    session_rx_expected: rx_expected,
+                    session_rx_lost: rx_lost,
+                }
             })
             .collect();
         for b in &self.bootstrap {

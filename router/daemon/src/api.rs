@@ -6,8 +6,8 @@ use crate::names;
 use crate::run::Shared;
 use anyhow::{Context, Result, bail};
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -82,16 +82,13 @@ async fn debug(State(shared): State<Arc<Shared>>) -> Json<mesh_api::DebugReport>
 
 async fn ping(
     State(shared): State<Arc<Shared>>,
-    body: Result<Json<mesh_api::PingRequest>, JsonRejection>,
+    Body(req): Body<mesh_api::PingRequest>,
 ) -> Response {
-    match body {
-        Ok(Json(req)) => refused(crate::ping::ping(&shared, &req).await),
-        Err(e) => bad_body(&e),
-    }
+    refused(crate::ping::ping(&shared, &req).await)
 }
 
 /// An `IP:PORT`, or the 400 that says it is not one.
-fn parse_endpoint(s: &str) -> Result<std::net::SocketAddr, DnsRefusal> {
+fn parse_endpoint(s: &str) -> Result<std::net::SocketAddr, Refusal> {
     s.trim().parse().map_err(|_| {
         (
             StatusCode::BAD_REQUEST,
@@ -102,12 +99,8 @@ fn parse_endpoint(s: &str) -> Result<std::net::SocketAddr, DnsRefusal> {
 
 async fn peers_connect(
     State(shared): State<Arc<Shared>>,
-    body: Result<Json<mesh_api::EndpointRequest>, JsonRejection>,
+    Body(req): Body<mesh_api::EndpointRequest>,
 ) -> Response {
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => return bad_body(&e),
-    };
     refused(parse_endpoint(&req.endpoint).and_then(|addr| {
         let changed = shared.connect_endpoint(addr).map_err(|e| {
             (
@@ -126,12 +119,8 @@ async fn peers_connect(
 
 async fn peers_forget(
     State(shared): State<Arc<Shared>>,
-    body: Result<Json<mesh_api::EndpointRequest>, JsonRejection>,
+    Body(req): Body<mesh_api::EndpointRequest>,
 ) -> Response {
-    let Json(req) = match body {
-        Ok(b) => b,
-        Err(e) => return bad_body(&e),
-    };
     let forgot = parse_endpoint(&req.endpoint).and_then(|addr| {
         match shared.forget_endpoint(addr) {
             Ok(Some((changed, keys))) => {
@@ -219,16 +208,13 @@ async fn ipam_status(State(shared): State<Arc<Shared>>) -> Json<mesh_api::IpamSt
 
 async fn ipam_allocate(
     State(shared): State<Arc<Shared>>,
-    body: Result<Json<mesh_api::IpamAllocateRequest>, JsonRejection>,
+    Body(req): Body<mesh_api::IpamAllocateRequest>,
 ) -> Response {
-    match body {
-        Ok(Json(req)) => match shared.ipam.allocate(req) {
-            Err(IpamError::Allocate(e)) if shared.automatic() => {
-                answer::<()>(Err(need_block(&shared, &e)))
-            }
-            result => answer(result),
-        },
-        Err(e) => bad_body(&e),
+    match shared.ipam.allocate(req) {
+        Err(IpamError::Allocate(e)) if shared.automatic() => {
+            answer::<()>(Err(need_block(&shared, &e)))
+        }
+        result => answer(result),
     }
 }
 
@@ -260,12 +246,9 @@ fn need_block(shared: &Shared, e: &mesh_ipam::AllocateError) -> IpamError {
 
 async fn members_remove(
     State(shared): State<Arc<Shared>>,
-    body: Result<Json<mesh_api::MemberRemoveRequest>, JsonRejection>,
+    Body(req): Body<mesh_api::MemberRemoveRequest>,
 ) -> Response {
-    match body {
-        Ok(Json(req)) => refused(remove_member(&shared, &req)),
-        Err(e) => bad_body(&e),
-    }
+    refused(remove_member(&shared, &req))
 }
 
 /// `meshctl rmpeer`: the member named (by name or key) is gone for good; this node takes its
@@ -273,7 +256,7 @@ async fn members_remove(
 fn remove_member(
     shared: &Shared,
     req: &mesh_api::MemberRemoveRequest,
-) -> Result<mesh_api::MemberRemoved, DnsRefusal> {
+) -> Result<mesh_api::MemberRemoved, Refusal> {
     if !shared.automatic() {
         return Err((
             StatusCode::SERVICE_UNAVAILABLE,
@@ -383,22 +366,16 @@ fn member_state(state: mesh_api::MemberState) -> &'static str {
 
 async fn ipam_release(
     State(shared): State<Arc<Shared>>,
-    body: Result<Json<mesh_api::IpamReleaseRequest>, JsonRejection>,
+    Body(req): Body<mesh_api::IpamReleaseRequest>,
 ) -> Response {
-    match body {
-        Ok(Json(req)) => answer(shared.ipam.release(req)),
-        Err(e) => bad_body(&e),
-    }
+    answer(shared.ipam.release(req))
 }
 
 async fn ipam_gc(
     State(shared): State<Arc<Shared>>,
-    body: Result<Json<mesh_api::IpamGcRequest>, JsonRejection>,
+    Body(req): Body<mesh_api::IpamGcRequest>,
 ) -> Response {
-    match body {
-        Ok(Json(req)) => answer(shared.ipam.gc(req)),
-        Err(e) => bad_body(&e),
-    }
+    answer(shared.ipam.gc(req))
 }
 
 /// 200 with the value, or the error with the status that says who is to blame: 400 for a
@@ -425,10 +402,10 @@ fn answer<T: serde::Serialize>(result: Result<T, IpamError>) -> Response {
     }
 }
 
-/// A refused DNS request: the status and the one-line message of its [`mesh_api::ApiError`].
-pub(crate) type DnsRefusal = (StatusCode, String);
+/// A refused request: the status and the one-line message of its [`mesh_api::ApiError`].
+pub(crate) type Refusal = (StatusCode, String);
 
-fn refused<T: serde::Serialize>(result: Result<T, DnsRefusal>) -> Response {
+fn refused<T: serde::Serialize>(result: Result<T, Refusal>) -> Response {
     match result {
         Ok(value) => Json(value).into_response(),
         Err((code, message)) => error(code, message),
@@ -436,7 +413,7 @@ fn refused<T: serde::Serialize>(result: Result<T, DnsRefusal>) -> Response {
 }
 
 /// The DNS state, or the 503 that says DNS is off.
-fn dns_state(shared: &Shared) -> Result<&mesh_dns_server::DnsState, DnsRefusal> {
+fn dns_state(shared: &Shared) -> Result<&mesh_dns_server::DnsState, Refusal> {
     shared.dns.as_deref().ok_or_else(|| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -464,7 +441,7 @@ fn dns_entry(e: &mesh_dns::Entry, served: bool) -> mesh_api::DnsRecord {
     })
 }
 
-fn parse_addr(s: &str) -> Result<std::net::IpAddr, DnsRefusal> {
+fn parse_addr(s: &str) -> Result<std::net::IpAddr, Refusal> {
     s.trim().parse().map_err(|_| {
         (
             StatusCode::BAD_REQUEST,
@@ -473,7 +450,7 @@ fn parse_addr(s: &str) -> Result<std::net::IpAddr, DnsRefusal> {
     })
 }
 
-fn bad_name(e: &DnsEditError) -> DnsRefusal {
+fn bad_name(e: &DnsEditError) -> Refusal {
     (StatusCode::BAD_REQUEST, e.to_string())
 }
 
@@ -485,7 +462,7 @@ async fn dns_list(State(shared): State<Arc<Shared>>) -> Response {
     refused(dns_records(&shared))
 }
 
-fn dns_records(shared: &Shared) -> Result<mesh_api::DnsRecords, DnsRefusal> {
+fn dns_records(shared: &Shared) -> Result<mesh_api::DnsRecords, Refusal> {
     let dns = dns_state(shared)?;
     let (zone, ttl, records) = dns.read(|s| {
         (
@@ -520,18 +497,15 @@ fn dns_records(shared: &Shared) -> Result<mesh_api::DnsRecords, DnsRefusal> {
 
 async fn dns_add(
     State(shared): State<Arc<Shared>>,
-    body: Result<Json<mesh_api::DnsAddRequest>, JsonRejection>,
+    Body(req): Body<mesh_api::DnsAddRequest>,
 ) -> Response {
-    match body {
-        Ok(Json(req)) => refused(dns_add_record(&shared, &req)),
-        Err(e) => bad_body(&e),
-    }
+    refused(dns_add_record(&shared, &req))
 }
 
 fn dns_add_record(
     shared: &Shared,
     req: &mesh_api::DnsAddRequest,
-) -> Result<mesh_api::DnsChanged, DnsRefusal> {
+) -> Result<mesh_api::DnsChanged, Refusal> {
     let dns = dns_state(shared)?;
     let addr = parse_addr(&req.address)?;
     let owner = own_owner(shared);
@@ -559,18 +533,15 @@ fn dns_add_record(
 
 async fn dns_remove(
     State(shared): State<Arc<Shared>>,
-    body: Result<Json<mesh_api::DnsRemoveRequest>, JsonRejection>,
+    Body(req): Body<mesh_api::DnsRemoveRequest>,
 ) -> Response {
-    match body {
-        Ok(Json(req)) => refused(dns_remove_records(&shared, &req)),
-        Err(e) => bad_body(&e),
-    }
+    refused(dns_remove_records(&shared, &req))
 }
 
 fn dns_remove_records(
     shared: &Shared,
     req: &mesh_api::DnsRemoveRequest,
-) -> Result<mesh_api::DnsChanged, DnsRefusal> {
+) -> Result<mesh_api::DnsChanged, Refusal> {
     let dns = dns_state(shared)?;
     let addr = req.address.as_deref().map(parse_addr).transpose()?;
     let owner = own_owner(shared);
@@ -605,6 +576,21 @@ enum DnsEditError {
     Name(#[from] mesh_dns::NameError),
     #[error("{0}")]
     Store(String),
+}
+
+/// A JSON request body. A body that is not the JSON the endpoint takes is answered with a
+/// 400 naming the problem before the handler runs.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| Body(v))
+            .map_err(|e| bad_body(&e))
+    }
 }
 
 fn bad_body(e: &JsonRejection) -> Response {

@@ -141,22 +141,22 @@ pub(crate) async fn serve(shared: Arc<Shared>) -> Result<()> {
 }
 
 async fn scrape(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let status = shared.status();
+    // The record counts come with the status; the counters from the server.
+    let dns = shared
+        .dns
+        .as_deref()
+        .zip(status.dns.as_ref())
+        .map(|(d, summary)| DnsSnapshot {
+            stats: d.stats(),
+            served: summary.served,
+            unserved: summary.records - summary.served,
+        });
     let snapshot = Snapshot {
-        status: shared.status(),
+        status,
         ipam: shared.ipam.status(),
         started: shared.metrics.started,
-        dns: shared.dns.as_deref().map(|d| {
-            let (served, unserved) = d.read(|s| {
-                let list = s.store.list();
-                let served = list.iter().filter(|r| r.served).count() as u64;
-                (served, list.len() as u64 - served)
-            });
-            DnsSnapshot {
-                stats: d.stats(),
-                served,
-                unserved,
-            }
-        }),
+        dns,
     };
     let format = Format::from_accept(headers.get(header::ACCEPT));
     match encode(snapshot, format) {

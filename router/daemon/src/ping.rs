@@ -3,7 +3,7 @@
 //! MTU. The node times each probe (`Node::ping`, sans-I/O); this only paces the probes and
 //! waits for the answers.
 
-use crate::api::DnsRefusal;
+use crate::api::Refusal;
 use crate::run::Shared;
 use axum::http::StatusCode;
 use ipnet::Ipv4Net;
@@ -27,7 +27,7 @@ pub(crate) fn resolve(
     members: &[MemberStatus],
     routes: &[(Ipv4Net, PublicKey)],
     own: PublicKey,
-) -> Result<PublicKey, DnsRefusal> {
+) -> Result<PublicKey, Refusal> {
     let t = target.trim();
     let is_own = |k: &PublicKey| {
         if *k == own {
@@ -107,7 +107,7 @@ pub(crate) fn summary(rtts: &[Option<u64>]) -> (Option<u64>, Option<u64>, Option
 }
 
 /// Sends the probes of `req` and waits for their answers.
-pub(crate) async fn ping(shared: &Shared, req: &PingRequest) -> Result<PingResult, DnsRefusal> {
+pub(crate) async fn ping(shared: &Shared, req: &PingRequest) -> Result<PingResult, Refusal> {
     if req.count == 0 || req.count > mesh_api::MAX_PING_COUNT {
         return Err((
             StatusCode::BAD_REQUEST,

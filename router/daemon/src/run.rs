@@ -369,11 +369,8 @@ impl Shared {
             gossip: node.gossip_status(now),
             warnings,
             dns: self.dns.as_deref().map(|d| {
-                let (zone, records, served) = d.read(|s| {
-                    let list = s.store.list();
-                    let served = list.iter().filter(|r| r.served).count() as u64;
-                    (s.config.zone.to_string(), list.len() as u64, served)
-                });
+                let (zone, (records, served)) =
+                    d.read(|s| (s.config.zone.to_string(), s.store.counts()));
                 let stats = d.stats();
                 mesh_api::DnsSummary {
                     listen: self

@@ -5,7 +5,6 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::route::RouteScope;
 use rtnetlink::{LinkBridge, LinkUnspec, RouteMessageBuilder};
@@ -13,6 +12,7 @@ use tun_rs::{DeviceBuilder, Layer};
 
 use crate::DatapathError;
 use crate::error::netlink_errno;
+use crate::pod::ipv4_of;
 
 /// Longest interface name the kernel accepts (IFNAMSIZ minus the NUL).
 const MAX_IFNAME_LEN: usize = 15;
@@ -93,7 +93,8 @@ impl HostNetwork {
             .ok_or_else(|| DatapathError::LinkNotFound {
                 name: name.to_owned(),
             })?;
-        let have = self.addresses(index).await?;
+        let msgs = self.address_messages(index).await?;
+        let have: Vec<Ipv4Net> = msgs.iter().filter_map(ipv4_of).collect();
         let mut added = Vec::new();
         for net in want {
             if !have.contains(net) {
@@ -102,21 +103,8 @@ impl HostNetwork {
             }
         }
         let mut deleted = Vec::new();
-        let msgs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| DatapathError::netlink(format!("list addresses of {name}"), e))?;
         for msg in msgs {
-            let len = msg.header.prefix_len;
-            let Some(net) = msg.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(IpAddr::V4(ip)) => Ipv4Net::new(*ip, len).ok(),
-                _ => None,
-            }) else {
+            let Some(net) = ipv4_of(&msg) else {
                 continue;
             };
             if !within.contains(&net.addr()) || want.contains(&net) {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::{LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
@@ -356,25 +356,27 @@ impl HostNetwork {
 
     /// IPv4 addresses (with prefix) of link `index`.
     pub async fn addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, DatapathError> {
-        let msgs: Vec<_> = self
-            .handle()
+        Ok(self
+            .address_messages(index)
+            .await?
+            .iter()
+            .filter_map(ipv4_of)
+            .collect())
+    }
+
+    /// The address messages of link `index` (what deleting an address takes).
+    pub(crate) async fn address_messages(
+        &self,
+        index: u32,
+    ) -> Result<Vec<AddressMessage>, DatapathError> {
+        self.handle()
             .address()
             .get()
             .set_link_index_filter(index)
             .execute()
             .try_collect()
             .await
-            .map_err(|e| DatapathError::netlink(format!("list addresses of link {index}"), e))?;
-        Ok(msgs
-            .iter()
-            .flat_map(|m| {
-                let len = m.header.prefix_len;
-                m.attributes.iter().filter_map(move |a| match a {
-                    AddressAttribute::Local(IpAddr::V4(ip)) => Ipv4Net::new(*ip, len).ok(),
-                    _ => None,
-                })
-            })
-            .collect())
+            .map_err(|e| DatapathError::netlink(format!("list addresses of link {index}"), e))
     }
 
     /// IPv4 routes of the main table that leave through link `index`.
@@ -453,4 +455,13 @@ fn summarize(name: &str, link: &LinkMessage) -> LinkSummary {
         }
     }
     s
+}
+
+/// The IPv4 address (with prefix) an address message carries, if it is one.
+pub(crate) fn ipv4_of(msg: &AddressMessage) -> Option<Ipv4Net> {
+    let len = msg.header.prefix_len;
+    msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V4(ip)) => Ipv4Net::new(*ip, len).ok(),
+        _ => None,
+    })
 }

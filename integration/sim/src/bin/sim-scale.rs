@@ -618,30 +618,17 @@ fn print_table(r: &Report, args: &Args) {
             "  steady state   wall {:>8.1} s   over {:.0} s virtual, per node and second:",
             r.steady_wall, s.secs
         );
-        println!(
-            "                 gossip bytes    {}",
-            fmt_spread(s.gossip_bytes, 0)
-        );
-        println!(
-            "                 gossip messages {}",
-            fmt_spread(s.gossip_messages, 2)
-        );
-        println!(
-            "                 UDP bytes       {}",
-            fmt_spread(s.udp_bytes, 0)
-        );
-        println!(
-            "                 UDP datagrams   {}",
-            fmt_spread(s.udp_datagrams, 2)
-        );
-        println!(
-            "                 records received, new {}",
-            fmt_spread(s.records_applied, 2)
-        );
-        println!(
-            "                 records received, known {}",
-            fmt_spread(s.records_redundant, 2)
-        );
+        let rows = [
+            ("gossip bytes   ", s.gossip_bytes, 0),
+            ("gossip messages", s.gossip_messages, 2),
+            ("UDP bytes      ", s.udp_bytes, 0),
+            ("UDP datagrams  ", s.udp_datagrams, 2),
+            ("records received, new", s.records_applied, 2),
+            ("records received, known", s.records_redundant, 2),
+        ];
+        for (label, spread, digits) in rows {
+            println!("                 {label} {}", fmt_spread(spread, digits));
+        }
         println!(
             "                 handshake datagrams, whole cluster: {:.2}/s",
             s.handshakes_per_s
