@@ -458,15 +458,20 @@ struct Snapshot {
     handshakes: u64,
 }
 
-fn snapshot(sim: &Sim, n: usize) -> Snapshot {
+/// Each node's gossip counters now (zeros for a node that is down).
+fn gossip_statuses(sim: &Sim, n: usize) -> Vec<mesh_api::GossipStatus> {
     let now = sim.now();
-    let gossip: Vec<mesh_api::GossipStatus> = (0..n)
+    (0..n)
         .map(|i| {
             sim.node(i)
                 .map(|node| node.gossip_status(now))
                 .unwrap_or_default()
         })
-        .collect();
+        .collect()
+}
+
+fn snapshot(sim: &Sim, n: usize) -> Snapshot {
+    let gossip = gossip_statuses(sim, n);
     Snapshot {
         at: sim.elapsed(),
         gossip_tx_bytes: gossip.iter().map(|g| g.tx_bytes).collect(),
@@ -924,14 +929,7 @@ fn run(args: &Args, r: &mut Report, guard: &Guard) -> Result<(), String> {
         advance(&mut sim, Duration::from_secs(args.window), guard)?;
         let b = snapshot(&sim, n);
         let secs = (b.at - a.at).as_secs_f64();
-        let now = sim.now();
-        let gossip: Vec<mesh_api::GossipStatus> = (0..n)
-            .map(|i| {
-                sim.node(i)
-                    .map(|node| node.gossip_status(now))
-                    .unwrap_or_default()
-            })
-            .collect();
+        let gossip = gossip_statuses(&sim, n);
         r.steady = Some(Steady {
             secs,
             gossip_bytes: rate(&a.gossip_tx_bytes, &b.gossip_tx_bytes, secs),
