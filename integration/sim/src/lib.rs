@@ -22,7 +22,9 @@
 //! [`Chaos`] the random fault schedule. The property tests (`tests/properties.rs`) run a
 //! CI-sized number of seeds (64 for the fault schedule; about 15 s in a debug build);
 //! `MESH_SIM_SEEDS=2000 cargo test --release -p mesh-sim` runs more (about 2 minutes) and
-//! `MESH_SIM_SEED=17` replays one. `sim-scale` (`cargo run --release -p mesh-sim --bin
+//! `MESH_SIM_SEED=17` replays one; `MESH_SIM_LOG=mesh_core=debug,mesh_sim=info` added to a
+//! replay prints the nodes' log lines, each with the virtual time and the node (and the
+//! sender of the datagram it handled). `sim-scale` (`cargo run --release -p mesh-sim --bin
 //! sim-scale -- --nodes 1000 --topology random`) measures how gossip membership scales: the
 //! virtual time until every node knows every other alive and routes its block after a cold
 //! start, and until a late join is known everywhere; then, in the steady state, gossip and
@@ -62,5 +64,5 @@ pub use chaos::{Chaos, ChaosConfig, Fault, Topology};
 pub use ledger::{Delivery, Ledger, PacketId, Violation};
 pub use network::{Fate, Link, Loss, Network, PartitionId};
 pub use rng::SimRng;
-pub use seed::{SEED_ENV, SEEDS_ENV, SeedGuard, seeds};
+pub use seed::{LOG_ENV, SEED_ENV, SEEDS_ENV, SeedGuard, seeds};
 pub use sim::{NodeSpec, NodeStats, Sim, SimConfig, Stats, TraceEvent};

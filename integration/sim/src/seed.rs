@@ -14,9 +14,21 @@ pub struct SeedGuard {
     what: String,
 }
 
+/// The environment variable that turns the nodes' logs on (see [`SeedGuard::new`]).
+pub const LOG_ENV: &str = "MESH_SIM_LOG";
+
 impl SeedGuard {
     /// A guard for `seed`; `what` names the run in the message.
+    /// With `MESH_SIM_LOG` set (a `RUST_LOG`-style filter such as `mesh_core=debug`), the
+    /// nodes' log lines go to stderr, in the order the virtual clock runs them.
     pub fn new(seed: u64, what: impl Into<String>) -> Self {
+        if let Ok(filter) = std::env::var(LOG_ENV) {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .without_time()
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
         Self {
             seed,
             what: what.into(),

@@ -761,7 +761,9 @@ impl Sim {
         } else {
             self.spin = (i, at, 1);
         }
+        let span = tracing::info_span!("sim", t = ?at, node = i).entered();
         node.handle_timeout(now);
+        drop(span);
         self.stats.timer_fires += 1;
         self.record(TraceEvent::Timer { at, node: i });
         self.after_touch(i);
@@ -788,7 +790,10 @@ impl Sim {
         };
         n.stats.rx_datagrams += 1;
         n.stats.rx_bytes += payload.len() as u64;
-        if let Decap::Deliver { start, len } = node.decapsulate(now, src, &mut payload) {
+        let span = tracing::info_span!("sim", t = ?at, node = to, from).entered();
+        let decap = node.decapsulate(now, src, &mut payload);
+        drop(span);
+        if let Decap::Deliver { start, len } = decap {
             n.stats.delivered += 1;
             self.stats.delivered += 1;
             let packet = &payload[start..start + len];

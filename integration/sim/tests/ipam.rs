@@ -135,3 +135,68 @@ fn two_clusters_founded_apart_refuse_to_merge() {
     let refused: u64 = (0..4).map(|i| sim.node_stats(i).foreign_rings).sum();
     assert!(refused > 0, "nobody noticed the other cluster");
 }
+
+/// The `ipam_partition` netns test, over many seeds: {0, 1} and {2, 3, 4} are cut apart, node
+/// 2 (one block, full) asks for another during the cut and must get it soon after the heal
+/// (node 0, the founder, is the only one with free blocks).
+#[test]
+fn a_node_that_asked_during_a_partition_gets_a_block_soon_after_the_heal() {
+    for seed in seeds(16) {
+        let _guard = SeedGuard::new(seed, "ask during a partition");
+        let mut sim = Sim::with_config(
+            seed,
+            SimConfig {
+                auto_ipam: true,
+                ..SimConfig::default()
+            },
+        );
+        sim.add_node(mesh_sim::NodeSpec::bootstrap([]));
+        for _ in 1..5 {
+            sim.add_node(mesh_sim::NodeSpec::bootstrap([0]));
+        }
+        let mut rng = mesh_sim::SimRng::new(seed, 7);
+        while (0..5).any(|i| sim.node(i).unwrap().active_blocks().is_empty()) {
+            assert!(
+                sim.elapsed() < Duration::from_secs(10),
+                "seed {seed}: not every node has a block 10 s after the start"
+            );
+            run_checked(&mut sim, SLICE, seed);
+        }
+        run_checked(
+            &mut sim,
+            Duration::from_millis(rng.below(2000) as u64),
+            seed,
+        );
+        let cut = sim.partition(&[vec![0, 1], vec![2, 3, 4]]);
+        run_checked(
+            &mut sim,
+            Duration::from_millis(rng.below(3000) as u64),
+            seed,
+        );
+        // Node 1 asks too, and gets one from node 0 on its side of the cut.
+        for i in [1, 2] {
+            let now = sim.now();
+            sim.node_mut(i).unwrap().need_block(now);
+            sim.touched(i);
+        }
+        run_checked(
+            &mut sim,
+            Duration::from_millis(3000 + rng.below(10_000) as u64),
+            seed,
+        );
+        assert_eq!(
+            sim.node(2).unwrap().active_blocks().len(),
+            1,
+            "seed {seed}: node 2 got a block while cut off from every donor"
+        );
+        sim.heal(cut);
+        let healed = sim.elapsed();
+        while sim.node(2).unwrap().active_blocks().len() < 2 {
+            assert!(
+                sim.elapsed() - healed < Duration::from_secs(15),
+                "seed {seed}: node 2 has no second block 15 s after the heal"
+            );
+            run_checked(&mut sim, SLICE, seed);
+        }
+    }
+}

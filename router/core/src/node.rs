@@ -1371,14 +1371,16 @@ impl Node {
         };
         // Needed again long after the last attempt: start over (direct, no backoff); what
         // failed then says little about now.
-        if peer.current.is_none()
-            && peer.handshake.is_none()
-            && now.saturating_duration_since(peer.next_attempt) >= FRESH_AFTER
+        if peer.current.is_none() && now.saturating_duration_since(peer.next_attempt) >= FRESH_AFTER
         {
             peer.attempts = 0;
             peer.relay = None;
         }
-        if peer.handshake.is_some() || now < peer.next_attempt {
+        // An initiation still pending past its retry time went unanswered: it is retried
+        // here, not only by the peer's timer, which retries only for peers it keeps a session
+        // with (a node asking a non-neighbour for a block, after a partition healed, waited
+        // for that forever).
+        if now < peer.next_attempt {
             let at = peer.next_attempt;
             self.schedule(at);
             return;
