@@ -6,6 +6,9 @@
 # makes is removed at the end, also on failure. For quick what-changed checks of the fast
 # path; ./scripts/bench.sh is the side-by-side benchmark.
 #   SECS=5 MTU=1420 EXTRA="--offload off" PROFILE=1 ./scripts/perf-pair.sh
+# REPORT_SORT (comm,sym), REPORT_LIMIT (1 %), REPORT_LINES (30) and REPORT_ARGS (e.g.
+# "--comms tokio-rt-worker") shape the profile's report; KEEP_PERF=FILE keeps perf.data;
+# PERF_ARGS replaces perf record's options (default "-F 999 -e cpu-clock -a -g").
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/target/release}
@@ -46,14 +49,18 @@ ip netns exec "$B" iperf3 -s -1 >/dev/null 2>&1 &
 PIDS+=($!)
 sleep 0.5
 if [ "${PROFILE:-0}" = 1 ]; then
-    perf record -F 999 -e cpu-clock -a -g -o "$W/perf.data" -- sleep $((SECS > 3 ? 3 : SECS)) >/dev/null 2>&1 &
+    # shellcheck disable=SC2086
+    perf record ${PERF_ARGS:--F 999 -e cpu-clock -a -g} -o "$W/perf.data" -- sleep $((SECS > 3 ? 3 : SECS)) >/dev/null 2>&1 &
     PERF=$!
 fi
 ip netns exec "$A" iperf3 -c 100.64.5.129 -t "$SECS" | grep -E "sender|receiver"
 if [ -n "${PERF:-}" ]; then
     wait "$PERF"
-    perf report -i "$W/perf.data" --no-children --sort comm,sym --percent-limit 1 --stdio -g none 2>/dev/null |
-        grep -v '^#' | grep -v '^$' | head -30
+    # shellcheck disable=SC2086
+    [ -n "${KEEP_PERF:-}" ] && cp "$W/perf.data" "$KEEP_PERF"
+    perf report -i "$W/perf.data" --no-children --sort ${REPORT_SORT:-comm,sym} \
+        --percent-limit "${REPORT_LIMIT:-1}" --stdio -g none ${REPORT_ARGS:-} 2>/dev/null |
+        grep -v '^#' | grep -v '^$' | head -"${REPORT_LINES:-30}"
 fi
 for h in a b; do
     echo "--- meshd $h"

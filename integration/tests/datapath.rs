@@ -38,6 +38,28 @@ fn tcp_transfers_arrive_intact_both_ways() {
         dp.udp_send_datagrams > dp.udp_sends,
         "no segmented UDP sends: {dp:?}"
     );
+    // And the receiver writes TCP segments back to its TUN device coalesced: the device's
+    // kernel counter counts one packet per write, several times fewer than the datagrams
+    // (when the buffers were too small to coalesce into, it was one write per datagram).
+    for h in &hosts {
+        let dp = topo.status(h).expect("status").datapath;
+        let out = h
+            .exec(&["cat", "/sys/class/net/meshtun0/statistics/rx_packets"])
+            .expect("TUN counters");
+        let written: u64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("rx_packets");
+        eprintln!(
+            "{}: {written} TUN writes for {} datagrams received",
+            h.name, dp.udp_recv_datagrams
+        );
+        assert!(
+            written * 4 < dp.udp_recv_datagrams,
+            "{}: no coalescing into the TUN device: {written} writes, {dp:?}",
+            h.name
+        );
+    }
 }
 
 #[test]

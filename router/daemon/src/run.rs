@@ -39,6 +39,9 @@ const SOCKET_BUFFER: usize = 4 << 20;
 const TUN_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
 /// Bytes kept in front of each packet written to the TUN device, for its virtio header.
 const TUN_HEADROOM: usize = 16;
+/// Packets handed to the TUN device in one `send_multiple` (each buffer can grow into a
+/// 64 KB super-packet, so this bounds that memory to about 8 MB).
+const TUN_FLUSH: usize = tun_rs::IDEAL_BATCH_SIZE;
 /// The timer task wakes at least this often, to pick up deadlines that packet handling
 /// moved earlier.
 const TIMER_GRANULARITY: Duration = Duration::from_millis(50);
@@ -905,10 +908,16 @@ fn pack_run(
 }
 
 /// Underlay -> TUN. One receive returns up to `BATCH_SIZE` buffers, each holding one
-/// datagram or several coalesced by UDP GRO; every datagram is opened in place, its packet
-/// copied behind `TUN_HEADROOM` bytes (room for the virtio header) into a reusable buffer,
-/// and the whole batch goes to the TUN device in one `send_multiple`, which coalesces TCP
-/// segments back into super-packets when offloads are on.
+/// datagram or several coalesced by UDP GRO; every datagram is opened in place and its
+/// packet copied behind `TUN_HEADROOM` bytes (room for the virtio header) into one of
+/// [`TUN_FLUSH`] reusable buffers, and those go to the TUN device in one `send_multiple`,
+/// which coalesces TCP segments back into super-packets when offloads are on. A batch with
+/// more packets than that is written in several rounds.
+///
+/// The buffers have room for a whole super-packet: tun-rs coalesces into the buffer of a
+/// flow's first packet only if its capacity allows, and otherwise writes every segment
+/// alone (and compares each with every earlier one of its flow) — which is what happened
+/// while they were sized for one packet.
 async fn udp_to_tun(
     shared: Arc<Shared>,
     tun: Arc<tun_rs::AsyncDevice>,
@@ -916,7 +925,9 @@ async fn udp_to_tun(
 ) -> Result<()> {
     let mut rx: Vec<Vec<u8>> = (0..BATCH_SIZE).map(|_| vec![0u8; MAX_DATAGRAM]).collect();
     let mut meta = vec![RecvMeta::default(); BATCH_SIZE];
-    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut out: Vec<Vec<u8>> = (0..TUN_FLUSH)
+        .map(|_| Vec::with_capacity(2 * TUN_HEADROOM + MAX_DATAGRAM))
+        .collect();
     let mut gro = tun_rs::GROTable::default();
     let mut pending = Vec::new();
     loop {
@@ -934,45 +945,62 @@ async fn udp_to_tun(
             }
         };
         shared.count(&shared.counters.udp_recvs, 1);
-        let mut count = 0;
-        let mut datagrams = 0u64;
-        {
-            let mut node = shared.node();
-            let now = Instant::now();
-            for (buf, m) in rx.iter_mut().zip(&meta).take(n) {
-                let from = canonical(m.addr);
-                let stride = m.stride.max(1);
-                for dg in buf[..m.len].chunks_mut(stride) {
-                    datagrams += 1;
-                    if let Decap::Deliver { start, len } = node.decapsulate(now, from, dg) {
-                        if count == out.len() {
-                            out.push(Vec::with_capacity(TUN_HEADROOM + len));
+        // Where the next round starts: (buffer, byte offset in it).
+        let mut at = (0, 0);
+        while at.0 < n {
+            let mut count = 0;
+            let mut datagrams = 0u64;
+            {
+                let mut node = shared.node();
+                let now = Instant::now();
+                while at.0 < n && count < TUN_FLUSH {
+                    let m = &meta[at.0];
+                    let from = canonical(m.addr);
+                    let stride = m.stride.max(1);
+                    let len = m.len;
+                    let buf = &mut rx[at.0];
+                    while at.1 < len && count < TUN_FLUSH {
+                        let end = (at.1 + stride).min(len);
+                        let dg = &mut buf[at.1..end];
+                        at.1 = end;
+                        datagrams += 1;
+                        if let Decap::Deliver { start, len } = node.decapsulate(now, from, dg) {
+                            let v = &mut out[count];
+                            v.clear();
+                            v.resize(TUN_HEADROOM, 0);
+                            v.extend_from_slice(&dg[start..start + len]);
+                            count += 1;
                         }
-                        let v = &mut out[count];
-                        v.clear();
-                        v.resize(TUN_HEADROOM, 0);
-                        v.extend_from_slice(&dg[start..start + len]);
-                        count += 1;
+                    }
+                    if at.1 >= len {
+                        at = (at.0 + 1, 0);
+                    }
+                }
+                shared.drain(&mut node, &mut pending);
+            }
+            shared.count(&shared.counters.udp_recv_datagrams, datagrams);
+            if count > 0 {
+                shared.count(&shared.counters.tun_write_packets, count as u64);
+                match tun
+                    .send_multiple(&mut gro, &mut out[..count], TUN_HEADROOM)
+                    .await
+                {
+                    Ok(_) => shared.count(&shared.counters.tun_writes, 1),
+                    Err(_) => {
+                        shared.tun_write_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // A coalesced buffer grew; one that tun-rs reallocated anyway is put back
+                // to the size every buffer is kept at.
+                for v in &mut out[..count] {
+                    if v.capacity() > 4 * MAX_DATAGRAM {
+                        *v = Vec::with_capacity(2 * TUN_HEADROOM + MAX_DATAGRAM);
                     }
                 }
             }
-            shared.drain(&mut node, &mut pending);
-        }
-        shared.count(&shared.counters.udp_recv_datagrams, datagrams);
-        if count > 0 {
-            shared.count(&shared.counters.tun_write_packets, count as u64);
-            match tun
-                .send_multiple(&mut gro, &mut out[..count], TUN_HEADROOM)
-                .await
-            {
-                Ok(_) => shared.count(&shared.counters.tun_writes, 1),
-                Err(_) => {
-                    shared.tun_write_errors.fetch_add(1, Ordering::Relaxed);
-                }
+            if !pending.is_empty() {
+                send_all(&shared, &udp, &mut pending).await;
             }
-        }
-        if !pending.is_empty() {
-            send_all(&shared, &udp, &mut pending).await;
         }
     }
 }
