@@ -477,6 +477,7 @@ pub(crate) mod tests {
                     relay: None,
                     session_rx_expected: 1_250,
                     session_rx_lost: 5,
+                    cipher: Some("chacha20-poly1305".to_owned()),
                 },
                 PeerStatus {
                     drops: vec![drop_count("replay", 0)],

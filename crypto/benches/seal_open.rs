@@ -1,5 +1,5 @@
 //! Throughput of the per-packet path: `Session::seal` and `Session::open` in place, for a
-//! small (64 B) and a full-MTU (1400 B) payload. Open needs a fresh counter per packet (the
+//! small (64 B) and a full-MTU (1400 B) payload, with each cipher. Open needs a fresh counter per packet (the
 //! replay window refuses repeats), so the open bench re-seals outside the timed section.
 
 // A benchmark aborts on the first failure; there is no caller to hand an error to.
@@ -9,9 +9,11 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use mesh_crypto::{ClusterPsk, Handshake, HandshakePattern, Session, StaticKeypair, TAG_LEN};
+use mesh_crypto::{
+    Cipher, ClusterPsk, Handshake, HandshakePattern, Session, StaticKeypair, TAG_LEN,
+};
 
-fn sessions(now: Instant) -> (Session, Session) {
+fn sessions(now: Instant, cipher: Cipher) -> (Session, Session) {
     let (a, b) = (
         StaticKeypair::generate([1; 32]),
         StaticKeypair::generate([2; 32]),
@@ -25,17 +27,20 @@ fn sessions(now: Instant) -> (Session, Session) {
     let len = r.write_message(&[], &mut msg).expect("message 2");
     i.read_message(&msg[..len], &mut payload).expect("read 2");
     (
-        i.into_session(now).expect("initiator session"),
-        r.into_session(now).expect("responder session"),
+        i.into_session_with(now, cipher).expect("initiator session"),
+        r.into_session_with(now, cipher).expect("responder session"),
     )
 }
 
 fn seal_open(c: &mut Criterion) {
     let now = Instant::now();
     let aad = [0_u8; 16];
-    for size in [64_usize, 1400] {
-        let (mut tx, mut rx) = sessions(now);
-        let mut group = c.benchmark_group(format!("{size}B"));
+    for (cipher, size) in Cipher::PREFERENCE
+        .into_iter()
+        .flat_map(|c| [(c, 64_usize), (c, 1400)])
+    {
+        let (mut tx, mut rx) = sessions(now, cipher);
+        let mut group = c.benchmark_group(format!("{cipher}/{size}B"));
         group.throughput(Throughput::Bytes(size as u64));
 
         let mut buf = vec![0xab_u8; size + TAG_LEN];

@@ -30,6 +30,7 @@ use snow::params::{CipherChoice, DHChoice, HashChoice, NoiseParams};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 
+use crate::cipher::Cipher as Aead;
 use crate::keys::{ClusterPsk, KEY_LEN, PublicKey, StaticKeypair};
 use crate::session::{Session, TAG_LEN};
 
@@ -395,9 +396,19 @@ impl Handshake {
         self.state.get_handshake_hash()
     }
 
-    /// Turns a finished handshake into transport keys; `now` becomes the session's creation
-    /// time.
-    pub fn into_session(mut self, now: Instant) -> Result<Session, HandshakeError> {
+    /// Turns a finished handshake into transport keys for ChaCha20-Poly1305; `now` becomes
+    /// the session's creation time.
+    pub fn into_session(self, now: Instant) -> Result<Session, HandshakeError> {
+        self.into_session_with(now, Aead::ChaCha20Poly1305)
+    }
+
+    /// Turns a finished handshake into transport keys for `cipher` (what the two ends agreed
+    /// on in the handshake payloads, see [`crate::Cipher`]).
+    pub fn into_session_with(
+        mut self,
+        now: Instant,
+        cipher: Aead,
+    ) -> Result<Session, HandshakeError> {
         if self.failed {
             return Err(HandshakeError::Failed);
         }
@@ -412,7 +423,7 @@ impl Handshake {
         } else {
             (second, first)
         };
-        Session::new(send, recv, initiator, now)
+        Session::new(send, recv, initiator, now, cipher)
             .map_err(|_| HandshakeError::Internal("ring rejected a transport key".into()))
     }
 }

@@ -1,5 +1,6 @@
 //! mesh's cryptography, sans-I/O: Noise handshakes (snow), the transport sessions they yield
-//! with in-place ChaCha20-Poly1305 packet sealing (ring), the anti-replay window and the
+//! with in-place ChaCha20-Poly1305 or AES-256-GCM packet sealing (ring; the two ends agree
+//! on the cipher inside the handshake, see [`Cipher`]), the anti-replay window and the
 //! rekey/expiry timers.
 //!
 //! Nothing here reads a clock, the OS RNG, a file or a socket: callers pass `now` and 32-byte
@@ -8,12 +9,16 @@
 
 #![forbid(unsafe_code)]
 
+mod cipher;
 mod handshake;
 mod keys;
 mod replay;
 mod session;
 pub mod timers;
 
+pub use cipher::{
+    BadChoice, CHOICE, Cipher, CipherSet, OFFER, UnknownCipher, choice, hardware_aes,
+};
 pub use handshake::{
     HANDSHAKE_OVERHEAD_MAX, Handshake, HandshakeError, HandshakePattern, MAX_HANDSHAKE_MSG,
     MAX_HANDSHAKE_PAYLOAD,

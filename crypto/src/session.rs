@@ -1,5 +1,5 @@
 //! Transport keys of one finished handshake and the per-packet path: counters, in-place
-//! ChaCha20-Poly1305 seal/open with ring, the replay window and the key lifetime limits.
+//! ChaCha20-Poly1305 or AES-256-GCM seal/open with ring, the replay window and the key lifetime limits.
 //!
 //! A `Session` seals into and opens from caller-owned buffers without allocating. It does not
 //! frame packets (the counter travels in a header that `mesh-proto` defines and the caller
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 
+use crate::cipher::Cipher;
 use crate::keys::{KEY_LEN, wipe};
 use crate::replay::{ReplayError, ReplayWindow};
 use crate::timers::{
@@ -34,8 +35,9 @@ pub enum SealError {
     /// The buffer cannot hold the plaintext plus the tag (caller bug).
     #[error("buffer too small for plaintext plus {TAG_LEN}-byte tag")]
     BufferTooSmall,
-    /// The plaintext exceeds ChaCha20-Poly1305's limit of about 256 GiB (caller bug).
-    #[error("plaintext too long for ChaCha20-Poly1305")]
+    /// The plaintext exceeds the AEAD's limit (about 256 GiB for ChaCha20-Poly1305, 64 GiB
+    /// for AES-256-GCM; caller bug).
+    #[error("plaintext too long for the session's AEAD")]
     TooLong,
 }
 
@@ -101,6 +103,7 @@ impl From<ReplayError> for OpenError {
 pub struct Session {
     send: LessSafeKey,
     recv: LessSafeKey,
+    cipher: Cipher,
     created: Instant,
     initiator: bool,
     /// Next counter to hand out; equals the number of counters handed out.
@@ -115,19 +118,26 @@ impl Session {
         mut recv: [u8; KEY_LEN],
         initiator: bool,
         now: Instant,
+        cipher: Cipher,
     ) -> Result<Self, ring::error::Unspecified> {
-        let keys = chacha_key(&send).and_then(|s| Ok((s, chacha_key(&recv)?)));
+        let keys = aead_key(cipher, &send).and_then(|s| Ok((s, aead_key(cipher, &recv)?)));
         wipe(&mut send);
         wipe(&mut recv);
         let (send, recv) = keys?;
         Ok(Self {
             send,
             recv,
+            cipher,
             created: now,
             initiator,
             next_send: 0,
             replay: ReplayWindow::new(),
         })
+    }
+
+    /// The AEAD its packets use.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
     }
 
     /// When the handshake that made this session finished (the `now` given to
@@ -258,6 +268,7 @@ impl Session {
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
+            .field("cipher", &self.cipher)
             .field("created", &self.created)
             .field("initiator", &self.initiator)
             .field("sent", &self.next_send)
@@ -266,9 +277,13 @@ impl fmt::Debug for Session {
     }
 }
 
-fn chacha_key(bytes: &[u8; KEY_LEN]) -> Result<LessSafeKey, ring::error::Unspecified> {
-    // ring only rejects a key of the wrong length, and KEY_LEN is ChaCha20's key length.
-    UnboundKey::new(&aead::CHACHA20_POLY1305, bytes).map(LessSafeKey::new)
+fn aead_key(
+    cipher: Cipher,
+    bytes: &[u8; KEY_LEN],
+) -> Result<LessSafeKey, ring::error::Unspecified> {
+    // ring only rejects a key of the wrong length, and KEY_LEN is the key length of both
+    // ChaCha20-Poly1305 and AES-256-GCM.
+    UnboundKey::new(cipher.algorithm(), bytes).map(LessSafeKey::new)
 }
 
 fn nonce(counter: u64) -> Nonce {

@@ -610,3 +610,33 @@ fn debug_output_redacts_keys() {
     let (i, _) = ik_pair(32);
     assert!(format!("{i:?}").contains("IK"));
 }
+
+#[test]
+fn aes_256_gcm_sessions_carry_data_and_refuse_chacha_packets() {
+    let now = Instant::now();
+    let (i, r, _) = {
+        let (i, r) = ik_pair(41);
+        drive(i, r)
+    };
+    let (mut a, mut b) = (
+        i.into_session_with(now, Cipher::Aes256Gcm).unwrap(),
+        r.into_session_with(now, Cipher::Aes256Gcm).unwrap(),
+    );
+    assert_eq!(a.cipher(), Cipher::Aes256Gcm);
+    exchange_both_ways(&mut a, &mut b, now);
+    // The same handshake keys under the other cipher do not open each other's packets.
+    let (i, r, _) = {
+        let (i, r) = ik_pair(42);
+        drive(i, r)
+    };
+    let (a, mut b) = (
+        i.into_session_with(now, Cipher::Aes256Gcm).unwrap(),
+        r.into_session(now).unwrap(),
+    );
+    let packet = seal(&a, 0, b"aad", b"hello");
+    let mut buf = packet.clone();
+    assert_eq!(
+        b.open(now, 0, b"aad", &mut buf).unwrap_err(),
+        OpenError::Authentication
+    );
+}

@@ -59,6 +59,7 @@ fn config(i: u8, bootstrap: Vec<SocketAddr>) -> NodeConfig {
         dead_after: mesh_core::DEFAULT_DEAD_AFTER,
         gossip: mesh_core::GossipConfig::default(),
         ring: None,
+        ciphers: mesh_crypto::CipherSet::with_aes(i.is_multiple_of(2)),
     }
 }
 

@@ -170,7 +170,9 @@ pub struct NodeStatus {
     pub tun: String,
     /// Overlay MTU given to pods and set on the TUN device.
     pub mtu: u32,
-    /// Packet cipher of established sessions (e.g. `chacha20-poly1305`).
+    /// Packet ciphers this node offers in handshakes, preferred first, comma-separated
+    /// (`aes-256-gcm,chacha20-poly1305`, or `chacha20-poly1305`); each peer's session uses
+    /// the first one both ends offer (`PeerStatus::cipher`).
     pub cipher: String,
     /// Process uptime in seconds.
     pub uptime_secs: u64,
@@ -233,6 +235,10 @@ pub struct PeerStatus {
     /// (packets still on their way when reordered count too, for a moment).
     #[serde(default)]
     pub session_rx_lost: u64,
+    /// Packet cipher of the current session (`aes-256-gcm` or `chacha20-poly1305`);
+    /// `None` without one.
+    #[serde(default)]
+    pub cipher: Option<String>,
 }
 
 impl PeerStatus {
@@ -279,6 +285,7 @@ impl PeerStatus {
             relay: None,
             session_rx_expected: 0,
             session_rx_lost: 0,
+            cipher: None,
         }
     }
 }
@@ -706,8 +713,10 @@ impl ConnectionsView {
                 }),
                 rtt_us: p.rtt_us,
                 mtu: node.mtu,
-                cipher: (p.state == PeerState::Established && !node.cipher.is_empty())
-                    .then(|| node.cipher.clone()),
+                cipher: p
+                    .cipher
+                    .clone()
+                    .filter(|_| p.state == PeerState::Established),
                 last_handshake_secs_ago: p.last_handshake_secs_ago,
                 handshakes: p.handshakes,
                 rx_packets: p.rx_packets,

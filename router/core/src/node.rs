@@ -27,8 +27,8 @@ use mesh_crypto::timers::{
     RESPONDER_REKEY_AFTER_TIME, handshake_retry_delay,
 };
 use mesh_crypto::{
-    ClusterPsk, HANDSHAKE_OVERHEAD_MAX, Handshake, HandshakePattern, PublicKey, Session,
-    StaticKeypair, TAG_LEN,
+    Cipher, CipherSet, ClusterPsk, HANDSHAKE_OVERHEAD_MAX, Handshake, HandshakePattern, PublicKey,
+    Session, StaticKeypair, TAG_LEN, choice,
 };
 use mesh_gossip::{Gossip, GossipConfig};
 use mesh_proto::control::{CONTROL_PEER_INFO, MAX_PEER_INFO_LEN, PeerInfo};
@@ -98,6 +98,9 @@ pub struct NodeConfig {
     /// Automatic IPAM: blocks come from the cluster's address ring (then `blocks` is
     /// ignored). `None`: the node owns exactly `blocks` (`--block`).
     pub ring: Option<RingConfig>,
+    /// The packet ciphers this node offers in its handshakes (`--cipher`); a session uses
+    /// AES-256-GCM when both ends offer it, ChaCha20-Poly1305 otherwise.
+    pub ciphers: CipherSet,
 }
 
 /// Default of [`NodeConfig::dead_after`].
@@ -234,6 +237,8 @@ enum Slot {
         hs: Box<Handshake>,
         remote_index: u32,
         started: Instant,
+        /// The cipher chosen in our reply.
+        cipher: Cipher,
     },
     /// A session. `confirmed == false` for an IK responder session before its first data.
     Session {
@@ -264,6 +269,7 @@ pub struct Node {
     name: String,
     keypair: StaticKeypair,
     psk: ClusterPsk,
+    ciphers: CipherSet,
     blocks: Vec<Ipv4Net>,
     range: Ipv4Net,
     /// Version of what this node announces (peer info and member record share it).
@@ -322,6 +328,7 @@ impl Node {
             name: config.name,
             keypair: config.keypair,
             psk: config.psk,
+            ciphers: config.ciphers,
             blocks: config.blocks,
             range: config.range,
             info_version: base,
@@ -1030,15 +1037,16 @@ impl Node {
             Ok(hs) => hs,
             Err(_) => return self.drop_node(DropReason::HandshakeFailed),
         };
-        if hs.read_message(noise, &mut payload).is_err() {
+        let Ok(read) = hs.read_message(noise, &mut payload) else {
             return self.drop_node(DropReason::HandshakeFailed);
-        }
+        };
         if pattern == HandshakePattern::IK && hs.remote_static() == Some(self.keypair.public()) {
             return self.drop_node(DropReason::HandshakeFailed);
         }
+        let cipher = self.ciphers.choose(CipherSet::from_offer(&payload[..read]));
         let index = self.new_index();
-        let mut out = vec![0u8; REPLY_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX];
-        let Ok(n) = hs.write_message(&[], &mut out[REPLY_HEADER_LEN..]) else {
+        let mut out = vec![0u8; REPLY_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX + 2];
+        let Ok(n) = hs.write_message(&choice(cipher), &mut out[REPLY_HEADER_LEN..]) else {
             return self.drop_node(DropReason::HandshakeFailed);
         };
         out.truncate(REPLY_HEADER_LEN + n);
@@ -1051,7 +1059,7 @@ impl Node {
                 let Some(remote) = hs.remote_static() else {
                     return self.drop_node(DropReason::HandshakeFailed);
                 };
-                let Ok(session) = hs.into_session(now) else {
+                let Ok(session) = hs.into_session_with(now, cipher) else {
                     return self.drop_node(DropReason::HandshakeFailed);
                 };
                 self.slots.insert(
@@ -1072,6 +1080,7 @@ impl Node {
                         hs: Box::new(hs),
                         remote_index: sender,
                         started: now,
+                        cipher,
                     },
                 );
                 self.schedule(now + RESPONDER_HANDSHAKE_TIMEOUT);
@@ -1102,10 +1111,14 @@ impl Node {
         };
         self.clear_handshake(target, receiver);
         let mut payload = [0u8; 256];
-        if hs.read_message(noise, &mut payload).is_err() {
+        let Ok(read) = hs.read_message(noise, &mut payload) else {
             self.count_handshake_failure(target);
             return Decap::Dropped(DropReason::HandshakeFailed);
-        }
+        };
+        let Ok(cipher) = self.ciphers.accept_choice(&payload[..read]) else {
+            self.count_handshake_failure(target);
+            return Decap::Dropped(DropReason::HandshakeFailed);
+        };
         let xx = hs.pattern() == HandshakePattern::XX;
         let mut final_msg = None;
         if xx {
@@ -1125,7 +1138,7 @@ impl Node {
             self.count_handshake_failure(target);
             return Decap::Dropped(DropReason::HandshakeFailed);
         };
-        let Ok(session) = hs.into_session(now) else {
+        let Ok(session) = hs.into_session_with(now, cipher) else {
             self.count_handshake_failure(target);
             return Decap::Dropped(DropReason::HandshakeFailed);
         };
@@ -1184,7 +1197,7 @@ impl Node {
         if *remote_index != sender {
             return self.drop_node(DropReason::UnknownSession);
         }
-        let Some(Slot::RespondingXx { mut hs, .. }) = self.slots.remove(&receiver) else {
+        let Some(Slot::RespondingXx { mut hs, cipher, .. }) = self.slots.remove(&receiver) else {
             return self.drop_node(DropReason::UnknownSession);
         };
         let mut payload = [0u8; 256];
@@ -1197,7 +1210,7 @@ impl Node {
         if remote == self.keypair.public() {
             return self.drop_node(DropReason::HandshakeFailed);
         }
-        let Ok(session) = hs.into_session(now) else {
+        let Ok(session) = hs.into_session_with(now, cipher) else {
             return self.drop_node(DropReason::HandshakeFailed);
         };
         self.slots.insert(
@@ -1413,8 +1426,9 @@ impl Node {
             return;
         };
         let index = self.new_index();
-        let mut out = vec![0u8; INIT_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX];
-        let Ok(n) = hs.write_message(&[], &mut out[INIT_HEADER_LEN..]) else {
+        let offer = self.ciphers.offer();
+        let mut out = vec![0u8; INIT_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX + offer.len()];
+        let Ok(n) = hs.write_message(&offer, &mut out[INIT_HEADER_LEN..]) else {
             return;
         };
         out.truncate(INIT_HEADER_LEN + n);
@@ -1775,6 +1789,14 @@ impl Node {
 
     // ---------------------------------------------------------------- status
 
+    /// The cipher of `p`'s current session.
+    fn session_cipher(&self, p: &Peer) -> Option<Cipher> {
+        match p.current.and_then(|i| self.slots.get(&i)) {
+            Some(Slot::Session { session, .. }) => Some(session.cipher()),
+            _ => None,
+        }
+    }
+
     /// `(expected, lost)` packets of `p`'s current session's receiving side; zeros without
     /// one.
     fn session_received(&self, p: &Peer) -> (u64, u64) {
@@ -1821,6 +1843,7 @@ impl Node {
                     relay: p.relay.map(|r| r.to_string()),
                     session_rx_expected: rx_expected,
                     session_rx_lost: rx_lost,
+                    cipher: self.session_cipher(p).map(|c| c.name().to_owned()),
                 }
             })
             .collect();

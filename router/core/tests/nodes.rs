@@ -52,6 +52,9 @@ fn config(i: usize, secret: &[u8], bootstrap: Vec<usize>) -> NodeConfig {
         dead_after: mesh_core::DEFAULT_DEAD_AFTER,
         gossip: mesh_core::GossipConfig::default(),
         ring: None,
+        // Every third node offers ChaCha20-Poly1305 only: sessions between the others use
+        // AES-256-GCM, so both ciphers and their negotiation run in every test.
+        ciphers: mesh_crypto::CipherSet::with_aes(!i.is_multiple_of(3)),
     }
 }
 
@@ -723,4 +726,37 @@ fn a_ring_founded_at_run_time_gives_the_founder_a_block() {
             .any(|e| matches!(e, mesh_core::Event::RingChanged)),
         "{events:?}"
     );
+}
+
+#[test]
+fn sessions_use_aes_256_gcm_only_where_both_ends_offer_it() {
+    // config(): node 0 offers ChaCha20-Poly1305 only, nodes 1 and 2 AES-256-GCM too.
+    let mut sim = Sim::new(vec![
+        config(0, b"three nodes!", vec![1, 2]),
+        config(1, b"three nodes!", vec![2]),
+        config(2, b"three nodes!", vec![]),
+    ]);
+    sim.run_for(Duration::from_secs(3));
+    let now = sim.now;
+    for i in 0..3 {
+        let keys: Vec<String> = (0..3).map(|j| keypair(j).public().to_string()).collect();
+        for p in sim.node(i).peer_status(now) {
+            let j = keys
+                .iter()
+                .position(|k| *k == p.public_key)
+                .expect("a known peer");
+            let want = if i == 0 || j == 0 {
+                "chacha20-poly1305"
+            } else {
+                "aes-256-gcm"
+            };
+            assert_eq!(p.cipher.as_deref(), Some(want), "{i} -> {j}");
+        }
+    }
+    // Data flows over both kinds of session, both ways.
+    for (a, b) in [(0, 1), (1, 0), (1, 2), (2, 1), (2, 0)] {
+        let p = ipv4(pod(a, 5), pod(b, 6), &[a as u8, b as u8]);
+        assert!(matches!(sim.send(a, &p), Encap::Send { .. }), "{a}->{b}");
+        assert_eq!(sim.tun[b].last().unwrap(), &p, "{a}->{b}");
+    }
 }

@@ -638,6 +638,7 @@ mod tests {
             relay: None,
             session_rx_expected: 0,
             session_rx_lost: 0,
+            cipher: Some("chacha20-poly1305".into()),
         }
     }
 

@@ -99,6 +99,16 @@ pub(crate) struct RunArgs {
     /// [default: on].
     #[arg(long, env = "MESH_OFFLOAD", value_name = "on|off")]
     pub(crate) offload: Option<OnOff>,
+    /// Packet cipher this node offers: `auto` offers AES-256-GCM besides ChaCha20-Poly1305
+    /// when the CPU has AES instructions, `chacha20-poly1305` offers only that,
+    /// `aes-256-gcm` offers AES-256-GCM even without them. A session uses AES-256-GCM when
+    /// both ends offer it [default: auto].
+    #[arg(
+        long,
+        env = "MESH_CIPHER",
+        value_name = "auto|chacha20-poly1305|aes-256-gcm"
+    )]
+    pub(crate) cipher: Option<CipherArg>,
     /// Where to serve Prometheus metrics (`GET /metrics`), or `off`
     /// [default: 127.0.0.1:6789].
     #[arg(long, env = "MESH_METRICS", value_name = "ADDR:PORT|off")]
@@ -243,6 +253,7 @@ struct FileConfig {
     bridge: Option<String>,
     tun: Option<String>,
     offload: Option<OnOff>,
+    cipher: Option<CipherArg>,
     metrics: Option<MetricsArg>,
     dns: Option<DnsArg>,
     dns_zone: Option<String>,
@@ -254,6 +265,33 @@ struct FileConfig {
     kube_node: Option<String>,
     kubeconfig: Option<PathBuf>,
     log: Option<String>,
+}
+
+/// `--cipher`: which packet ciphers the node offers in its handshakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum CipherArg {
+    /// AES-256-GCM too when the CPU has AES instructions.
+    Auto,
+    /// ChaCha20-Poly1305 only.
+    #[value(name = "chacha20-poly1305")]
+    #[serde(rename = "chacha20-poly1305")]
+    Chacha20Poly1305,
+    /// AES-256-GCM too, whatever the CPU.
+    #[value(name = "aes-256-gcm")]
+    #[serde(rename = "aes-256-gcm")]
+    Aes256Gcm,
+}
+
+impl CipherArg {
+    /// The set the node offers.
+    pub(crate) fn ciphers(self) -> mesh_crypto::CipherSet {
+        match self {
+            Self::Auto => mesh_crypto::CipherSet::for_this_cpu(),
+            Self::Chacha20Poly1305 => mesh_crypto::CipherSet::CHACHA_ONLY,
+            Self::Aes256Gcm => mesh_crypto::CipherSet::with_aes(true),
+        }
+    }
 }
 
 /// `on` or `off`.
@@ -292,6 +330,8 @@ pub(crate) struct Config {
     pub(crate) bridge: String,
     pub(crate) tun: String,
     pub(crate) offload: bool,
+    /// The packet ciphers offered in handshakes (`--cipher`).
+    pub(crate) ciphers: mesh_crypto::CipherSet,
     /// Where the metrics endpoint listens; `None` = off.
     pub(crate) metrics: Option<SocketAddr>,
     /// The metrics socket, bound by `main` before `run` so a busy port fails the start
@@ -475,6 +515,11 @@ impl RunArgs {
             bridge,
             tun,
             offload: self.offload.or(file.offload).unwrap_or(OnOff::On) == OnOff::On,
+            ciphers: self
+                .cipher
+                .or(file.cipher)
+                .unwrap_or(CipherArg::Auto)
+                .ciphers(),
             metrics: match self.metrics.or(file.metrics) {
                 Some(MetricsArg(addr)) => addr,
                 None => DEFAULT_METRICS.parse().ok(),

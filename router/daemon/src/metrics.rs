@@ -727,6 +727,7 @@ mod tests {
             relay: None,
             session_rx_expected: 1000,
             session_rx_lost: 3,
+            cipher: Some("aes-256-gcm".into()),
         };
         let unknown = PeerStatus::address_only("198.18.0.3:6788".into(), PeerState::Handshaking);
         let member = |name: &str, public_key: &str, state| MemberStatus {
