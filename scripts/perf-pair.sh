@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Two hosts (network namespaces joined by one veth, 198.18.9.0/24), a release meshd in each,
 # an idle ping and one iperf3 TCP stream from host A's overlay address to host B's, then the
-# datapath counters and drops of both meshds. With PROFILE=1 it also records a system-wide
-# `perf` profile during the transfer and prints the top symbols. Root only; everything it
+# throughput with the CPU seconds both meshds used per GB, and the datapath counters and
+# drops of both meshds. With PROFILE=1 it also records a system-wide `perf` profile during
+# the transfer and prints the top symbols. Root only; everything it
 # makes is removed at the end, also on failure. For quick what-changed checks of the fast
 # path; ./scripts/bench.sh is the side-by-side benchmark.
 #   SECS=5 MTU=1420 EXTRA="--offload off" PROFILE=1 ./scripts/perf-pair.sh
@@ -53,7 +54,26 @@ if [ "${PROFILE:-0}" = 1 ]; then
     perf record ${PERF_ARGS:--F 999 -e cpu-clock -a -g} -o "$W/perf.data" -- sleep $((SECS > 3 ? 3 : SECS)) >/dev/null 2>&1 &
     PERF=$!
 fi
-ip netns exec "$A" iperf3 -c 100.64.5.129 -t "$SECS" | grep -E "sender|receiver"
+# CPU seconds (user + system) both meshds used, from /proc (clock ticks).
+meshd_cpu() {
+    local t=0
+    for p in "${PIDS[0]}" "${PIDS[1]}"; do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
+CPU0=$(meshd_cpu)
+ip netns exec "$A" iperf3 -c 100.64.5.129 -t "$SECS" -J >"$W/iperf.json"
+CPU1=$(meshd_cpu)
+python3 - "$W/iperf.json" "$((CPU1 - CPU0))" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+end = json.load(open(sys.argv[1]))["end"]
+sent, recv = end["sum_sent"], end["sum_received"]
+cpu = int(sys.argv[2]) / int(sys.argv[3])
+gb = recv["bytes"] / 1e9
+print(f"throughput {recv['bits_per_second'] / 1e9:.2f} Gbit/s, {gb:.2f} GB in {recv['seconds']:.1f} s, "
+      f"retransmits {sent.get('retransmits', 0)}; both meshds {cpu:.2f} CPU s = {cpu / gb:.2f} CPU s per GB")
+PY
 if [ -n "${PERF:-}" ]; then
     wait "$PERF"
     # shellcheck disable=SC2086

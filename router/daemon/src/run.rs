@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
 use mesh_core::{Decap, Encap, Event, Node, NodeConfig, RingConfig, Transmit};
 use mesh_crypto::{ClusterPsk, PublicKey, TAG_LEN};
-use mesh_datapath::{BATCH_SIZE, BatchUdp, HostNetwork, RecvMeta};
+use mesh_datapath::{BATCH_SIZE, BatchUdp, Coalescer, HostNetwork, RecvMeta, VNET_HDR_LEN};
 use mesh_proto::datagram::DATA_HEADER_LEN;
 use rand_core::{OsRng, RngCore};
 use std::collections::BTreeMap;
@@ -37,10 +37,8 @@ const MAX_DATAGRAM: usize = 65_535;
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Packets one TUN read may yield (a 64 KB super-packet in MTU-sized segments).
 const TUN_BATCH: usize = tun_rs::IDEAL_BATCH_SIZE;
-/// Bytes kept in front of each packet written to the TUN device, for its virtio header.
-const TUN_HEADROOM: usize = 16;
-/// Packets handed to the TUN device in one `send_multiple` (each buffer can grow into a
-/// 64 KB super-packet, so this bounds that memory to about 8 MB).
+/// Buffers the receive path fills before writing them to the TUN device (each can grow
+/// into a 64 KB super-packet, so this bounds that memory to about 8 MB).
 const TUN_FLUSH: usize = tun_rs::IDEAL_BATCH_SIZE;
 /// The timer task wakes at least this often, to pick up deadlines that packet handling
 /// moved earlier.
@@ -620,7 +618,12 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         udp.clone(),
         config.mtu as usize,
     ));
-    tasks.spawn(udp_to_tun(shared.clone(), tun.clone(), udp.clone()));
+    tasks.spawn(udp_to_tun(
+        shared.clone(),
+        tun.clone(),
+        udp.clone(),
+        offload,
+    ));
     tasks.spawn(timers(shared.clone(), udp.clone()));
     tasks.spawn(events(shared.clone(), net.clone(), events_rx, gateway_tx));
     tasks.spawn(crate::metrics::serve(shared.clone()));
@@ -910,26 +913,25 @@ fn pack_run(
 
 /// Underlay -> TUN. One receive returns up to `BATCH_SIZE` buffers, each holding one
 /// datagram or several coalesced by UDP GRO; every datagram is opened in place and its
-/// packet copied behind `TUN_HEADROOM` bytes (room for the virtio header) into one of
-/// [`TUN_FLUSH`] reusable buffers, and those go to the TUN device in one `send_multiple`,
-/// which coalesces TCP segments back into super-packets when offloads are on. A batch with
-/// more packets than that is written in several rounds.
-///
-/// The buffers have room for a whole super-packet: tun-rs coalesces into the buffer of a
-/// flow's first packet only if its capacity allows, and otherwise writes every segment
-/// alone (and compares each with every earlier one of its flow) — which is what happened
-/// while they were sized for one packet.
+/// packet copied once, into a [`Coalescer`] that merges consecutive TCP segments of a flow
+/// into super-packets when the TUN device takes them (offloads on). Its buffers (at most
+/// [`TUN_FLUSH`], each up to 64 KB) are written one `write` each; a batch with more
+/// packets than that is written in several rounds.
 async fn udp_to_tun(
     shared: Arc<Shared>,
     tun: Arc<tun_rs::AsyncDevice>,
     udp: Arc<BatchUdp>,
+    offload: bool,
 ) -> Result<()> {
     let mut rx: Vec<Vec<u8>> = (0..BATCH_SIZE).map(|_| vec![0u8; MAX_DATAGRAM]).collect();
     let mut meta = vec![RecvMeta::default(); BATCH_SIZE];
-    let mut out: Vec<Vec<u8>> = (0..TUN_FLUSH)
-        .map(|_| Vec::with_capacity(2 * TUN_HEADROOM + MAX_DATAGRAM))
-        .collect();
-    let mut gro = tun_rs::GROTable::default();
+    let mut out = if offload {
+        Coalescer::new(TUN_FLUSH)
+    } else {
+        Coalescer::without_merging(TUN_FLUSH)
+    };
+    // Without offloads the device takes bare packets, no virtio header.
+    let skip = if offload { 0 } else { VNET_HDR_LEN };
     let mut pending = Vec::new();
     loop {
         let n = {
@@ -949,55 +951,46 @@ async fn udp_to_tun(
         // Where the next round starts: (buffer, byte offset in it).
         let mut at = (0, 0);
         while at.0 < n {
-            let mut count = 0;
+            let mut packets = 0u64;
             let mut datagrams = 0u64;
             {
                 let mut node = shared.node();
                 let now = Instant::now();
-                while at.0 < n && count < TUN_FLUSH {
+                'fill: while at.0 < n {
                     let m = &meta[at.0];
                     let from = canonical(m.addr);
                     let stride = m.stride.max(1);
                     let len = m.len;
                     let buf = &mut rx[at.0];
-                    while at.1 < len && count < TUN_FLUSH {
+                    while at.1 < len {
+                        if out.is_full() {
+                            break 'fill;
+                        }
                         let end = (at.1 + stride).min(len);
                         let dg = &mut buf[at.1..end];
                         at.1 = end;
                         datagrams += 1;
                         if let Decap::Deliver { start, len } = node.decapsulate(now, from, dg) {
-                            let v = &mut out[count];
-                            v.clear();
-                            v.resize(TUN_HEADROOM, 0);
-                            v.extend_from_slice(&dg[start..start + len]);
-                            count += 1;
+                            // Not full (checked above), so the packet is taken.
+                            out.push(&dg[start..start + len]);
+                            packets += 1;
                         }
                     }
-                    if at.1 >= len {
-                        at = (at.0 + 1, 0);
-                    }
+                    at = (at.0 + 1, 0);
                 }
                 shared.drain(&mut node, &mut pending);
             }
             shared.count(&shared.counters.udp_recv_datagrams, datagrams);
-            if count > 0 {
-                shared.count(&shared.counters.tun_write_packets, count as u64);
-                match tun
-                    .send_multiple(&mut gro, &mut out[..count], TUN_HEADROOM)
-                    .await
-                {
-                    Ok(_) => shared.count(&shared.counters.tun_writes, 1),
-                    Err(_) => {
+            if !out.is_empty() {
+                shared.count(&shared.counters.tun_write_packets, packets);
+                let bufs = out.finish();
+                shared.count(&shared.counters.tun_writes, bufs.len() as u64);
+                for b in bufs {
+                    if tun.send(&b[skip..]).await.is_err() {
                         shared.tun_write_errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                // A coalesced buffer grew; one that tun-rs reallocated anyway is put back
-                // to the size every buffer is kept at.
-                for v in &mut out[..count] {
-                    if v.capacity() > 4 * MAX_DATAGRAM {
-                        *v = Vec::with_capacity(2 * TUN_HEADROOM + MAX_DATAGRAM);
-                    }
-                }
+                out.clear();
             }
             if !pending.is_empty() {
                 send_all(&shared, &udp, &mut pending).await;

@@ -14,8 +14,10 @@
 //!
 //! It does **not** move packets, seal them, decide where they go, or allocate addresses: the
 //! daemon reads and writes the TUN device and the UDP socket it gets from here, and the sans-I/O
-//! crates decide. It does not decide a pod's address or routes (the CNI plugin and meshd do), touch
-//! iptables/nftables, or batch and offload (a later fast-path issue).
+//! crates decide. It does not decide a pod's address or routes (the CNI plugin and meshd do), or touch
+//! iptables/nftables. Batching and offloads live here too: the batched UDP socket
+//! ([`BatchUdp`]: recvmmsg/GRO, sendmsg/GSO) and the receive-side TCP coalescer
+//! ([`Coalescer`]) that hands the TUN device super-packets.
 //!
 //! Everything acts on the network namespace of the calling thread. The bridge outlives meshd;
 //! the TUN device is not persistent, so when meshd exits the kernel removes it and its routes.
@@ -24,6 +26,7 @@
 
 mod batch;
 mod error;
+mod gro;
 mod host;
 mod host_checks;
 mod pod;
@@ -31,6 +34,7 @@ mod udp;
 
 pub use batch::{BATCH_SIZE, BatchUdp, RecvMeta};
 pub use error::DatapathError;
+pub use gro::{Coalescer, VNET_HDR_LEN};
 pub use host::HostNetwork;
 pub use host_checks::{check_prerequisites, enable_ip_forwarding, enter_netns};
 pub use pod::{LinkSummary, PodAttachment, PodSpec, RouteSummary};
