@@ -901,7 +901,10 @@ fn pack_run(
         // Datagram `end` moves from its slot to right behind the run; the destination
         // never passes the source (l <= len <= slot), so nothing unread is overwritten.
         let src = end * slot;
-        store.copy_within(src..src + l, base + bytes);
+        // Full-size segments fill their slot exactly: already in place.
+        if src != base + bytes {
+            store.copy_within(src..src + l, base + bytes);
+        }
         bytes += l;
         end += 1;
         if l < len {
@@ -1178,6 +1181,17 @@ mod tests {
         assert_eq!(&store[..270], &want[..]);
         // The next run starts untouched at its own slot.
         assert_eq!(&store[400..480], &[5u8; 80]);
+        // Datagrams that fill their slots are already back to back.
+        let lens = [100, 100, 100, 40];
+        let mut store = store_with(slot, &lens);
+        let sealed: Vec<_> = lens.iter().map(|l| Some((addr(1), *l))).collect();
+        assert_eq!(pack_run(&mut store, slot, &sealed, 0, addr(1), 100), (4, 340));
+        let want: Vec<u8> = [1u8, 2, 3, 4]
+            .iter()
+            .zip(lens)
+            .flat_map(|(b, l)| vec![*b; l])
+            .collect();
+        assert_eq!(&store[..340], &want[..]);
     }
 
     #[test]
