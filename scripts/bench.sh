@@ -11,6 +11,9 @@ peers=${PEERS_SH:-$root/../shared/bench/peers.sh}
 cargo build --release --locked -p meshd
 export MESHD=$root/target/release/meshd
 export MESH_CMD_A=$root/integration/bench/mesh-hook.sh
-export MESH_CIPHER=${MESH_CIPHER:-chacha20-poly1305}
+# peers.sh's report label; MESHD_CIPHER (auto, chacha20-poly1305, aes-256-gcm) is what the
+# hook passes to meshd's --cipher.
+export MESHD_CIPHER=${MESHD_CIPHER:-auto}
+export MESH_CIPHER=${MESH_CIPHER:-"mesh: Noise_IKpsk2 X25519, then --cipher $MESHD_CIPHER (AES-256-GCM where both CPUs have AES, else ChaCha20-Poly1305)"}
 export OUT=${OUT:-$root/target/peers.json}
 exec bash "$peers"
