@@ -49,6 +49,17 @@ fn check_unique(sim: &Sim, seed: u64) {
     }
 }
 
+/// A simulation with automatic IPAM.
+fn auto_ipam(seed: u64) -> Sim {
+    Sim::with_config(
+        seed,
+        SimConfig {
+            auto_ipam: true,
+            ..SimConfig::default()
+        },
+    )
+}
+
 fn run_checked(sim: &mut Sim, d: Duration, seed: u64) {
     let end = sim.elapsed() + d;
     while sim.elapsed() < end {
@@ -61,13 +72,7 @@ fn run_checked(sim: &mut Sim, d: Duration, seed: u64) {
 fn no_block_is_ever_in_use_twice_and_everyone_gets_one() {
     for seed in seeds(8) {
         let _guard = SeedGuard::new(seed, "ipam under faults");
-        let mut sim = Sim::with_config(
-            seed,
-            SimConfig {
-                auto_ipam: true,
-                ..SimConfig::default()
-            },
-        );
+        let mut sim = auto_ipam(seed);
         let mut chaos = Chaos::with_config(seed, ChaosConfig::default());
         let n = 4 + chaos.rng().below(12);
         let topology = [Topology::Star, Topology::RandomEarlier][chaos.rng().below(2)];
@@ -117,13 +122,7 @@ fn no_block_is_ever_in_use_twice_and_everyone_gets_one() {
 fn two_clusters_founded_apart_refuse_to_merge() {
     let seed = seeds(1)[0];
     let _guard = SeedGuard::new(seed, "two founders");
-    let mut sim = Sim::with_config(
-        seed,
-        SimConfig {
-            auto_ipam: true,
-            ..SimConfig::default()
-        },
-    );
+    let mut sim = auto_ipam(seed);
     // 0 and 2 both found (no bootstrap); 1 joins 0, 3 joins 2; then 3 is told about 0.
     sim.add_node(mesh_sim::NodeSpec::bootstrap([]));
     sim.add_node(mesh_sim::NodeSpec::bootstrap([0]));
@@ -143,13 +142,7 @@ fn two_clusters_founded_apart_refuse_to_merge() {
 fn a_node_that_asked_during_a_partition_gets_a_block_soon_after_the_heal() {
     for seed in seeds(16) {
         let _guard = SeedGuard::new(seed, "ask during a partition");
-        let mut sim = Sim::with_config(
-            seed,
-            SimConfig {
-                auto_ipam: true,
-                ..SimConfig::default()
-            },
-        );
+        let mut sim = auto_ipam(seed);
         sim.add_node(mesh_sim::NodeSpec::bootstrap([]));
         for _ in 1..5 {
             sim.add_node(mesh_sim::NodeSpec::bootstrap([0]));

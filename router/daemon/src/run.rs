@@ -1185,7 +1185,10 @@ mod tests {
         let lens = [100, 100, 100, 40];
         let mut store = store_with(slot, &lens);
         let sealed: Vec<_> = lens.iter().map(|l| Some((addr(1), *l))).collect();
-        assert_eq!(pack_run(&mut store, slot, &sealed, 0, addr(1), 100), (4, 340));
+        assert_eq!(
+            pack_run(&mut store, slot, &sealed, 0, addr(1), 100),
+            (4, 340)
+        );
         let want: Vec<u8> = [1u8, 2, 3, 4]
             .iter()
             .zip(lens)

@@ -501,21 +501,18 @@ mod tests {
         let mut v6 = vec![0u8; 60];
         v6[0] = 0x60;
         let mut pkts = vec![syn, pure_ack.clone(), pure_ack, fin, udp, v6];
-        let mut c = Coalescer::new(8);
-        push_all(&mut c, &pkts);
-        let out = c.finish();
-        assert_eq!(out.len(), pkts.len());
-        for (o, p) in out.iter().zip(&pkts) {
-            assert_eq!(vnet(o), (0, 0, 0, 0, 0, 0));
-            assert_eq!(&o[VNET_HDR_LEN..], &p[..]);
-        }
+        each_alone(Coalescer::new(8), &pkts);
         // Without merging, a flow's segments pass through alone too.
         pkts.extend(flow(A, 40000, 1000, 3, 1368));
-        let mut c = Coalescer::without_merging(16);
-        push_all(&mut c, &pkts);
+        each_alone(Coalescer::without_merging(16), &pkts);
+    }
+
+    /// Pushes `pkts` and checks each came out as it went in, behind a zero header.
+    fn each_alone(mut c: Coalescer, pkts: &[Vec<u8>]) {
+        push_all(&mut c, pkts);
         let out = c.finish();
         assert_eq!(out.len(), pkts.len());
-        for (o, p) in out.iter().zip(&pkts) {
+        for (o, p) in out.iter().zip(pkts) {
             assert_eq!(vnet(o), (0, 0, 0, 0, 0, 0));
             assert_eq!(&o[VNET_HDR_LEN..], &p[..]);
         }
