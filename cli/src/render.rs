@@ -16,7 +16,7 @@ fn datapath(d: &mesh_api::DatapathStatus) -> String {
         }
     };
     format!(
-        "offload {}, GSO {}, GRO {}; per call: TUN read {}, UDP send {}, UDP recv {}, TUN write {}",
+        "offload {}, GSO {}, GRO {}; per call: TUN read {}, UDP send {}, UDP recv {}, TUN write {}; socket buffers {} rcv / {} snd",
         if d.tun_offload { "on" } else { "off" },
         d.udp_gso_segments,
         d.udp_gro_segments,
@@ -24,7 +24,18 @@ fn datapath(d: &mesh_api::DatapathStatus) -> String {
         per(d.udp_send_datagrams, d.udp_sends),
         per(d.udp_recv_datagrams, d.udp_recvs),
         per(d.tun_write_packets, d.tun_writes),
+        mib(d.udp_rcvbuf),
+        mib(d.udp_sndbuf),
     )
+}
+
+/// `8.0 MiB`; `-` for 0 (unknown).
+fn mib(bytes: u64) -> String {
+    if bytes == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    }
 }
 
 /// `1 neighbour`, `2 neighbours`.
@@ -458,6 +469,8 @@ pub(crate) mod tests {
                 udp_send_datagrams: 455,
                 udp_recvs: 0,
                 udp_recv_datagrams: 0,
+                udp_rcvbuf: 8 << 20,
+                udp_sndbuf: 0,
             },
             peers: vec![
                 PeerStatus {
@@ -571,7 +584,7 @@ pub(crate) mod tests {
             "cipher      chacha20-poly1305",
             "version     0.1.0",
             "uptime      1h 2m",
-            "datapath    offload on, GSO 64, GRO 64; per call: TUN read 45.5, UDP send 45.5, UDP recv -, TUN write 25.0",
+            "datapath    offload on, GSO 64, GRO 64; per call: TUN read 45.5, UDP send 45.5, UDP recv -, TUN write 25.0; socket buffers 8.0 MiB rcv / - snd",
             "members     4 (2 alive, 1 dead, 1 left); gossip: 2 neighbours, 10 records",
             "dns         10.32.1.1:53, zone mesh.local., 3 records, 2 served (owner dead), 1 query",
             "",

@@ -135,7 +135,7 @@ pub struct DatapathStatus {
     pub tun_reads: u64,
     /// Packets read from the TUN device.
     pub tun_read_packets: u64,
-    /// Batches written to the TUN device (each one or more writes of coalesced packets).
+    /// Writes to the TUN device: one packet, or a super-packet of coalesced TCP segments.
     pub tun_writes: u64,
     /// Packets written to the TUN device.
     pub tun_write_packets: u64,
@@ -147,6 +147,13 @@ pub struct DatapathStatus {
     pub udp_recvs: u64,
     /// Datagrams received.
     pub udp_recv_datagrams: u64,
+    /// The UDP socket's receive buffer (`SO_RCVBUF`, bytes, as the kernel reports it); 0
+    /// when unknown.
+    #[serde(default)]
+    pub udp_rcvbuf: u64,
+    /// The UDP socket's send buffer (`SO_SNDBUF`, bytes); 0 when unknown.
+    #[serde(default)]
+    pub udp_sndbuf: u64,
 }
 
 /// This node's identity and configuration.

@@ -478,6 +478,12 @@ impl Collector for Snapshot {
         )?;
         single(
             &mut e,
+            "mesh_datapath_udp_socket_buffer_bytes",
+            "The UDP socket's receive buffer (SO_RCVBUF, as the kernel reports it).",
+            gauge_u(d.udp_rcvbuf),
+        )?;
+        single(
+            &mut e,
             "mesh_datapath_udp_gro_segments",
             "Datagrams the kernel may coalesce per UDP receive (UDP GRO); 1 means off.",
             gauge_u(d.udp_gro_segments),
@@ -804,6 +810,8 @@ mod tests {
                     udp_send_datagrams: 6,
                     udp_recvs: 7,
                     udp_recv_datagrams: 8,
+                    udp_rcvbuf: 8 << 20,
+                    udp_sndbuf: 8 << 20,
                 },
                 members,
                 gossip: GossipStatus {
@@ -926,6 +934,7 @@ mod tests {
             "mesh_node_info{name=\"alpha\",key=\"q2Ms0bVg\",version=\"0.1.0\"} 1",
             "mesh_datapath_tun_offload 1",
             "mesh_datapath_udp_gso_segments 64",
+            "mesh_datapath_udp_socket_buffer_bytes 8388608",
             "mesh_datapath_tun_reads_total 1",
             "mesh_datapath_tun_read_packets_total 2",
             "mesh_datapath_tun_writes_total 3",

@@ -94,6 +94,8 @@ pub(crate) struct Shared {
 struct Counters {
     tun_offload: AtomicBool,
     udp_gso_segments: AtomicU64,
+    udp_rcvbuf: AtomicU64,
+    udp_sndbuf: AtomicU64,
     udp_gro_segments: AtomicU64,
     tun_reads: AtomicU64,
     tun_read_packets: AtomicU64,
@@ -403,6 +405,8 @@ impl Shared {
             udp_send_datagrams: get(&c.udp_send_datagrams),
             udp_recvs: get(&c.udp_recvs),
             udp_recv_datagrams: get(&c.udp_recv_datagrams),
+            udp_rcvbuf: get(&c.udp_rcvbuf),
+            udp_sndbuf: get(&c.udp_sndbuf),
         }
     }
 }
@@ -598,8 +602,18 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         let mut node = shared.node();
         shared.settle(&mut node);
     }
+    let buffers = {
+        use std::os::fd::AsRawFd;
+        let get = |opt| {
+            mesh_datapath::getsockopt_int(udp.as_raw_fd(), opt)
+                .map_or(0, |v| u64::try_from(v).unwrap_or(0))
+        };
+        (get(libc::SO_RCVBUF), get(libc::SO_SNDBUF))
+    };
     let udp = Arc::new(BatchUdp::new(udp)?);
     let c = &shared.counters;
+    c.udp_rcvbuf.store(buffers.0, Ordering::Relaxed);
+    c.udp_sndbuf.store(buffers.1, Ordering::Relaxed);
     c.tun_offload.store(offload, Ordering::Relaxed);
     c.udp_gso_segments
         .store(udp.max_gso_segments() as u64, Ordering::Relaxed);
