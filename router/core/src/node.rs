@@ -1883,6 +1883,11 @@ impl Node {
         out
     }
 
+    /// Number of routed blocks (what `routes().len()` says, without listing them).
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
     /// Peers with an established session.
     pub fn established_peers(&self) -> usize {
         self.peers.values().filter(|p| p.current.is_some()).count()
