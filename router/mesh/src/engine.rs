@@ -30,7 +30,7 @@
 //! Each node that becomes a neighbour is reported once ([`Gossip::poll_new_neighbour`]), so
 //! the caller can push it its own records at once.
 
-use crate::store::{Merge, Record, RecordKey, Store};
+use crate::store::{Merge, Record, RecordKey, Store, words};
 use mesh_proto::ParseError;
 use mesh_proto::gossip::{GossipMsg, MAX_BODY_LEN, MAX_GOSSIP_LEN, ShortKey, WireRecord};
 use rand_chacha::ChaCha20Rng;
@@ -418,7 +418,7 @@ impl Gossip {
             let merge = self.store.merge(key, rec.version, &rec.body);
             if merge != Merge::Older
                 && let Some(targets) = self.relay.get_mut(&key)
-                && let Ok(i) = targets.binary_search(&from)
+                && let Ok(i) = targets.binary_search_by(|t| words(t).cmp(&words(&from)))
             {
                 // It has this version: no need to pass it on to it.
                 targets.remove(i);

@@ -35,7 +35,7 @@ impl PartialOrd for RecordKey {
 }
 
 /// An id as big-endian words: they compare as the bytes do.
-fn words(id: &[u8; 32]) -> [u64; 4] {
+pub(crate) fn words(id: &[u8; 32]) -> [u64; 4] {
     let mut w = [0u64; 4];
     for (word, chunk) in w.iter_mut().zip(id.chunks_exact(8)) {
         let mut b = [0u8; 8];
