@@ -99,7 +99,7 @@ fn with_every_node_bootstrapping_from_every_earlier_one_everyone_routes_everyone
         // Every node routes every block (learned by gossip or from the peer itself).
         let limit = 2 * SETTLE;
         let took = sim.run_until(limit, Duration::from_millis(250), |s| {
-            (0..s.len()).all(|i| s.node(i).is_some_and(|n| n.routes().len() == s.len()))
+            (0..s.len()).all(|i| s.node(i).is_some_and(|n| n.route_count() == s.len()))
         });
         assert!(
             took.is_some(),

@@ -294,6 +294,7 @@ pub struct Node {
     ipam: Option<ipam::IpamState>,
     liveness_dirty: bool,
     next_liveness: Instant,
+    liveness_cache: membership::LivenessCache,
     rng: ChaCha20Rng,
     peers: HashMap<PublicKey, Peer>,
     bootstrap: Vec<Bootstrap>,
@@ -348,6 +349,7 @@ impl Node {
             ipam: None,
             liveness_dirty: true,
             next_liveness: now,
+            liveness_cache: membership::LivenessCache::default(),
             rng,
             peers: HashMap::new(),
             bootstrap: Vec::new(),
@@ -911,9 +913,13 @@ impl Node {
         if changed {
             let direct = peer.info_version == 0;
             peer.info_version = info.info_version;
-            self.member_mut(key)
-                .announce(now, direct, info.info_version, info.name, info.blocks);
-            self.rebuild_routes();
+            if self
+                .member_mut(key)
+                .announce(now, direct, info.info_version, info.name, info.blocks)
+            {
+                self.routes_dirty = true;
+            }
+            self.refresh_routes();
         }
         if answer {
             // Acknowledge at once, so the peer stops retransmitting.
@@ -953,6 +959,17 @@ impl Node {
             self.send_plaintext(now, key, &buf[..n]);
         }
         self.schedule(now + INFO_RETRANSMIT);
+    }
+
+    /// Rebuilds the routes if something they are made of changed since the last rebuild
+    /// (`routes_dirty`: a member's blocks, death or departure; with automatic IPAM, always).
+    /// A rebuild from unchanged inputs gives the same table (the incumbents it keeps are
+    /// the blocks it chose last time), so skipping it changes nothing; it costs
+    /// O(members log members), which every new session and every rekey paid.
+    fn refresh_routes(&mut self) {
+        if self.routes_dirty || self.ipam.is_some() {
+            self.rebuild_routes();
+        }
     }
 
     /// Routes every peer's blocks. A block stays with the peer that routes it now while that
@@ -1373,7 +1390,7 @@ impl Node {
         for packet in queued {
             self.send_plaintext(now, key, &packet);
         }
-        self.rebuild_routes();
+        self.refresh_routes();
         self.schedule(now);
     }
 
@@ -1887,6 +1904,11 @@ impl Node {
             self.routes.iter().map(|(net, key)| (*net, *key)).collect();
         out.sort_by_key(|(net, _)| (net.network(), net.prefix_len()));
         out
+    }
+
+    /// Number of routed blocks (what `routes().len()` says, without listing them).
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
     }
 
     /// Peers with an established session.

@@ -30,7 +30,7 @@
 //! Each node that becomes a neighbour is reported once ([`Gossip::poll_new_neighbour`]), so
 //! the caller can push it its own records at once.
 
-use crate::store::{Merge, Record, RecordKey, Store};
+use crate::store::{Merge, Record, RecordKey, Store, words};
 use mesh_proto::ParseError;
 use mesh_proto::gossip::{GossipMsg, MAX_BODY_LEN, MAX_GOSSIP_LEN, ShortKey, WireRecord};
 use rand_chacha::ChaCha20Rng;
@@ -106,9 +106,14 @@ pub struct Gossip {
     /// Nodes that say they did not choose us as a neighbour.
     not_chosen_by: BTreeSet<NodeId>,
     new_neighbours: VecDeque<NodeId>,
-    pending: BTreeMap<NodeId, BTreeSet<RecordKey>>,
-    /// Received changes to pass on at `relay_at`, per neighbour.
-    relay: BTreeMap<NodeId, BTreeSet<RecordKey>>,
+    /// Records to push, per node; sorted and deduplicated when sent (`flush`). A list
+    /// rather than a set: a flood queues every new record for every neighbour.
+    pending: BTreeMap<NodeId, Vec<RecordKey>>,
+    /// Received changes to pass on at `relay_at`, each with the neighbours (sorted) it is
+    /// for: the neighbours it arrived from are taken off. Per record rather than per
+    /// neighbour: every copy that arrives takes its sender off, and most copies in a flood
+    /// are ones we have.
+    relay: BTreeMap<RecordKey, Vec<NodeId>>,
     relay_at: Option<Instant>,
     ae_cursor: usize,
     next_ae: Instant,
@@ -269,7 +274,9 @@ impl Gossip {
         self.inbound.remove(id);
         self.not_chosen_by.remove(id);
         self.pending.remove(id);
-        self.relay.remove(id);
+        for targets in self.relay.values_mut() {
+            targets.retain(|t| t != id);
+        }
     }
 
     /// Stores a record this node wrote and queues it for every neighbour. Returns whether it
@@ -288,7 +295,7 @@ impl Gossip {
             return false;
         }
         for n in self.neighbours(now) {
-            self.pending.entry(n).or_default().insert(key);
+            self.pending.entry(n).or_default().push(key);
         }
         self.flush();
         true
@@ -387,7 +394,8 @@ impl Gossip {
     }
 
     fn on_push(&mut self, now: Instant, from: NodeId, records: Vec<WireRecord>) {
-        let neighbours = self.neighbours(now);
+        // Only needed when a record is new here, which most pushes in a flood are not.
+        let mut neighbours: Option<BTreeSet<NodeId>> = None;
         for rec in records {
             if !self.id_allowed(rec.kind, &rec.id) {
                 self.stats.invalid_records += 1;
@@ -409,17 +417,23 @@ impl Gossip {
             };
             let merge = self.store.merge(key, rec.version, &rec.body);
             if merge != Merge::Older
-                && let Some(keys) = self.relay.get_mut(&from)
+                && let Some(targets) = self.relay.get_mut(&key)
+                && let Ok(i) = targets.binary_search_by(|t| words(t).cmp(&words(&from)))
             {
                 // It has this version: no need to pass it on to it.
-                keys.remove(&key);
+                targets.remove(i);
             }
             match merge {
                 Merge::Applied => {
                     self.stats.records_applied += 1;
                     self.changes.push_back(key);
-                    for n in neighbours.iter().filter(|n| **n != from) {
-                        self.relay.entry(*n).or_default().insert(key);
+                    let neighbours = neighbours.get_or_insert_with(|| self.neighbours(now));
+                    let targets = self.relay.entry(key).or_default();
+                    let fresh = targets.is_empty();
+                    targets.extend(neighbours.iter().filter(|n| **n != from));
+                    if !fresh {
+                        targets.sort_unstable();
+                        targets.dedup();
                     }
                     if self.relay_at.is_none() {
                         let d = self.config.relay_delay;
@@ -431,7 +445,7 @@ impl Gossip {
                 Merge::Older => {
                     // The sender is behind: give it ours.
                     self.stats.records_redundant += 1;
-                    self.pending.entry(from).or_default().insert(key);
+                    self.pending.entry(from).or_default().push(key);
                 }
             }
         }
@@ -444,9 +458,11 @@ impl Gossip {
             self.relay_at = None;
             let relay = std::mem::take(&mut self.relay);
             let live = self.neighbours(now);
-            for (to, keys) in relay {
-                if live.contains(&to) && !keys.is_empty() {
-                    self.pending.entry(to).or_default().extend(keys);
+            for (key, targets) in relay {
+                for to in targets {
+                    if live.contains(&to) {
+                        self.pending.entry(to).or_default().push(key);
+                    }
                 }
             }
             self.flush();
@@ -543,7 +559,9 @@ impl Gossip {
     /// Packs every queued record into push messages.
     fn flush(&mut self) {
         let pending = std::mem::take(&mut self.pending);
-        for (to, keys) in pending {
+        for (to, mut keys) in pending {
+            keys.sort_unstable();
+            keys.dedup();
             let mut batch: Vec<WireRecord> = Vec::new();
             let mut len = 4;
             for key in keys {

@@ -4,7 +4,7 @@
 //!    earlier node (`random`) as its only `--peer`; the virtual time until every node knows
 //!    every other as an alive member and routes its block (what
 //!    `mesh_sim::properties::check_membership` checks, counted instead of compared:
-//!    `member_counts() == (N-1, N-1)` and `routes().len() == N`), and when each node first
+//!    `member_counts() == (N-1, N-1)` and `route_count() == N`), and when each node first
 //!    got there;
 //! 2. **settle**: `--settle` seconds more (default 200, past the 180 s after which the
 //!    sessions every joiner made with its bootstrap peer expire unless they are needed),
@@ -275,7 +275,7 @@ fn sees_all(sim: &Sim, i: usize, members: usize, blocks: usize) -> (bool, bool) 
         return (false, false);
     };
     let known = n.member_counts() == (members, members);
-    (known, known && n.routes().len() == blocks)
+    (known, known && n.route_count() == blocks)
 }
 
 /// How far the convergence got, for a run that did not reach it.

@@ -45,6 +45,27 @@ const RANDOM_DIGEST_EVERY: Duration = Duration::from_secs(60);
 /// activity ages without any record changing).
 const LIVENESS_EVERY: Duration = Duration::from_secs(5);
 
+/// What the last full liveness walk started from and did not reach (see
+/// [`Node::evaluate_liveness`]).
+#[derive(Debug, Default)]
+pub(super) struct LivenessCache {
+    /// Members known then.
+    members: usize,
+    /// The members the walk started from, sorted.
+    seeds: Vec<PublicKey>,
+    /// Members it did not reach (or that left), sorted.
+    unreached: Vec<PublicKey>,
+}
+
+/// Whether the sorted prefixes hold `p` (compared as numbers: the same order as the bytes,
+/// without a `memcmp` per step).
+pub(super) fn has_prefix(sorted: &[[u8; 8]], p: &[u8; 8]) -> bool {
+    let want = u64::from_be_bytes(*p);
+    sorted
+        .binary_search_by(|x| u64::from_be_bytes(*x).cmp(&want))
+        .is_ok()
+}
+
 /// Record bodies of kinds this node reads must parse; other kinds pass (newer nodes may
 /// gossip kinds this one does not know).
 pub(super) fn valid_record(kind: u8, body: &[u8]) -> bool {
@@ -373,26 +394,48 @@ impl Node {
     }
 
     /// Marks members alive or dead from reachability over mutually confirmed adjacency.
+    ///
+    /// The walk over every member's adjacency costs O(members × neighbours). When no record
+    /// changed (`liveness_dirty`), no member was added and the walk would start from the same
+    /// members as last time, it would reach the same ones: then only the members it did not
+    /// reach are looked at again (they age towards `dead_after`). Same outcome, same order.
     fn evaluate_liveness(&mut self, now: Instant) {
+        let dirty = self.liveness_dirty;
         self.liveness_dirty = false;
         self.next_liveness = now + LIVENESS_EVERY;
         let own = self.keypair.public();
         let own_prefix = prefix(own.as_bytes());
-        let lists = |m: &Member, p: &[u8; 8]| m.adjacency.binary_search(p).is_ok();
-        let mut reached: HashSet<PublicKey> = HashSet::new();
-        let mut queue: VecDeque<PublicKey> = VecDeque::new();
+        let lists = |m: &Member, p: &[u8; 8]| has_prefix(&m.adjacency, p);
         // From us: members with a live session, and neighbours we list that list us.
-        for (key, p) in &self.peers {
-            let direct = p.current.is_some() && self.recently_heard(now, p);
-            let mutual = self
-                .own_adjacency
-                .binary_search(&prefix(key.as_bytes()))
-                .is_ok()
-                && self.members.get(key).is_some_and(|m| lists(m, &own_prefix));
-            if (direct || mutual) && self.members.contains_key(key) && reached.insert(*key) {
-                queue.push_back(*key);
+        let mut seeds: Vec<PublicKey> = self
+            .peers
+            .iter()
+            .filter(|(key, p)| {
+                let direct = p.current.is_some() && self.recently_heard(now, p);
+                let mutual = has_prefix(&self.own_adjacency, &prefix(key.as_bytes()))
+                    && self.members.get(key).is_some_and(|m| lists(m, &own_prefix));
+                (direct || mutual) && self.members.contains_key(key)
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        seeds.sort_unstable();
+        let cache = &self.liveness_cache;
+        if !dirty && cache.members == self.members.len() && cache.seeds == seeds {
+            for key in cache.unreached.clone() {
+                self.age_unreachable(now, key);
             }
+        } else {
+            self.walk_liveness(now, seeds);
         }
+        let at = self.next_liveness;
+        self.schedule(at);
+    }
+
+    /// Every member reachable from `seeds` over mutual adjacency is alive; the others age.
+    fn walk_liveness(&mut self, now: Instant, seeds: Vec<PublicKey>) {
+        let lists = |m: &Member, p: &[u8; 8]| has_prefix(&m.adjacency, p);
+        let mut reached: HashSet<PublicKey> = seeds.iter().copied().collect();
+        let mut queue: VecDeque<PublicKey> = seeds.iter().copied().collect();
         while let Some(k) = queue.pop_front() {
             let Some(m) = self.members.get(&k) else {
                 continue;
@@ -413,42 +456,55 @@ impl Node {
         }
         let mut keys: Vec<PublicKey> = self.members.keys().copied().collect();
         keys.sort_unstable();
+        let mut unreached = Vec::new();
         for key in keys {
-            let dead_after = self.dead_after;
             let Some(m) = self.members.get_mut(&key) else {
                 continue;
             };
-            let alive = !m.left && reached.contains(&key);
-            if alive {
-                m.unreachable_since = None;
-                if m.dead {
-                    m.dead = false;
-                    if let Some(p) = self.peers.get_mut(&key)
-                        && p.current.is_none()
-                    {
-                        p.attempts = 0;
-                        p.next_attempt = now;
-                    }
-                    tracing::info!(peer = %key.fingerprint(), name = %m.name, "member alive again");
-                    self.events.push_back(Event::MemberAlive { key });
-                    self.routes_dirty = true;
-                }
+            if m.left || !reached.contains(&key) {
+                self.age_unreachable(now, key);
+                unreached.push(key);
                 continue;
             }
-            let since = *m.unreachable_since.get_or_insert(now);
-            if !m.dead && (m.left || now.saturating_duration_since(since) >= dead_after) {
-                m.dead = true;
-                tracing::info!(peer = %key.fingerprint(), name = %m.name, "member marked dead");
-                self.events.push_back(Event::MemberDead { key });
+            m.unreachable_since = None;
+            if m.dead {
+                m.dead = false;
+                if let Some(p) = self.peers.get_mut(&key)
+                    && p.current.is_none()
+                {
+                    p.attempts = 0;
+                    p.next_attempt = now;
+                }
+                tracing::info!(peer = %key.fingerprint(), name = %m.name, "member alive again");
+                self.events.push_back(Event::MemberAlive { key });
                 self.routes_dirty = true;
-                self.gossip.forget_neighbour(key.as_bytes());
-            } else if !m.dead {
-                let at = since + dead_after;
-                self.next_liveness = self.next_liveness.min(at);
             }
         }
-        let at = self.next_liveness;
-        self.schedule(at);
+        self.liveness_cache = LivenessCache {
+            members: self.members.len(),
+            seeds,
+            unreached,
+        };
+    }
+
+    /// A member the liveness walk did not reach (or that left): dead once it has been
+    /// unreachable for `dead_after`.
+    fn age_unreachable(&mut self, now: Instant, key: PublicKey) {
+        let dead_after = self.dead_after;
+        let Some(m) = self.members.get_mut(&key) else {
+            return;
+        };
+        let since = *m.unreachable_since.get_or_insert(now);
+        if !m.dead && (m.left || now.saturating_duration_since(since) >= dead_after) {
+            m.dead = true;
+            tracing::info!(peer = %key.fingerprint(), name = %m.name, "member marked dead");
+            self.events.push_back(Event::MemberDead { key });
+            self.routes_dirty = true;
+            self.gossip.forget_neighbour(key.as_bytes());
+        } else if !m.dead {
+            let at = since + dead_after;
+            self.next_liveness = self.next_liveness.min(at);
+        }
     }
 
     /// Keeps about log2(members) outbound neighbours, chosen at random among live members,
@@ -456,16 +512,14 @@ impl Node {
     /// there are enough others, so the first node of a cluster does not stay everybody's
     /// neighbour.
     fn choose_outbound(&mut self, now: Instant) {
-        let mut alive: Vec<PublicKey> = self
-            .members
-            .values()
-            .filter(|m| {
-                !m.dead && !m.left && (m.endpoint.is_some() || self.peers.contains_key(&m.key))
-            })
-            .map(|m| m.key)
-            .collect();
-        alive.sort_unstable();
-        let n = alive.len();
+        // Counted and checked key by key rather than listed and sorted: this runs every
+        // second, and the sorted list of every live member is needed only when a neighbour
+        // has to be drawn.
+        let candidate = |m: &Member| {
+            !m.dead && !m.left && (m.endpoint.is_some() || self.peers.contains_key(&m.key))
+        };
+        let is_candidate = |k: &PublicKey| self.members.get(k).is_some_and(candidate);
+        let n = self.members.values().filter(|m| candidate(m)).count();
         let log2 = (usize::BITS - n.leading_zeros()) as usize;
         let target = log2.clamp(MIN_NEIGHBOURS, MAX_NEIGHBOURS).min(n);
         // A bootstrap peer is let go only once it has told us what it knows: the nodes that
@@ -482,35 +536,42 @@ impl Node {
                 .get(k)
                 .is_some_and(|p| p.current.is_none() && p.attempts >= NEIGHBOUR_ATTEMPTS)
         };
-        let others = alive
-            .iter()
-            .filter(|k| !boot.contains(k) && !failing(k))
-            .count();
-        let eligible: Vec<PublicKey> = alive
-            .iter()
-            .copied()
-            .filter(|k| !failing(k) && (boot_pending || others < target || !boot.contains(k)))
-            .collect();
-        let eligible_set: BTreeSet<PublicKey> = eligible.iter().copied().collect();
+        // Live members that are neither bootstrap peers nor failing.
+        let mut set_aside: BTreeSet<PublicKey> = boot.clone();
+        set_aside.extend(
+            self.peers
+                .values()
+                .filter(|p| p.current.is_none() && p.attempts >= NEIGHBOUR_ATTEMPTS)
+                .map(|p| p.key),
+        );
+        let others = n - set_aside.iter().filter(|k| is_candidate(k)).count();
+        let eligible = |k: &PublicKey| {
+            is_candidate(k) && !failing(k) && (boot_pending || others < target || !boot.contains(k))
+        };
         let mut chosen: BTreeSet<PublicKey> = self
             .gossip
             .outbound()
             .iter()
             .map(|id| PublicKey::from_bytes(*id))
-            .filter(|k| eligible_set.contains(k))
+            .filter(|k| eligible(k))
             .collect();
         for k in &boot {
-            if eligible_set.contains(k) && self.peers.get(k).is_none_or(pending) {
+            if eligible(k) && self.peers.get(k).is_none_or(pending) {
                 chosen.insert(*k);
             }
         }
-        let mut pool: Vec<PublicKey> = eligible
-            .into_iter()
-            .filter(|k| !chosen.contains(k))
-            .collect();
-        while chosen.len() < target && !pool.is_empty() {
-            let i = (self.rng.next_u32() as usize) % pool.len();
-            chosen.insert(pool.swap_remove(i));
+        if chosen.len() < target {
+            let mut pool: Vec<PublicKey> = self
+                .members
+                .values()
+                .filter(|m| candidate(m) && eligible(&m.key) && !chosen.contains(&m.key))
+                .map(|m| m.key)
+                .collect();
+            pool.sort_unstable();
+            while chosen.len() < target && !pool.is_empty() {
+                let i = (self.rng.next_u32() as usize) % pool.len();
+                chosen.insert(pool.swap_remove(i));
+            }
         }
         while chosen.len() > target {
             let Some(k) = chosen.iter().next_back().copied() else {
