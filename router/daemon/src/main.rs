@@ -88,9 +88,21 @@ fn finish(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// Two worker threads, so the two packet loops (TUN to UDP, UDP to TUN) can run at once;
+/// one on a machine with two CPUs or fewer, where the applications and the kernel's network
+/// stack need the other CPU and a second worker only adds wake-ups and task migrations
+/// (measured with peers.sh on 2 vCPUs: 6.3 against 5.7 Gbit/s, 1.77 against 1.94 CPU s per
+/// GB; docs/performance.md).
+fn worker_threads() -> usize {
+    match std::thread::available_parallelism() {
+        Ok(n) if n.get() > 2 => 2,
+        _ => 1,
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(worker_threads())
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
