@@ -57,7 +57,13 @@ ensure_deps() {
         rm -rf "$tmp"
     fi
     if ! command -v cargo >/dev/null; then
-        echo "$0: no cargo on PATH: install a Rust toolchain >= 1.88 (https://rustup.rs) first" >&2
+        echo "$0: no cargo on PATH: install a Rust toolchain >= 1.89 (kube 5 needs it) (https://rustup.rs) first" >&2
+        exit 1
+    fi
+    local v
+    v=$(rustc --version | awk '{print $2}')
+    if [ "$(printf '%s\n1.89.0\n' "$v" | sort -V | head -n1)" != 1.89.0 ]; then
+        echo "$0: rustc $v is too old: mesh needs Rust >= 1.89 (rustup update stable)" >&2
         exit 1
     fi
 }

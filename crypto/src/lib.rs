@@ -16,9 +16,7 @@ mod replay;
 mod session;
 pub mod timers;
 
-pub use cipher::{
-    BadChoice, CHOICE, Cipher, CipherSet, OFFER, UnknownCipher, choice, hardware_aes,
-};
+pub use cipher::{BadChoice, CHOICE, Cipher, CipherSet, OFFER, choice, hardware_aes};
 pub use handshake::{
     HANDSHAKE_OVERHEAD_MAX, Handshake, HandshakeError, HandshakePattern, MAX_HANDSHAKE_MSG,
     MAX_HANDSHAKE_PAYLOAD,

@@ -98,19 +98,6 @@ fn persisted(host: &Host) -> Vec<(String, String, String)> {
         .unwrap_or_default()
 }
 
-/// `meshctl dns -o json` of `host`: (name, address) of each record.
-fn dns_records(topo: &Topology, host: &Host) -> Vec<(String, String)> {
-    let out = topo
-        .meshctl(host, &["dns", "-o", "json"])
-        .expect("meshctl dns");
-    let dns: mesh_api::DnsRecords =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    dns.records
-        .into_iter()
-        .map(|r| (r.name, r.address))
-        .collect()
-}
-
 fn held_by(host: &Host, container: &str) -> bool {
     persisted(host).iter().any(|(c, _, _)| c == container)
 }
@@ -180,7 +167,7 @@ fn add_wires_a_pod_that_reaches_the_gateway_and_another_host_then_del_frees_it()
     assert!(held_by(a, "ctr-a"));
     // K8S_POD_NAME is registered in meshd's DNS with the pod's address.
     assert_eq!(
-        dns_records(&topo, a),
+        common::dns_records(a, false),
         [("web.mesh.local.".to_owned(), ip_a.to_string())]
     );
 
@@ -226,7 +213,7 @@ fn add_wires_a_pod_that_reaches_the_gateway_and_another_host_then_del_frees_it()
     assert!(!a.has_link(&host_veth).unwrap());
     assert!(!held_by(a, "ctr-a"), "{:?}", persisted(a));
     assert!(
-        dns_records(&topo, a).is_empty(),
+        common::dns_records(a, false).is_empty(),
         "DEL removes the pod's name"
     );
     Cni::new(a, "DEL", "ctr-a", Some(&ns_a))

@@ -90,20 +90,6 @@ fn allocations(host: &Host) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// The DNS records `host`'s meshd serves, as (name, address).
-fn dns_names(topo: &Topology, host: &Host) -> Vec<(String, String)> {
-    let out = topo
-        .meshctl(host, &["dns", "-o", "json"])
-        .expect("meshctl dns");
-    let list: mesh_api::DnsRecords =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    list.records
-        .into_iter()
-        .filter(|r| r.served)
-        .map(|r| (r.name, r.address))
-        .collect()
-}
-
 /// Pod veths (`vmesh…`) in `host`'s namespace.
 fn pod_veths(host: &Host) -> Vec<String> {
     host.links()
@@ -220,7 +206,7 @@ fn podman_containers_on_two_hosts_ping_through_the_mesh_and_rm_frees_everything(
         Duration::from_secs(5),
         POLL,
         || {
-            let names = dns_names(topo, a);
+            let names = common::dns_records(a, true);
             if names == both {
                 Ok(())
             } else {
@@ -242,13 +228,13 @@ fn podman_containers_on_two_hosts_ping_through_the_mesh_and_rm_frees_everything(
     assert_eq!(allocations(a), vec![], "address on a not freed");
     assert_eq!(allocations(b), vec![], "address on b not freed");
     // The names go with them, on both hosts (a learns b's removal by gossip).
-    assert_eq!(dns_names(topo, b), vec![], "names on b left");
+    assert_eq!(common::dns_records(b, true), vec![], "names on b left");
     wait_until(
         "a to forget both names",
         Duration::from_secs(5),
         POLL,
         || {
-            let left = dns_names(topo, a);
+            let left = common::dns_records(a, true);
             if left.is_empty() {
                 Ok(())
             } else {
@@ -313,7 +299,7 @@ fn podman_start_remove_cycles_leak_no_address_or_veth() {
                 host.name
             );
             assert_eq!(
-                dns_names(topo, host)
+                common::dns_records(host, true)
                     .into_iter()
                     .filter(|(n, _)| n.starts_with(&format!("{name}.")))
                     .collect::<Vec<_>>(),

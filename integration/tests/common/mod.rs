@@ -158,3 +158,15 @@ pub(crate) fn owner_of(view: &mesh_api::IpamStatus, addr: Ipv4Addr) -> Option<St
         .find(|s| s.blocks.iter().any(|b| inside(b, addr)))
         .and_then(|s| s.public_key.clone())
 }
+
+/// `meshctl dns` of `host`: (name, address) of each record it holds, or only of those it
+/// answers (`served_only`: a dead owner's are held, not answered).
+pub(crate) fn dns_records(host: &Host, served_only: bool) -> Vec<(String, String)> {
+    let dns: mesh_api::DnsRecords =
+        mesh_integration::api::meshctl_json(&host.api_socket(), &["dns"]).expect("meshctl dns");
+    dns.records
+        .into_iter()
+        .filter(|r| r.served || !served_only)
+        .map(|r| (r.name, r.address))
+        .collect()
+}

@@ -1062,8 +1062,9 @@ impl Node {
         }
         let cipher = self.ciphers.choose(CipherSet::from_offer(&payload[..read]));
         let index = self.new_index();
-        let mut out = vec![0u8; REPLY_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX + 2];
-        let Ok(n) = hs.write_message(&choice(cipher), &mut out[REPLY_HEADER_LEN..]) else {
+        let reply = choice(cipher);
+        let mut out = vec![0u8; REPLY_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX + reply.len()];
+        let Ok(n) = hs.write_message(&reply, &mut out[REPLY_HEADER_LEN..]) else {
             return self.drop_node(DropReason::HandshakeFailed);
         };
         out.truncate(REPLY_HEADER_LEN + n);
@@ -1676,10 +1677,7 @@ impl Node {
         let Some(peer) = self.peers.get(&key) else {
             return;
         };
-        let session = peer.current.and_then(|i| match self.slots.get(&i) {
-            Some(Slot::Session { session, .. }) => Some(session),
-            _ => None,
-        });
+        let session = self.current_session(peer);
         let silent = match (peer.last_tx, peer.last_rx) {
             (Some(tx), Some(rx)) => tx > rx && now.saturating_duration_since(rx) >= DEAD_AFTER,
             _ => false,
@@ -1806,23 +1804,11 @@ impl Node {
 
     // ---------------------------------------------------------------- status
 
-    /// The cipher of `p`'s current session.
-    fn session_cipher(&self, p: &Peer) -> Option<Cipher> {
+    /// `p`'s current session.
+    fn current_session(&self, p: &Peer) -> Option<&Session> {
         match p.current.and_then(|i| self.slots.get(&i)) {
-            Some(Slot::Session { session, .. }) => Some(session.cipher()),
+            Some(Slot::Session { session, .. }) => Some(session),
             _ => None,
-        }
-    }
-
-    /// `(expected, lost)` packets of `p`'s current session's receiving side; zeros without
-    /// one.
-    fn session_received(&self, p: &Peer) -> (u64, u64) {
-        match p.current.and_then(|i| self.slots.get(&i)) {
-            Some(Slot::Session { session, .. }) => {
-                let (span, accepted) = session.received();
-                (span, span.saturating_sub(accepted))
-            }
-            _ => (0, 0),
         }
     }
 
@@ -1832,7 +1818,12 @@ impl Node {
             .peers
             .values()
             .map(|p| {
-                let (rx_expected, rx_lost) = self.session_received(p);
+                let session = self.current_session(p);
+                // Packets of the current session's receiving side: expected, and lost.
+                let (rx_expected, rx_lost) = session.map_or((0, 0), |s| {
+                    let (span, accepted) = s.received();
+                    (span, span.saturating_sub(accepted))
+                });
                 mesh_api::PeerStatus {
                     name: self
                         .members
@@ -1860,7 +1851,7 @@ impl Node {
                     relay: p.relay.map(|r| r.to_string()),
                     session_rx_expected: rx_expected,
                     session_rx_lost: rx_lost,
-                    cipher: self.session_cipher(p).map(|c| c.name().to_owned()),
+                    cipher: session.map(|s| s.cipher().name().to_owned()),
                 }
             })
             .collect();

@@ -754,6 +754,14 @@ mod tests {
         }
     }
 
+    /// [`args`] with `--config cfg`.
+    fn args_with(dir: &Path, cfg: &Path) -> RunArgs {
+        RunArgs {
+            config: Some(cfg.to_path_buf()),
+            ..args(dir)
+        }
+    }
+
     #[test]
     fn defaults_fill_what_is_not_given() {
         let d = tmpdir("defaults");
@@ -881,19 +889,16 @@ mod tests {
             "dns = \"10.32.1.1:5353\"\ndns_zone = \"c.test\"\ndns_upstream = [\"198.18.0.9\"]\n",
         )
         .unwrap();
-        let mut a = args(&d);
-        a.config = Some(cfg.clone());
+        let a = args_with(&d, &cfg);
         let dns = a.resolve().unwrap().dns.unwrap();
         assert_eq!(dns.listen, Some("10.32.1.1:5353".parse().unwrap()));
         assert_eq!(dns.zone.zone.to_string(), "c.test.");
         assert_eq!(dns.upstreams, vec!["198.18.0.9:53".parse().unwrap()]);
         std::fs::write(&cfg, "dns = \"off\"\n").unwrap();
-        let mut a = args(&d);
-        a.config = Some(cfg.clone());
+        let a = args_with(&d, &cfg);
         assert!(a.resolve().unwrap().dns.is_none());
         // A flag beats the file.
-        let mut a = args(&d);
-        a.config = Some(cfg);
+        let mut a = args_with(&d, &cfg);
         a.dns = Some(DnsArg::At("127.0.0.1:5300".parse().unwrap()));
         a.dns_upstreams = vec!["198.18.0.1".into()];
         let dns = a.resolve().unwrap().dns.unwrap();
@@ -917,19 +922,16 @@ mod tests {
 
         let cfg = d.join("metrics.toml");
         std::fs::write(&cfg, "metrics = \"off\"\n").unwrap();
-        let mut a = args(&d);
-        a.config = Some(cfg.clone());
+        let a = args_with(&d, &cfg);
         assert_eq!(a.resolve().unwrap().metrics, None);
         std::fs::write(&cfg, "metrics = \"[::1]:6790\"\n").unwrap();
-        let mut a = args(&d);
-        a.config = Some(cfg.clone());
+        let a = args_with(&d, &cfg);
         assert_eq!(
             a.resolve().unwrap().metrics,
             Some("[::1]:6790".parse().unwrap())
         );
         std::fs::write(&cfg, "metrics = \"banana\"\n").unwrap();
-        let mut a = args(&d);
-        a.config = Some(cfg);
+        let a = args_with(&d, &cfg);
         let err = a.resolve().unwrap_err().to_string();
         assert!(err.contains("banana") && !err.contains('\n'), "{err}");
     }
@@ -1085,12 +1087,10 @@ mod tests {
         assert_eq!((zone.ttl, zone.subset), (mesh_dns::DEFAULT_TTL, None));
         let cfg = d.join("meshd.toml");
         std::fs::write(&cfg, "dns_ttl = 5\ndns_subset = 2\n").unwrap();
-        let mut a = args(&d);
-        a.config = Some(cfg.clone());
+        let a = args_with(&d, &cfg);
         let zone = a.resolve().unwrap().dns.unwrap().zone;
         assert_eq!((zone.ttl, zone.subset), (5, Some(2)));
-        let mut a = args(&d);
-        a.config = Some(cfg.clone());
+        let mut a = args_with(&d, &cfg);
         a.dns_ttl = Some(60);
         assert_eq!(
             a.resolve().unwrap().dns.unwrap().zone.ttl,
@@ -1108,8 +1108,7 @@ mod tests {
             ),
         ] {
             std::fs::write(&cfg, text).unwrap();
-            let mut a = args(&d);
-            a.config = Some(cfg.clone());
+            let a = args_with(&d, &cfg);
             let err = a.resolve().unwrap_err().to_string();
             assert!(err.contains(want), "{err}");
         }
@@ -1156,12 +1155,10 @@ mod tests {
             "kube = \"on\"\nkube_node = \"w2\"\nkubeconfig = \"/k\"\n",
         )
         .unwrap();
-        let mut a = args(&d);
-        a.config = Some(cfg.clone());
+        let a = args_with(&d, &cfg);
         let k = a.resolve().unwrap().kube.unwrap();
         assert_eq!((k.node.as_str(), k.kubeconfig), ("w2", Some("/k".into())));
-        let mut a = args(&d);
-        a.config = Some(cfg);
+        let mut a = args_with(&d, &cfg);
         a.kube = Some(OnOff::Off);
         assert_eq!(a.resolve().unwrap().kube, None, "a flag beats the file");
         #[derive(clap::Parser)]
@@ -1192,8 +1189,7 @@ mod tests {
             "mtu = 1400\npeers = [\"198.18.0.9:7000\", \"198.18.0.10\"]\nbridge = \"br-x\"\n",
         )
         .unwrap();
-        let mut a = args(&d);
-        a.config = Some(cfg.clone());
+        let mut a = args_with(&d, &cfg);
         a.bridge = Some("br-flag".into());
         let c = a.resolve().unwrap();
         assert_eq!(c.mtu, 1400);
@@ -1206,8 +1202,7 @@ mod tests {
             ]
         );
         std::fs::write(&cfg, "mtuu = 1400\n").unwrap();
-        let mut a = args(&d);
-        a.config = Some(cfg);
+        let a = args_with(&d, &cfg);
         let err = a.resolve().unwrap_err().to_string();
         assert!(err.contains("mtuu"), "{err}");
     }

@@ -102,16 +102,24 @@ impl Coalescer {
     /// Adds one packet (an IP packet, no header in front). Returns false, and drops nothing
     /// already pushed, when it needs a new buffer and all are taken.
     pub fn push(&mut self, pkt: &[u8]) -> bool {
-        if let Some(seg) = Segment::parse(pkt)
+        let seg = if self.merge {
+            Segment::parse(pkt)
+        } else {
+            None
+        };
+        // The TCP checksum's verdict, once computed.
+        let mut valid = None;
+        if let Some(seg) = &seg
             && let Some(i) = self.flows.iter().position(|f| seg.continues(f, pkt))
         {
             if seg.checksum_ok(pkt) {
-                self.append(i, &seg, pkt);
+                self.append(i, seg, pkt);
                 return true;
             }
             // Written alone below; the flow ends here (its next segment would be out of
             // order behind the dropped one anyway).
             self.close(i);
+            valid = Some(false);
         }
         if self.is_full() {
             return false;
@@ -122,11 +130,10 @@ impl Coalescer {
         buf.clear();
         buf.extend_from_slice(&[0; VNET_HDR_LEN]);
         buf.extend_from_slice(pkt);
-        if self.merge
-            && let Some(seg) = Segment::parse(pkt)
+        if let Some(seg) = seg
             && seg.payload_len > 0
             && seg.flags & TCP_PSH == 0
-            && seg.checksum_ok(pkt)
+            && valid.unwrap_or_else(|| seg.checksum_ok(pkt))
         {
             if self.flows.len() == MAX_FLOWS {
                 self.close(0);
