@@ -260,6 +260,22 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
+/// A datagram's fingerprint for the trace: FNV-1a over 8-byte words (each product rotated,
+/// so high bits mix down), then the tail byte by byte. Byte-wise FNV over every datagram was
+/// a fifteenth of a large run's time.
+fn payload_digest(bytes: &[u8]) -> u64 {
+    let mut h = FNV_OFFSET;
+    let mut words = bytes.chunks_exact(8);
+    for c in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w))
+            .wrapping_mul(FNV_PRIME)
+            .rotate_left(23);
+    }
+    fnv(h, words.remainder())
+}
+
 impl Sim {
     /// An empty simulation with the default [`SimConfig`].
     pub fn new(seed: u64) -> Self {
@@ -906,7 +922,7 @@ impl Sim {
     }
 
     fn record_send(&mut self, at: Duration, from: usize, to: usize, payload: &[u8]) {
-        let digest = fnv(FNV_OFFSET, payload);
+        let digest = payload_digest(payload);
         self.record(TraceEvent::Send {
             at,
             from,

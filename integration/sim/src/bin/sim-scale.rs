@@ -5,10 +5,11 @@
 //!    every other as an alive member and routes its block (what
 //!    `mesh_sim::properties::check_membership` checks, counted instead of compared:
 //!    `member_counts() == (N-1, N-1)` and `route_count() == N`), and when each node first
-//!    got there;
+//!    got there; and how many adjacency versions each node published meanwhile (each one
+//!    floods the cluster: with the member records, they are what a cold start costs);
 //! 2. **settle**: `--settle` seconds more (default 200, past the 180 s after which the
 //!    sessions every joiner made with its bootstrap peer expire unless they are needed),
-//!    then the same check again;
+//!    then the same check again, and the adjacency versions published meanwhile;
 //! 3. **steady state**: over `--window` seconds (default 60), per node and per second, the
 //!    gossip bytes and messages sent (`gossip_status()`, before sealing), all UDP bytes and
 //!    datagrams sent (the simulator's per-node counters: gossip, keepalives, handshakes),
@@ -35,6 +36,7 @@
 //! converged, 1 when one did not, 2 for bad arguments, 3 when stopped by a limit (what was
 //! measured until then is still printed).
 
+use mesh_proto::gossip::KIND_ADJACENCY;
 use mesh_sim::{Link, Sim, SimConfig, SimRng, Topology};
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -455,6 +457,9 @@ struct Snapshot {
     tx_datagrams: Vec<u64>,
     records_applied: Vec<u64>,
     records_redundant: Vec<u64>,
+    /// The version of each node's own adjacency record: it goes up by one each time the
+    /// node publishes a changed neighbour list, and each version floods the cluster.
+    adjacency_versions: Vec<u64>,
     handshakes: u64,
 }
 
@@ -480,6 +485,14 @@ fn snapshot(sim: &Sim, n: usize) -> Snapshot {
         records_redundant: gossip.iter().map(|g| g.records_redundant).collect(),
         tx_bytes: (0..n).map(|i| sim.node_stats(i).tx_bytes).collect(),
         tx_datagrams: (0..n).map(|i| sim.node_stats(i).tx_datagrams).collect(),
+        adjacency_versions: (0..n)
+            .map(|i| {
+                sim.node(i).map_or(0, |node| {
+                    node.record(KIND_ADJACENCY, node.public_key().as_bytes())
+                        .map_or(0, |(v, _)| v)
+                })
+            })
+            .collect(),
         handshakes: sim.stats().handshake_datagrams,
     }
 }
@@ -525,6 +538,8 @@ struct Report {
     cold: Option<Converged>,
     cold_wall: f64,
     cold_gossip_bytes: Option<Spread>,
+    cold_adjacency_versions: Option<Spread>,
+    settle_adjacency_versions: Option<Spread>,
     cold_shortfall: Option<String>,
     settled_ok: Option<bool>,
     settle_wall: f64,
@@ -596,6 +611,12 @@ fn print_table(r: &Report, args: &Args) {
                 fmt_spread(g, 0)
             );
         }
+        if let Some(v) = r.cold_adjacency_versions {
+            println!(
+                "                 adjacency versions published per node until then: {}",
+                fmt_spread(v, 1)
+            );
+        }
         if c.regressions > 0 {
             println!(
                 "                 {} times a node lost its full view before all had it",
@@ -617,6 +638,12 @@ fn print_table(r: &Report, args: &Args) {
                 "NO LONGER CONVERGED"
             }
         );
+        if let Some(v) = r.settle_adjacency_versions {
+            println!(
+                "                 adjacency versions published per node meanwhile: {}",
+                fmt_spread(v, 1)
+            );
+        }
     }
     if let Some(s) = &r.steady {
         println!(
@@ -799,6 +826,12 @@ fn print_json(r: &Report) {
     if let Some(g) = r.cold_gossip_bytes {
         field("cold_start_gossip_bytes_per_node", json_spread(g));
     }
+    if let Some(v) = r.cold_adjacency_versions {
+        field("cold_start_adjacency_versions_per_node", json_spread(v));
+    }
+    if let Some(v) = r.settle_adjacency_versions {
+        field("settle_adjacency_versions_per_node", json_spread(v));
+    }
     if let Some(s) = &r.cold_shortfall {
         field("cold_start_shortfall", json_str(s));
     }
@@ -911,6 +944,7 @@ fn run(args: &Args, r: &mut Report, guard: &Guard) -> Result<(), String> {
         let cold = cold?;
         let s1 = snapshot(&sim, n);
         r.cold_gossip_bytes = Some(total(&s0.gossip_tx_bytes, &s1.gossip_tx_bytes));
+        r.cold_adjacency_versions = Some(total(&s0.adjacency_versions, &s1.adjacency_versions));
         let converged = cold.all.is_some();
         if !converged {
             r.cold_shortfall = Some(shortfall(&sim, &all, n - 1));
@@ -920,6 +954,8 @@ fn run(args: &Args, r: &mut Report, guard: &Guard) -> Result<(), String> {
         // 2. Settle.
         let t = Instant::now();
         advance(&mut sim, Duration::from_secs(args.settle), guard)?;
+        let s2 = snapshot(&sim, n);
+        r.settle_adjacency_versions = Some(total(&s1.adjacency_versions, &s2.adjacency_versions));
         r.settled_ok = Some(all.iter().all(|&i| sees_all(&sim, i, n - 1, n).1));
         r.settle_wall = t.elapsed().as_secs_f64();
 
@@ -1005,6 +1041,8 @@ fn main() -> ExitCode {
         cold: None,
         cold_wall: 0.0,
         cold_gossip_bytes: None,
+        cold_adjacency_versions: None,
+        settle_adjacency_versions: None,
         cold_shortfall: None,
         settled_ok: None,
         settle_wall: 0.0,
