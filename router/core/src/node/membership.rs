@@ -281,10 +281,15 @@ impl Node {
                 let mut prefixes: Vec<[u8; 8]> = a.neighbours.iter().map(|(p, _)| *p).collect();
                 prefixes.sort_unstable();
                 let lists_us = prefixes.binary_search(&own_prefix).is_ok();
+                let others = prefixes.len() - usize::from(lists_us);
                 member.adjacency = prefixes;
                 // Listing us is how a member says it chose us: one whose record does not is
                 // no inbound neighbour whatever digests it sends (the random ones).
                 self.gossip.set_chosen_by(now, key.id, lists_us);
+                // One with other neighbours enough gets changes from them too: it need not
+                // get every change from us (a bootstrap peer has hundreds of such).
+                self.gossip
+                    .set_well_linked(key.id, others >= MIN_NEIGHBOURS);
                 self.liveness_dirty = true;
             }
             _ => {}
