@@ -21,7 +21,8 @@
 //! seed). [`properties`] holds the convergence checks run once the faults are over, and
 //! [`Chaos`] the random fault schedule. The property tests (`tests/properties.rs`) run a
 //! CI-sized number of seeds (64 for the fault schedule; about 15 s in a debug build);
-//! `MESH_SIM_SEEDS=2000 cargo test --release -p mesh-sim` runs more (about 2 minutes) and
+//! `MESH_SIM_SEEDS=200 cargo test --release -p mesh-sim` runs 200 seeds of every test (about
+//! 8 minutes on 2 vCPUs; it found the late-bootstrap island of `tests/membership.rs`) and
 //! `MESH_SIM_SEED=17` replays one; `MESH_SIM_LOG=mesh_core=debug,mesh_sim=info` added to a
 //! replay prints the nodes' log lines, each with the virtual time and the node (and the
 //! sender of the datagram it handled). `sim-scale` (`cargo run --release -p mesh-sim --bin

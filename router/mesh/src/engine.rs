@@ -486,6 +486,16 @@ impl Gossip {
             self.relay_at = None;
             let relay = std::mem::take(&mut self.relay);
             let live = self.neighbours(now);
+            // One random order of the neighbours for the whole round, so that changes that
+            // arrived together (a member's member and adjacency records) go on together to
+            // the same well-linked neighbours rather than each to its own.
+            let mut order: Vec<NodeId> = live.iter().copied().collect();
+            for i in (1..order.len()).rev() {
+                let j = (self.rng.next_u32() as usize) % (i + 1);
+                order.swap(i, j);
+            }
+            let rank: BTreeMap<NodeId, usize> =
+                order.into_iter().enumerate().map(|(i, n)| (n, i)).collect();
             for (key, targets) in relay {
                 // Outbound neighbours and inbound ones that may have no other source get it;
                 // well-linked inbound ones fill what is left of the fan-out, at random.
@@ -495,11 +505,7 @@ impl Gossip {
                     .partition(|t| !self.outbound.contains(t) && self.well_linked.contains(t));
                 let room = self.config.relay_fanout.saturating_sub(required.len());
                 if optional.len() > room {
-                    // A partial Fisher-Yates shuffle: `room` of them, uniformly.
-                    for i in 0..room {
-                        let j = i + (self.rng.next_u32() as usize) % (optional.len() - i);
-                        optional.swap(i, j);
-                    }
+                    optional.sort_unstable_by_key(|n| rank.get(n).copied());
                     optional.truncate(room);
                 }
                 for to in required.into_iter().chain(optional) {

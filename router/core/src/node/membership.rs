@@ -578,8 +578,12 @@ impl Node {
                 chosen.insert(pool.swap_remove(i));
             }
         }
+        // Trimmed from the largest key down, but never a bootstrap peer we still need: a
+        // node whose bootstrap handshake came late, after its own joiners, knew only them
+        // and dropped the peer when its key sorted last, and stayed an island with them.
+        let needed = |k: &PublicKey| boot.contains(k) && self.peers.get(k).is_none_or(pending);
         while chosen.len() > target {
-            let Some(k) = chosen.iter().next_back().copied() else {
+            let Some(k) = chosen.iter().rev().find(|k| !needed(k)).copied() else {
                 break;
             };
             chosen.remove(&k);
