@@ -262,7 +262,7 @@ fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
 
 /// A datagram's fingerprint for the trace: FNV-1a over 8-byte words (each product rotated,
 /// so high bits mix down), then the tail byte by byte. Byte-wise FNV over every datagram was
-/// a fifteenth of a large run's time.
+/// about 6 % of a 300-node run's `perf` samples.
 fn payload_digest(bytes: &[u8]) -> u64 {
     let mut h = FNV_OFFSET;
     let mut words = bytes.chunks_exact(8);
