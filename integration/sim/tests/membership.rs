@@ -82,15 +82,21 @@ fn given_one_peer_every_node_learns_every_member_and_routes_its_block() {
                 check_membership(&sim).unwrap_err()
             );
         }
-        // Nobody keeps a session with everybody: gossip neighbours are about log2(N), and the
-        // sessions every joiner made with its bootstrap peer lapse (no keepalives or rekeys
-        // for sessions nobody needs; they expire 180 s after their handshake).
+        // The sessions every joiner made with its bootstrap peer lapse (no keepalives or
+        // rekeys for sessions nobody needs; they expire 180 s after their handshake), so the
+        // first node, everybody's bootstrap peer in a star, does not keep a session with
+        // everybody, and nodes hold sessions mostly with their gossip neighbours (about
+        // 2 log2 N). Any one node may still have one with everybody at 20 nodes (10 to 13
+        // neighbours, and the sessions of the digests sent to random members last 180 s):
+        // the maximum over all nodes was the check once, and it held only while lossy paths
+        // failed over and took sessions down with them.
         sim.run_for(Duration::from_secs(200));
         check_membership(&sim).unwrap_or_else(|e| panic!("seed {seed}: after lapse: {e}"));
-        let max_sessions = (0..n).map(|i| sim.established_count(i)).max().unwrap();
+        let hub = sim.established_count(0);
+        let mean = (0..n).map(|i| sim.established_count(i)).sum::<usize>() as f64 / n as f64;
         assert!(
-            max_sessions < n - 1 || n < 8,
-            "seed {seed}: a node has {max_sessions} sessions of {}",
+            n < 8 || (hub < n - 1 && mean < 0.75 * (n - 1) as f64),
+            "seed {seed}: node 0 has {hub} sessions of {}, {mean:.1} per node",
             n - 1
         );
         // Packets between random pairs arrive (sessions made on demand).

@@ -53,6 +53,11 @@ const DIRECT_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Packets sent this long without anything back make us ask the peer for an answer; no
 /// answer within as long again and the path is taken for dead.
 const PATH_SILENCE: Duration = Duration::from_secs(1);
+/// Times we ask within that second (evenly spaced). One ask made a path fail over whenever
+/// it or its answer was lost: over an underlay losing 1 % of datagrams, simulated clusters
+/// of 20 to 60 nodes failed over 120 to 300 times in 4 minutes, and packets sent during a
+/// switch were lost. With three, all three or their answers have to be lost.
+const PATH_ASKS: u32 = 3;
 /// A peer needed again this long after its last handshake attempt starts over.
 const FRESH_AFTER: Duration = Duration::from_secs(60);
 /// Unanswered handshakes to a peer after which one goes through a relay.
@@ -1749,16 +1754,31 @@ impl Node {
             None if sending && quiet => {
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.liveness_probe = Some(now);
+                    p.liveness_asks = 1;
                 }
                 self.send_info_asking(now, key, true);
-                self.schedule(now + PATH_SILENCE);
+                self.schedule(now + PATH_SILENCE / PATH_ASKS);
             }
             Some(asked) if heard.is_none_or(|t| t < asked) => {
                 if now.saturating_duration_since(asked) >= PATH_SILENCE {
                     self.fail_over(now, key);
                     return;
                 }
-                self.schedule(asked + PATH_SILENCE);
+                let asks = peer.liveness_asks;
+                let next_ask = asked + PATH_SILENCE * asks / PATH_ASKS;
+                if asks < PATH_ASKS && now >= next_ask {
+                    if let Some(p) = self.peers.get_mut(&key) {
+                        p.liveness_asks += 1;
+                    }
+                    self.send_info_asking(now, key, true);
+                }
+                let asks = self.peers.get(&key).map_or(PATH_ASKS, |p| p.liveness_asks);
+                let at = if asks < PATH_ASKS {
+                    asked + PATH_SILENCE * asks / PATH_ASKS
+                } else {
+                    asked + PATH_SILENCE
+                };
+                self.schedule(at);
             }
             Some(_) => {
                 if let Some(p) = self.peers.get_mut(&key) {

@@ -21,6 +21,8 @@ pub(crate) struct Peer {
     pub(crate) next_probe: Instant,
     /// When we asked the peer for an immediate answer because packets went unanswered.
     pub(crate) liveness_probe: Option<Instant>,
+    /// How many times we asked since then (see `PATH_ASKS`).
+    pub(crate) liveness_asks: u32,
     /// Highest info version of the peer we applied.
     pub(crate) info_version: u64,
     /// Highest version of *our* info the peer acknowledged.
@@ -77,6 +79,7 @@ impl Peer {
             probe: None,
             next_probe: now,
             liveness_probe: None,
+            liveness_asks: 0,
             info_version: 0,
             acked_our_info: 0,
             info_sent_at: None,
