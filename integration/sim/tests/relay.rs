@@ -45,18 +45,24 @@ fn traffic(sim: &mut Sim, a: usize, b: usize, d: Duration) -> Vec<(Duration, boo
     out
 }
 
+/// `n` nodes bootstrapped from node 0, run until every one knows every other.
+fn converged_star(seed: u64, n: usize, rng: &mut SimRng) -> Sim {
+    let mut sim = Sim::new(seed);
+    Topology::Star.build(&mut sim, n, rng);
+    sim.run_until(Duration::from_secs(30), Duration::from_millis(500), |s| {
+        check_membership(s).is_ok()
+    })
+    .unwrap_or_else(|| panic!("seed {seed}: no convergence"));
+    sim
+}
+
 #[test]
 fn a_cut_moves_traffic_to_a_relay_and_the_heal_brings_it_back() {
     for seed in seeds(6) {
         let _guard = SeedGuard::new(seed, "relay failover");
-        let mut sim = Sim::new(seed);
         let mut rng = SimRng::new(seed, 500);
         let n = 6 + rng.below(10);
-        Topology::Star.build(&mut sim, n, &mut rng);
-        sim.run_until(Duration::from_secs(30), Duration::from_millis(500), |s| {
-            check_membership(s).is_ok()
-        })
-        .unwrap_or_else(|| panic!("seed {seed}: no convergence"));
+        let mut sim = converged_star(seed, n, &mut rng);
         let a = 1 + rng.below(n - 1);
         let b = loop {
             let b = 1 + rng.below(n - 1);
@@ -138,13 +144,8 @@ fn a_cut_moves_traffic_to_a_relay_and_the_heal_brings_it_back() {
 fn a_lossy_path_is_not_taken_for_a_cut() {
     for seed in seeds(4) {
         let _guard = SeedGuard::new(seed, "lossy path");
-        let mut sim = Sim::new(seed);
         let mut rng = SimRng::new(seed, 800);
-        Topology::Star.build(&mut sim, 4, &mut rng);
-        sim.run_until(Duration::from_secs(30), Duration::from_millis(500), |s| {
-            check_membership(s).is_ok()
-        })
-        .unwrap_or_else(|| panic!("seed {seed}: no convergence"));
+        let mut sim = converged_star(seed, 4, &mut rng);
         sim.set_default_link(mesh_sim::Link {
             loss: 0.05,
             ..mesh_sim::Link::default()

@@ -1753,32 +1753,30 @@ impl Node {
         match peer.liveness_probe {
             None if sending && quiet => {
                 if let Some(p) = self.peers.get_mut(&key) {
-                    p.liveness_probe = Some(now);
-                    p.liveness_asks = 1;
+                    p.liveness_probe = Some((now, 1));
                 }
                 self.send_info_asking(now, key, true);
                 self.schedule(now + PATH_SILENCE / PATH_ASKS);
             }
-            Some(asked) if heard.is_none_or(|t| t < asked) => {
+            Some((asked, mut asks)) if heard.is_none_or(|t| t < asked) => {
                 if now.saturating_duration_since(asked) >= PATH_SILENCE {
                     self.fail_over(now, key);
                     return;
                 }
-                let asks = peer.liveness_asks;
-                let next_ask = asked + PATH_SILENCE * asks / PATH_ASKS;
-                if asks < PATH_ASKS && now >= next_ask {
+                // Ask k (from 0) is due k/PATH_ASKS of the way into the second.
+                let due = |k: u32| asked + PATH_SILENCE * k / PATH_ASKS;
+                if asks < PATH_ASKS && now >= due(asks) {
+                    asks += 1;
                     if let Some(p) = self.peers.get_mut(&key) {
-                        p.liveness_asks += 1;
+                        p.liveness_probe = Some((asked, asks));
                     }
                     self.send_info_asking(now, key, true);
                 }
-                let asks = self.peers.get(&key).map_or(PATH_ASKS, |p| p.liveness_asks);
-                let at = if asks < PATH_ASKS {
-                    asked + PATH_SILENCE * asks / PATH_ASKS
+                self.schedule(if asks < PATH_ASKS {
+                    due(asks)
                 } else {
                     asked + PATH_SILENCE
-                };
-                self.schedule(at);
+                });
             }
             Some(_) => {
                 if let Some(p) = self.peers.get_mut(&key) {

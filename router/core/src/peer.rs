@@ -19,10 +19,9 @@ pub(crate) struct Peer {
     /// Index of a direct handshake tried while relayed (back to direct when it completes).
     pub(crate) probe: Option<u32>,
     pub(crate) next_probe: Instant,
-    /// When we asked the peer for an immediate answer because packets went unanswered.
-    pub(crate) liveness_probe: Option<Instant>,
-    /// How many times we asked since then (see `PATH_ASKS`).
-    pub(crate) liveness_asks: u32,
+    /// When we first asked the peer for an immediate answer because packets went
+    /// unanswered, and how many times we have asked since (see `PATH_ASKS`).
+    pub(crate) liveness_probe: Option<(Instant, u32)>,
     /// Highest info version of the peer we applied.
     pub(crate) info_version: u64,
     /// Highest version of *our* info the peer acknowledged.
@@ -79,7 +78,6 @@ impl Peer {
             probe: None,
             next_probe: now,
             liveness_probe: None,
-            liveness_asks: 0,
             info_version: 0,
             acked_our_info: 0,
             info_sent_at: None,
