@@ -557,6 +557,7 @@ pub(crate) mod tests {
                 rx_bytes: 4_800,
                 records_applied: 12,
                 records_redundant: 30,
+                records_pulled: 3,
                 malformed: 1,
             },
             warnings: vec![],

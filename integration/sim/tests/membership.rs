@@ -343,3 +343,66 @@ fn a_short_cut_between_two_neighbours_publishes_no_adjacency() {
         check_membership(&sim).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }
+
+/// Both sides of a partition take each other for dead at a moment when no session is left
+/// between them: the cut lasts 10 s (each side starts counting the other unreachable), and
+/// at its heal the clock jumps 200 s (a suspended VM): every session has expired, and the
+/// other side has been unreachable long past `dead_after`. No handshake is being retried
+/// across, no gossip neighbour links the sides, and the digest a node sends now and then to
+/// a random member must go to dead members too, or the two sides never meet again (seed 53
+/// of a 200-seed sweep of `tests/properties.rs`).
+#[test]
+fn sides_that_took_each_other_for_dead_meet_again() {
+    for seed in seeds(4) {
+        let _guard = SeedGuard::new(seed, "dead on both sides");
+        let mut sim = Sim::new(seed);
+        let mut rng = SimRng::new(seed, 701);
+        let n = 6 + rng.below(8);
+        // The even nodes join through node 0, the odd ones through node 1 (which joins
+        // through 0): only one bootstrap link crosses the cut below.
+        for i in 0..n {
+            let boot: Vec<usize> = match i {
+                0 => vec![],
+                1 => vec![0],
+                _ => vec![i % 2],
+            };
+            sim.add_node(mesh_sim::NodeSpec::bootstrap(boot));
+        }
+        sim.run_until(CONVERGE, Duration::from_millis(500), |s| {
+            check_membership(s).is_ok()
+        })
+        .unwrap_or_else(|| panic!("seed {seed}: no convergence"));
+        sim.run_for(Duration::from_secs(30));
+        let (a, b): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| i % 2 == 0);
+        let cut = sim.partition(&[a.clone(), b.clone()]);
+        sim.run_for(Duration::from_secs(40));
+        sim.heal(cut);
+        sim.jump_clock(Duration::from_secs(200));
+        sim.run_for(Duration::from_secs(1));
+        let dead = a
+            .iter()
+            .flat_map(|i| b.iter().map(move |j| (*i, *j)))
+            .filter(|(i, j)| {
+                state_of(&sim, *i, *j) == Some(MemberState::Dead)
+                    && state_of(&sim, *j, *i) == Some(MemberState::Dead)
+            })
+            .count();
+        assert!(dead > 0, "seed {seed}: nobody took the other side for dead");
+        // A random digest interval (60 s, at most 90 s with its jitter) to find the other
+        // side, then a convergence.
+        sim.run_until(
+            Duration::from_secs(90) + CONVERGE,
+            Duration::from_millis(500),
+            |s| check_membership(s).is_ok(),
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "seed {seed}: no convergence after the heal: {}",
+                check_membership(&sim).unwrap_err()
+            )
+        });
+        // And it holds.
+        sim.run_for(Duration::from_secs(120));
+        check_membership(&sim).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}

@@ -117,6 +117,10 @@ pub struct GossipStatus {
     pub records_applied: u64,
     /// Records received that were already known.
     pub records_redundant: u64,
+    /// Records pulled because a neighbour announced them (a have) and no push brought them
+    /// within the pull delay. Absent from older nodes' status (read as 0).
+    #[serde(default)]
+    pub records_pulled: u64,
     /// Messages or records that did not parse.
     pub malformed: u64,
 }

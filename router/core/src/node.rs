@@ -304,6 +304,11 @@ pub struct Node {
     peers: HashMap<PublicKey, Peer>,
     bootstrap: Vec<Bootstrap>,
     slots: HashMap<u32, Slot>,
+    /// When the first of `slots` expires, as the last walk over them found it (`None`: not
+    /// known, a slot was added since; `Some(None)`: no slot expires). Removing a slot or
+    /// confirming a session only makes that time later, so until it comes the walk, which
+    /// would expire nothing, is skipped.
+    slots_due: Option<Option<Instant>>,
     routes: RouteTable<PublicKey>,
     /// Announced blocks that are not routed (outside the range or taken), already reported.
     conflicts: std::collections::HashSet<(PublicKey, Ipv4Net)>,
@@ -359,6 +364,7 @@ impl Node {
             peers: HashMap::new(),
             bootstrap: Vec::new(),
             slots: HashMap::new(),
+            slots_due: None,
             routes: RouteTable::new(),
             conflicts: std::collections::HashSet::new(),
             limiter: HandshakeLimiter::default(),
@@ -1085,7 +1091,7 @@ impl Node {
                 let Ok(session) = hs.into_session_with(now, cipher) else {
                     return self.drop_node(DropReason::HandshakeFailed);
                 };
-                self.slots.insert(
+                self.insert_slot(
                     index,
                     Slot::Session {
                         session: Box::new(session),
@@ -1097,7 +1103,7 @@ impl Node {
                 self.schedule(now + UNCONFIRMED_TIMEOUT);
             }
             HandshakePattern::XX => {
-                self.slots.insert(
+                self.insert_slot(
                     index,
                     Slot::RespondingXx {
                         hs: Box::new(hs),
@@ -1182,7 +1188,7 @@ impl Node {
         // it (or expires): replacing a working session with one the peer may not have
         // would blackhole this direction until the next rekey.
         let wait = xx && self.peers.get(&remote).is_some_and(|p| p.current.is_some());
-        self.slots.insert(
+        self.insert_slot(
             receiver,
             Slot::Session {
                 session: Box::new(session),
@@ -1236,7 +1242,7 @@ impl Node {
         let Ok(session) = hs.into_session_with(now, cipher) else {
             return self.drop_node(DropReason::HandshakeFailed);
         };
-        self.slots.insert(
+        self.insert_slot(
             receiver,
             Slot::Session {
                 session: Box::new(session),
@@ -1355,6 +1361,7 @@ impl Node {
         peer.last_handshake = Some(now);
         peer.handshakes += 1;
         peer.attempts = 0;
+        peer.failed_over_at = None;
         peer.ever_established = true;
         peer.first_established.get_or_insert(now);
         peer.last_rx = Some(now);
@@ -1494,7 +1501,7 @@ impl Node {
             self.slots.remove(&old);
         }
         tracing::trace!(?target, %to, attempts, "handshake initiation");
-        self.slots.insert(
+        self.insert_slot(
             index,
             Slot::Initiating {
                 hs: Box::new(hs),
@@ -1572,6 +1579,7 @@ impl Node {
         };
         tracing::info!(peer = %key.fingerprint(), "no answer on the path to the peer; failing over");
         peer.liveness_probe = None;
+        peer.failed_over_at = Some(now);
         if let Some(c) = peer.current.take() {
             peer.previous = Some(c);
         }
@@ -1608,12 +1616,34 @@ impl Node {
         let at = self.gossip.poll_timeout().min(self.next_maintain);
         self.schedule(at);
 
-        // In key order, not the map's hash order: the RNG draws (ephemeral keys, indices,
-        // retry jitter) then go to the same peers for the same seed, run after run.
-        let mut keys: Vec<PublicKey> = self.peers.keys().copied().collect();
+        // A peer learned by gossip but with no session and no use for one has no timer: only
+        // peers with a session, and peers that want one (`wants_session`: gossip
+        // neighbours, relays, bootstrap peers, peers that carried packets lately) are looked
+        // at. In a large cluster they are a few dozen of thousands, and this runs at every
+        // timer. Then in key order, not the map's hash order: the RNG draws (ephemeral keys,
+        // indices, retry jitter) go to the same peers for the same seed, run after run.
+        let mut relays: HashSet<PublicKey> = HashSet::new();
+        let mut keys: Vec<PublicKey> = Vec::new();
+        for (key, p) in &self.peers {
+            if let Some(r) = p.relay {
+                relays.insert(r);
+            }
+            let carried = p
+                .last_data
+                .is_some_and(|t| now.saturating_duration_since(t) < membership::IDLE_AFTER);
+            if p.current.is_some() || carried {
+                keys.push(*key);
+            }
+        }
+        keys.extend(
+            self.gossip
+                .neighbours_iter(now)
+                .map(|id| PublicKey::from_bytes(*id))
+                .chain(relays.iter().copied())
+                .chain(self.bootstrap.iter().filter_map(|b| b.resolved)),
+        );
         keys.sort_unstable();
-        // Members other peers' traffic goes through: their sessions are kept up.
-        let relays: HashSet<PublicKey> = self.peers.values().filter_map(|p| p.relay).collect();
+        keys.dedup();
         for key in keys {
             self.peer_timers(now, key, &relays);
         }
@@ -1622,7 +1652,19 @@ impl Node {
         }
     }
 
+    fn insert_slot(&mut self, index: u32, slot: Slot) {
+        self.slots.insert(index, slot);
+        self.slots_due = None;
+    }
+
     fn expire_slots(&mut self, now: Instant) {
+        if let Some(due) = self.slots_due {
+            match due {
+                Some(at) if now >= at => {}
+                Some(at) => return self.schedule(at),
+                None => return,
+            }
+        }
         let mut expired = Vec::new();
         for (index, slot) in &self.slots {
             let gone = match slot {
@@ -1659,7 +1701,8 @@ impl Node {
                 }
             }
         }
-        for (index, slot) in &self.slots {
+        let mut due: Option<Instant> = None;
+        for slot in self.slots.values() {
             let at = match slot {
                 Slot::Initiating { .. } => continue,
                 Slot::RespondingXx { started, .. } => *started + RESPONDER_HANDSHAKE_TIMEOUT,
@@ -1673,8 +1716,11 @@ impl Node {
                     }
                 }
             };
-            let _ = index;
-            self.next_timeout = Some(self.next_timeout.map_or(at, |t| t.min(at)));
+            due = Some(due.map_or(at, |t| t.min(at)));
+        }
+        self.slots_due = Some(due);
+        if let Some(at) = due {
+            self.schedule(at);
         }
     }
 

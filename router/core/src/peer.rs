@@ -22,6 +22,9 @@ pub(crate) struct Peer {
     /// When we first asked the peer for an immediate answer because packets went
     /// unanswered, and how many times we have asked since (see `PATH_ASKS`).
     pub(crate) liveness_probe: Option<(Instant, u32)>,
+    /// When the path last failed over (its session dropped, a new one being made through a
+    /// relay); cleared when a session is made. See `Peer::failing_over`.
+    pub(crate) failed_over_at: Option<Instant>,
     /// Highest info version of the peer we applied.
     pub(crate) info_version: u64,
     /// Highest version of *our* info the peer acknowledged.
@@ -69,7 +72,19 @@ pub(crate) struct Peer {
     pub(crate) drops: DropCounters,
 }
 
+/// How long a peer whose path failed over still counts as a gossip neighbour with a session
+/// while its new session (through a relay) is made: a few round trips and a handshake retry.
+/// Without it a maintenance tick that fell in that window dropped the neighbour, and the
+/// adjacency records of both nodes were published again for a cut of a few seconds.
+pub(crate) const FAILOVER_GRACE: Duration = Duration::from_secs(5);
+
 impl Peer {
+    /// Its path failed over less than [`FAILOVER_GRACE`] ago and no session was made since.
+    pub(crate) fn failing_over(&self, now: Instant) -> bool {
+        self.failed_over_at
+            .is_some_and(|t| now.saturating_duration_since(t) < FAILOVER_GRACE)
+    }
+
     pub(crate) fn new(key: PublicKey, endpoint: SocketAddr, now: Instant) -> Self {
         Self {
             key,
@@ -78,6 +93,7 @@ impl Peer {
             probe: None,
             next_probe: now,
             liveness_probe: None,
+            failed_over_at: None,
             info_version: 0,
             acked_our_info: 0,
             info_sent_at: None,

@@ -583,6 +583,13 @@ impl Collector for Snapshot {
         )?;
         single(
             &mut e,
+            "mesh_gossip_records_pulled",
+            "Gossip records pulled because a neighbour announced them and no push brought them \
+             within the pull delay.",
+            counter(g.records_pulled),
+        )?;
+        single(
+            &mut e,
             "mesh_gossip_malformed",
             "Gossip messages or records received that did not parse.",
             counter(g.malformed),
@@ -824,6 +831,7 @@ mod tests {
                     rx_bytes: 4_800,
                     records_applied: 12,
                     records_redundant: 30,
+                    records_pulled: 3,
                     malformed: 1,
                 },
                 warnings: vec![],
@@ -966,6 +974,8 @@ mod tests {
             "# TYPE mesh_gossip_records_received_total counter",
             "mesh_gossip_records_received_total{result=\"applied\"} 12",
             "mesh_gossip_records_received_total{result=\"redundant\"} 30",
+            "# TYPE mesh_gossip_records_pulled_total counter",
+            "mesh_gossip_records_pulled_total 3",
             "# TYPE mesh_gossip_malformed_total counter",
             "mesh_gossip_malformed_total 1",
             "# TYPE process_start_time_seconds gauge",

@@ -1,6 +1,6 @@
 //! [`Gossip`]: spreads a [`Store`] between neighbours.
 //!
-//! Two mechanisms, both over the sealed sessions the caller owns:
+//! Three mechanisms, all over the sealed sessions the caller owns:
 //!
 //! - **Push**: a record written here is sent to every neighbour at once. A record that is new
 //!   here because a neighbour pushed it is passed on to every other neighbour after
@@ -19,6 +19,16 @@
 //!   101 MB with the limit). Well-linked
 //!   nodes still get each change from the nodes that chose them, which pass it to all their
 //!   outbound neighbours.
+//! - **Lazy push** (as in Plumtree, without its tree): of the neighbours a received change
+//!   goes on to, only the first `eager_fanout` in the round's random order get its body; the
+//!   others get a *have*, its key and version in 17 bytes. A node that lacks a record a have
+//!   names waits `pull_delay` for a push of it (one usually comes: every node that gets the
+//!   body passes it on to `eager_fanout` others), then pulls it from the node that announced
+//!   it, then from the next one. Each node then receives a change's body about
+//!   `eager_fanout` times instead of once for about every other neighbour (eight to ten
+//!   times at 300 to 2,000 nodes), which was most of the cost of a flood for the nodes and
+//!   for the simulator. A change still reaches a node by a push or a pull on every path
+//!   a flood of bodies would take, only up to `pull_delay` later on the paths with no body.
 //! - **Anti-entropy**: every `anti_entropy_interval` (jittered) the node sends its digest
 //!   (256 bucket hashes, about 1 KB) to its next outbound neighbour in turn. The receiver
 //!   answers each differing bucket with its listing of that bucket; the listing's receiver
@@ -41,7 +51,9 @@
 
 use crate::store::{Merge, Record, RecordKey, Store, words};
 use mesh_proto::ParseError;
-use mesh_proto::gossip::{GossipMsg, MAX_BODY_LEN, MAX_GOSSIP_LEN, ShortKey, WireRecord};
+use mesh_proto::gossip::{
+    GossipMsg, ListingEntry, MAX_BODY_LEN, MAX_GOSSIP_LEN, MAX_HAVE_ENTRIES, ShortKey, WireRecord,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -65,6 +77,14 @@ pub struct GossipConfig {
     /// to be well linked, and to well-linked inbound ones only while the total stays within
     /// this many (drawn at random). See the module docs.
     pub relay_fanout: usize,
+    /// Of the neighbours a received change is passed on to, this many get its body; the
+    /// others get a have (its key and version) and pull the body if no push brings it
+    /// within `pull_delay`. See the module docs.
+    pub eager_fanout: usize,
+    /// How long a node that heard of a record by a have waits for a push of it before it
+    /// pulls it from the node that announced it; and, if that brings nothing, again this
+    /// long before it asks the next one that announced it.
+    pub pull_delay: Duration,
 }
 
 impl Default for GossipConfig {
@@ -75,6 +95,8 @@ impl Default for GossipConfig {
             max_listings_per_digest: 32,
             relay_delay: Duration::from_millis(50),
             relay_fanout: 16,
+            eager_fanout: 3,
+            pull_delay: Duration::from_millis(150),
         }
     }
 }
@@ -100,7 +122,22 @@ pub struct GossipStats {
     pub invalid_records: u64,
     /// Digests sent.
     pub digests: u64,
+    /// Records announced to us (have entries) that we did not hold.
+    pub announced_new: u64,
+    /// Records pulled because a have announced them and no push brought them in time.
+    pub pulled_after_have: u64,
 }
+
+/// A record announced to us that we lack (see `Gossip::wanted`).
+#[derive(Debug)]
+struct Wanted {
+    version: u64,
+    from: VecDeque<NodeId>,
+    due: Instant,
+}
+
+/// Announcers remembered per wanted record.
+const MAX_ANNOUNCERS: usize = 3;
 
 /// Decides whether a record's body is acceptable for its kind.
 pub type Validator = fn(kind: u8, body: &[u8]) -> bool;
@@ -131,6 +168,13 @@ pub struct Gossip {
     /// are ones we have.
     relay: BTreeMap<RecordKey, Vec<NodeId>>,
     relay_at: Option<Instant>,
+    /// Records to announce (have), per node; like `pending`.
+    announce: BTreeMap<NodeId, Vec<RecordKey>>,
+    /// Records a have announced that we lack: the version, who announced it (first first,
+    /// a few at most) and when to pull it from the next of them.
+    wanted: BTreeMap<ShortKey, Wanted>,
+    /// The earliest `Wanted::due`.
+    pull_at: Option<Instant>,
     ae_cursor: usize,
     next_ae: Instant,
     sends: VecDeque<(NodeId, Vec<u8>)>,
@@ -162,6 +206,9 @@ impl Gossip {
             pending: BTreeMap::new(),
             relay: BTreeMap::new(),
             relay_at: None,
+            announce: BTreeMap::new(),
+            wanted: BTreeMap::new(),
+            pull_at: None,
             ae_cursor: 0,
             sends: VecDeque::new(),
             changes: VecDeque::new(),
@@ -206,6 +253,18 @@ impl Gossip {
         }
     }
 
+    /// Whether a record with this id prefix may pass the id filter of its kind (the part of
+    /// the filter the 8 bytes cover).
+    fn prefix_allowed(&self, kind: u8, prefix: &[u8; 8]) -> bool {
+        match self.id_filters.get(&kind) {
+            None => true,
+            Some((offset, v)) => (*offset..offset + v.len())
+                .zip(v)
+                .take_while(|(i, _)| *i < prefix.len())
+                .all(|(i, b)| prefix[i] == *b),
+        }
+    }
+
     /// The records.
     pub fn store(&self) -> &Store {
         &self.store
@@ -233,6 +292,12 @@ impl Gossip {
         let mut all = self.outbound.clone();
         all.extend(self.inbound_neighbours(now).copied());
         all
+    }
+
+    /// Outbound and live inbound neighbours, without collecting them (an inbound one that is
+    /// also outbound comes twice).
+    pub fn neighbours_iter(&self, now: Instant) -> impl Iterator<Item = &NodeId> {
+        self.outbound.iter().chain(self.inbound_neighbours(now))
     }
 
     /// Whether `id` is an outbound or live inbound neighbour (no allocation).
@@ -303,8 +368,12 @@ impl Gossip {
         self.not_chosen_by.remove(id);
         self.well_linked.remove(id);
         self.pending.remove(id);
+        self.announce.remove(id);
         for targets in self.relay.values_mut() {
             targets.retain(|t| t != id);
+        }
+        for w in self.wanted.values_mut() {
+            w.from.retain(|t| t != id);
         }
     }
 
@@ -417,9 +486,101 @@ impl Gossip {
                 }
                 self.pending.entry(from).or_default().extend(push);
             }
+            GossipMsg::Have(entries) => self.on_have(now, from, entries),
         }
         self.flush();
         Ok(())
+    }
+
+    fn on_have(&mut self, now: Instant, from: NodeId, entries: Vec<ListingEntry>) {
+        // What we hold under each short key (one record, but for a prefix collision).
+        let mut held: Vec<(RecordKey, u64)> = Vec::new();
+        for e in entries {
+            if !self.prefix_allowed(e.key.0, &e.key.1) {
+                // Another address ring's entry: we would refuse it when pulled.
+                continue;
+            }
+            let mut lacking = true;
+            held.clear();
+            held.extend(self.store.by_short(e.key).map(|(k, r)| (*k, r.version)));
+            for &(key, version) in &held {
+                if version >= e.version {
+                    lacking = false;
+                }
+                if version == e.version
+                    && let Some(targets) = self.relay.get_mut(&key)
+                    && let Ok(i) = targets.binary_search_by(|t| words(t).cmp(&words(&from)))
+                {
+                    // It has this version: no need to pass it on to it.
+                    targets.remove(i);
+                } else if version > e.version {
+                    // The sender is behind: give it ours.
+                    self.pending.entry(from).or_default().push(key);
+                }
+            }
+            if !lacking {
+                continue;
+            }
+            let due = now + self.config.pull_delay;
+            match self.wanted.get_mut(&e.key) {
+                Some(w) if w.version > e.version => continue,
+                Some(w) if w.version == e.version => {
+                    if w.from.len() < MAX_ANNOUNCERS && !w.from.contains(&from) {
+                        w.from.push_back(from);
+                    }
+                    continue;
+                }
+                _ => {
+                    self.stats.announced_new += 1;
+                    self.wanted.insert(
+                        e.key,
+                        Wanted {
+                            version: e.version,
+                            from: VecDeque::from([from]),
+                            due,
+                        },
+                    );
+                }
+            }
+            self.pull_at = Some(self.pull_at.map_or(due, |t| t.min(due)));
+        }
+    }
+
+    /// Pulls the announced records no push brought within `pull_delay`, each from the
+    /// next node that announced it.
+    fn pull_wanted(&mut self, now: Instant) {
+        let mut pulls: BTreeMap<NodeId, Vec<ShortKey>> = BTreeMap::new();
+        let mut next: Option<Instant> = None;
+        let store = &self.store;
+        let stats = &mut self.stats;
+        let pull_delay = self.config.pull_delay;
+        self.wanted.retain(|key, w| {
+            if store.by_short(*key).any(|(_, r)| r.version >= w.version) {
+                return false;
+            }
+            if w.due > now {
+                next = Some(next.map_or(w.due, |t| t.min(w.due)));
+                return true;
+            }
+            let Some(to) = w.from.pop_front() else {
+                return false;
+            };
+            pulls.entry(to).or_default().push(*key);
+            stats.pulled_after_have += 1;
+            if w.from.is_empty() {
+                // Nobody else to ask: anti-entropy brings it if this pull does not.
+                return false;
+            }
+            w.due = now + pull_delay;
+            next = Some(next.map_or(w.due, |t| t.min(w.due)));
+            true
+        });
+        self.pull_at = next;
+        for (to, keys) in pulls {
+            for chunk in keys.chunks((MAX_GOSSIP_LEN - 4) / 9) {
+                self.send(to, &GossipMsg::Pull(chunk.to_vec()));
+            }
+        }
     }
 
     fn on_push(&mut self, now: Instant, from: NodeId, records: Vec<WireRecord>) {
@@ -445,6 +606,13 @@ impl Gossip {
                 id: rec.id,
             };
             let merge = self.store.merge(key, rec.version, &rec.body);
+            if merge != Merge::Older
+                && let Some(w) = self.wanted.get(&key.short())
+                && w.version <= rec.version
+            {
+                // Announced to us, and now pushed: no need to pull it.
+                self.wanted.remove(&key.short());
+            }
             if merge != Merge::Older
                 && let Some(targets) = self.relay.get_mut(&key)
                 && let Ok(i) = targets.binary_search_by(|t| words(t).cmp(&words(&from)))
@@ -509,11 +677,22 @@ impl Gossip {
                     optional.sort_unstable_by_key(|n| rank.get(n).copied());
                     optional.truncate(room);
                 }
-                for to in required.into_iter().chain(optional) {
-                    self.pending.entry(to).or_default().push(key);
+                // The body to the first few in the round's order, a have to the others.
+                let mut to: Vec<NodeId> = required.into_iter().chain(optional).collect();
+                to.sort_unstable_by_key(|n| rank.get(n).copied());
+                for (i, n) in to.into_iter().enumerate() {
+                    let queue = if i < self.config.eager_fanout {
+                        &mut self.pending
+                    } else {
+                        &mut self.announce
+                    };
+                    queue.entry(n).or_default().push(key);
                 }
             }
             self.flush();
+        }
+        if self.pull_at.is_some_and(|at| now >= at) {
+            self.pull_wanted(now);
         }
         if now < self.next_ae {
             return;
@@ -539,8 +718,10 @@ impl Gossip {
 
     /// When [`Gossip::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Instant {
-        self.relay_at
-            .map_or(self.next_ae, |at| at.min(self.next_ae))
+        [self.relay_at, self.pull_at]
+            .into_iter()
+            .flatten()
+            .fold(self.next_ae, Instant::min)
     }
 
     /// Next message to send: `(neighbour, bytes)`. The caller seals it on its session with
@@ -567,6 +748,7 @@ impl Gossip {
     fn drop_stale_pending(&mut self, now: Instant) {
         let live = self.neighbours(now);
         self.pending.retain(|id, _| live.contains(id));
+        self.announce.retain(|id, _| live.contains(id));
     }
 
     /// Pushes one record to `to` now (neighbour or not): a donation goes straight to the
@@ -604,7 +786,8 @@ impl Gossip {
         }
     }
 
-    /// Packs every queued record into push messages.
+    /// Packs every queued record into push messages, and every queued announcement into
+    /// haves.
     fn flush(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         for (to, mut keys) in pending {
@@ -633,12 +816,37 @@ impl Gossip {
                 self.send(to, &GossipMsg::Push(batch));
             }
         }
+        let announce = std::mem::take(&mut self.announce);
+        for (to, mut keys) in announce {
+            keys.sort_unstable();
+            keys.dedup();
+            let entries: Vec<ListingEntry> = keys
+                .iter()
+                .filter_map(|k| {
+                    let r = self.store.get(k)?;
+                    Some(ListingEntry {
+                        key: k.short(),
+                        version: r.version,
+                    })
+                })
+                .collect();
+            for chunk in entries.chunks(MAX_HAVE_ENTRIES) {
+                self.send(to, &GossipMsg::Have(chunk.to_vec()));
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Gossip {
+        /// When changes wait to be passed on or announced records to be pulled.
+        fn busy_until(&self) -> Option<Instant> {
+            [self.relay_at, self.pull_at].into_iter().flatten().min()
+        }
+    }
 
     fn id(n: u8) -> NodeId {
         let mut id = [0u8; 32];
@@ -694,12 +902,12 @@ mod tests {
                 }
                 if !any {
                     // Received changes wait `relay_delay` before they are passed on.
-                    let Some(at) = self.nodes.iter().filter_map(|g| g.relay_at).max() else {
+                    let Some(at) = self.nodes.iter().filter_map(Gossip::busy_until).max() else {
                         break;
                     };
                     self.now = self.now.max(at);
                     for g in &mut self.nodes {
-                        if g.relay_at.is_some_and(|t| t <= self.now) {
+                        if g.busy_until().is_some_and(|t| t <= self.now) {
                             g.handle_timeout(self.now);
                         }
                     }
@@ -808,6 +1016,11 @@ mod tests {
             id: other_id,
         };
         net.nodes[1].set_id_filter(3, 4, Some(vec![7; 4]));
+        // A have of a record the filter refuses asks for nothing.
+        net.nodes[1].handle(now, id(0), &have(theirs, 1)).unwrap();
+        assert!(net.nodes[1].wanted.is_empty());
+        net.nodes[1].handle(now, id(0), &have(mine, 1)).unwrap();
+        assert_eq!(net.nodes[1].wanted.len(), 1);
         net.nodes[0].insert_local(now, mine, 1, b"a");
         net.nodes[0].insert_local(now, theirs, 1, b"b");
         net.pump();
@@ -880,7 +1093,8 @@ mod tests {
         assert_eq!(a.poll_new_neighbour(), None);
     }
 
-    /// Who `g` passes a change pushed by `from` on to: a push, then its relay timer.
+    /// Who `g` passes a change pushed by `from` on to (its body or a have): a push, then its
+    /// relay timer.
     fn relayed_to(g: &mut Gossip, now: Instant, from: NodeId, version: u64) -> Vec<NodeId> {
         let push = GossipMsg::Push(vec![WireRecord {
             kind: 1,
@@ -892,9 +1106,14 @@ mod tests {
         .unwrap();
         g.handle(now, from, &push).unwrap();
         g.handle_timeout(g.relay_at.unwrap());
-        // Pushes only (a digest may fall due meanwhile).
+        // Pushes and haves only (a digest may fall due meanwhile).
         let mut to: Vec<NodeId> = std::iter::from_fn(|| g.poll_send())
-            .filter(|(_, m)| matches!(GossipMsg::parse(m), Ok(GossipMsg::Push(_))))
+            .filter(|(_, m)| {
+                matches!(
+                    GossipMsg::parse(m),
+                    Ok(GossipMsg::Push(_) | GossipMsg::Have(_))
+                )
+            })
             .map(|(t, _)| t)
             .collect();
         to.sort_unstable();
@@ -987,6 +1206,157 @@ mod tests {
         let mut want = vec![id(3), id(4)];
         want.sort_unstable();
         assert_eq!(to, want);
+    }
+
+    /// Bodies each node received for one record flooded over a graph where node `i` chose
+    /// `i + 1`, `i + 3`, `i + 7` and `i + 12` (mod `n`) as outbound neighbours; and whether
+    /// all got it.
+    fn flood(n: usize, eager_fanout: usize) -> (u64, u64, bool) {
+        let mut net = Net::new(n);
+        for g in &mut net.nodes {
+            g.config.eager_fanout = eager_fanout;
+        }
+        let now = net.now;
+        for i in 0..n {
+            let out = [1, 3, 7, 12].map(|d| id(((i + d) % n) as u8)).into_iter();
+            net.nodes[i].set_outbound(now, out.collect());
+        }
+        // The digests make the inbound neighbours; then a quiet start.
+        net.pump();
+        let before: Vec<GossipStats> = net.nodes.iter().map(Gossip::stats).collect();
+        let key = RecordKey { kind: 1, id: id(0) };
+        net.nodes[0].insert_local(now, key, 1, b"news");
+        net.pump();
+        let all = net.nodes.iter().all(|g| g.get(&key).is_some());
+        let (mut bodies, mut pulled) = (0, 0);
+        for (g, b) in net.nodes.iter().zip(before) {
+            let s = g.stats();
+            bodies +=
+                s.records_applied + s.records_redundant - b.records_applied - b.records_redundant;
+            pulled += s.pulled_after_have - b.pulled_after_have;
+        }
+        (bodies, pulled, all)
+    }
+
+    #[test]
+    fn a_flood_sends_few_bodies_and_announces_the_rest() {
+        let n = 40;
+        let (eager_bodies, eager_pulled, eager_all) = flood(n, usize::MAX);
+        let (lazy_bodies, lazy_pulled, lazy_all) = flood(n, 2);
+        assert!(eager_all && lazy_all);
+        assert_eq!(eager_pulled, 0);
+        // Every node gets at least one body; with bodies to all, most get several.
+        assert!(lazy_bodies >= n as u64 - 1);
+        assert!(
+            lazy_bodies * 2 < eager_bodies,
+            "{lazy_bodies} bodies with haves, {eager_bodies} without"
+        );
+        // Bodies plus pulls: nobody is left out waiting for anti-entropy.
+        assert!(lazy_pulled < n as u64);
+    }
+
+    fn have(key: RecordKey, version: u64) -> Vec<u8> {
+        GossipMsg::Have(vec![ListingEntry {
+            key: key.short(),
+            version,
+        }])
+        .to_bytes()
+        .unwrap()
+    }
+
+    fn sent(g: &mut Gossip) -> Vec<(NodeId, GossipMsg)> {
+        std::iter::from_fn(|| g.poll_send())
+            .filter_map(|(to, m)| match GossipMsg::parse(&m).unwrap() {
+                GossipMsg::Digest { .. } => None,
+                msg => Some((to, msg)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_announced_record_is_pulled_when_no_push_brings_it() {
+        let now = Instant::now();
+        let delay = GossipConfig::default().pull_delay;
+        let mut g = Gossip::new(GossipConfig::default(), now, [9; 32]);
+        g.set_outbound(now, (1..=3).map(id).collect());
+        sent(&mut g);
+        let key = RecordKey {
+            kind: 1,
+            id: [7; 32],
+        };
+        // Announced by 1, then by 2: nothing is asked at once.
+        g.handle(now, id(1), &have(key, 4)).unwrap();
+        g.handle(now + delay / 2, id(2), &have(key, 4)).unwrap();
+        assert!(sent(&mut g).is_empty());
+        assert_eq!(g.poll_timeout(), now + delay);
+        // No push came: pulled from the first that announced it ...
+        g.handle_timeout(now + delay);
+        assert_eq!(
+            sent(&mut g),
+            vec![(id(1), GossipMsg::Pull(vec![key.short()]))]
+        );
+        // ... and, when that brings nothing either, from the next one.
+        assert_eq!(g.poll_timeout(), now + delay * 2);
+        g.handle_timeout(now + delay * 2);
+        assert_eq!(
+            sent(&mut g),
+            vec![(id(2), GossipMsg::Pull(vec![key.short()]))]
+        );
+        assert_eq!(g.stats().pulled_after_have, 2);
+
+        // A push that comes in time makes the pull needless.
+        let other = RecordKey {
+            kind: 1,
+            id: [8; 32],
+        };
+        let t = now + delay * 3;
+        g.handle(t, id(3), &have(other, 1)).unwrap();
+        let push = GossipMsg::Push(vec![WireRecord {
+            kind: 1,
+            id: other.id,
+            version: 1,
+            body: b"x".to_vec(),
+        }])
+        .to_bytes()
+        .unwrap();
+        g.handle(t + delay / 3, id(1), &push).unwrap();
+        g.handle_timeout(t + delay);
+        g.handle_timeout(t + delay * 3);
+        assert!(
+            sent(&mut g)
+                .iter()
+                .all(|(_, m)| !matches!(m, GossipMsg::Pull(_)))
+        );
+        assert_eq!(g.stats().pulled_after_have, 2);
+    }
+
+    #[test]
+    fn a_have_of_an_old_version_gets_the_new_one_pushed_back() {
+        let now = Instant::now();
+        let mut g = Gossip::new(GossipConfig::default(), now, [9; 32]);
+        g.set_outbound(now, [id(1)].into_iter().collect());
+        sent(&mut g);
+        let key = RecordKey {
+            kind: 1,
+            id: [7; 32],
+        };
+        g.insert_local(now, key, 5, b"five");
+        sent(&mut g);
+        g.handle(now, id(1), &have(key, 3)).unwrap();
+        let out = sent(&mut g);
+        assert_eq!(out.len(), 1);
+        let (to, GossipMsg::Push(records)) = &out[0] else {
+            panic!("{out:?}");
+        };
+        assert_eq!(*to, id(1));
+        assert_eq!(
+            (records[0].version, &records[0].body[..]),
+            (5, &b"five"[..])
+        );
+        // A have of the version we hold asks nothing.
+        g.handle(now, id(1), &have(key, 5)).unwrap();
+        g.handle_timeout(now + Duration::from_secs(1));
+        assert!(sent(&mut g).is_empty());
     }
 
     #[test]

@@ -12,14 +12,17 @@
 //! listing  op=3  2:bucket  3..12:low (kind, 8-byte id prefix)  12..21:high (same)
 //!               21..23:n  then n x (1:kind  8:id prefix  8:version), sorted, all inside [low, high]
 //! pull     op=4  2..4:n  then n x (1:kind  8:id prefix)
+//! have     op=5  2..4:n  then n x (1:kind  8:id prefix  8:version)
 //! ```
 //!
 //! A record's bucket is the first byte of its id. A digest carries, per bucket, the XOR of
 //! [`entry_hash`] over the bucket's records: two nodes with the same records have the same
 //! digest, and one that differs names the buckets to compare. A listing says which records
 //! (by id prefix and version) the sender holds between `low` and `high` of one bucket, so the
-//! receiver can push what the sender lacks and pull what it lacks itself. Every message fits
-//! in [`MAX_GOSSIP_LEN`] bytes.
+//! receiver can push what the sender lacks and pull what it lacks itself. A have announces
+//! records the sender just received, without their bodies: the receiver pulls the ones it
+//! does not get pushed from elsewhere soon after. Every message fits in [`MAX_GOSSIP_LEN`]
+//! bytes.
 //!
 //! Record bodies: [`MemberBody`] (kind [`KIND_MEMBER`]) and [`AdjacencyBody`] (kind
 //! [`KIND_ADJACENCY`]).
@@ -55,6 +58,9 @@ const OP_PUSH: u8 = 1;
 const OP_DIGEST: u8 = 2;
 const OP_LISTING: u8 = 3;
 const OP_PULL: u8 = 4;
+const OP_HAVE: u8 = 5;
+/// Most entries of one have message.
+pub const MAX_HAVE_ENTRIES: usize = (MAX_GOSSIP_LEN - 4) / LISTING_ENTRY_LEN;
 
 /// A record as it travels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +119,9 @@ pub enum GossipMsg {
     },
     /// Records the sender wants pushed.
     Pull(Vec<ShortKey>),
+    /// Records the sender has just received (by id prefix and version), announced instead
+    /// of pushed.
+    Have(Vec<ListingEntry>),
 }
 
 /// The hash a record adds to its bucket of a digest. Bodies are not hashed: a version names
@@ -266,6 +275,17 @@ impl GossipMsg {
                 r.end("trailing bytes after gossip pull")?;
                 Ok(Self::Pull(keys))
             }
+            OP_HAVE => {
+                let n = usize::from(r.u16()?);
+                let mut entries = Vec::with_capacity(n.min(MAX_HAVE_ENTRIES));
+                for _ in 0..n {
+                    let key = r.short_key()?;
+                    let version = r.u64()?;
+                    entries.push(ListingEntry { key, version });
+                }
+                r.end("trailing bytes after gossip have")?;
+                Ok(Self::Have(entries))
+            }
             _ => Err(ParseError::Malformed("unknown gossip operation")),
         }
     }
@@ -277,6 +297,7 @@ impl GossipMsg {
             Self::Digest { .. } => DIGEST_LEN,
             Self::Listing { entries, .. } => LISTING_HEADER_LEN + entries.len() * LISTING_ENTRY_LEN,
             Self::Pull(keys) => 4 + keys.len() * 9,
+            Self::Have(entries) => 4 + entries.len() * LISTING_ENTRY_LEN,
         }
     }
 
@@ -332,6 +353,15 @@ impl GossipMsg {
                 for k in keys {
                     out.push(k.0);
                     out.extend_from_slice(&k.1);
+                }
+            }
+            Self::Have(entries) => {
+                out.push(OP_HAVE);
+                out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+                for e in entries {
+                    out.push(e.key.0);
+                    out.extend_from_slice(&e.key.1);
+                    out.extend_from_slice(&e.version.to_le_bytes());
                 }
             }
         }
@@ -523,6 +553,16 @@ mod tests {
                 ],
             },
             GossipMsg::Pull(vec![(1, [1; 8]), (2, [2; 8])]),
+            GossipMsg::Have(vec![
+                ListingEntry {
+                    key: (2, [9; 8]),
+                    version: 7,
+                },
+                ListingEntry {
+                    key: (1, [3; 8]),
+                    version: u64::MAX,
+                },
+            ]),
         ]
     }
 
@@ -557,6 +597,19 @@ mod tests {
             body: vec![0; MAX_BODY_LEN],
         }]);
         assert_eq!(fits.to_bytes().unwrap().len(), MAX_GOSSIP_LEN);
+        let entry = ListingEntry {
+            key: (1, [0; 8]),
+            version: 0,
+        };
+        assert!(
+            GossipMsg::Have(vec![entry; MAX_HAVE_ENTRIES])
+                .to_bytes()
+                .is_some()
+        );
+        assert_eq!(
+            GossipMsg::Have(vec![entry; MAX_HAVE_ENTRIES + 1]).to_bytes(),
+            None
+        );
         assert!(GossipMsg::parse(&[CONTROL_GOSSIP, OP_PUSH, 0, 0, 0].repeat(300)).is_err());
     }
 

@@ -59,6 +59,12 @@ pub(super) struct LivenessCache {
 
 /// Whether the sorted prefixes hold `p` (compared as numbers: the same order as the bytes,
 /// without a `memcmp` per step).
+/// An outbound neighbour to replace: no session, handshakes unanswered, and not in the
+/// middle of a failover (which makes a new session through a relay, see `FAILOVER_GRACE`).
+fn failing_peer(now: Instant, p: &Peer) -> bool {
+    p.current.is_none() && p.attempts >= NEIGHBOUR_ATTEMPTS && !p.failing_over(now)
+}
+
 pub(super) fn has_prefix(sorted: &[[u8; 8]], p: &[u8; 8]) -> bool {
     let want = u64::from_be_bytes(*p);
     sorted
@@ -375,7 +381,10 @@ impl Node {
             .iter()
             .filter_map(|id| {
                 let p = self.peers.get(&PublicKey::from_bytes(*id))?;
-                (p.current.is_some() && self.recently_heard(now, p)).then(|| {
+                // A neighbour whose path is failing over to a relay is still listed: its
+                // session is being made again (`FAILOVER_GRACE`).
+                let up = p.current.is_some() || p.failing_over(now);
+                (up && self.recently_heard(now, p)).then(|| {
                     let ms = p
                         .rtt
                         .map_or(0, |d| d.as_millis().min(u128::from(u16::MAX)) as u16);
@@ -387,6 +396,27 @@ impl Node {
         adjacency.truncate(mesh_proto::gossip::MAX_ADJACENCY);
         let prefixes: Vec<[u8; 8]> = adjacency.iter().map(|(p, _)| *p).collect();
         if prefixes != self.own_adjacency {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let hex = |p: &[u8; 8]| p.iter().map(|b| format!("{b:02x}")).collect::<String>();
+                let added: Vec<String> = prefixes
+                    .iter()
+                    .filter(|p| !self.own_adjacency.contains(p))
+                    .map(hex)
+                    .collect();
+                let removed: Vec<String> = self
+                    .own_adjacency
+                    .iter()
+                    .filter(|p| !prefixes.contains(p))
+                    .map(hex)
+                    .collect();
+                tracing::debug!(
+                    node = %self.keypair.public().fingerprint(),
+                    version = self.adjacency_version + 1,
+                    ?added,
+                    ?removed,
+                    "neighbours changed; publishing adjacency"
+                );
+            }
             self.adjacency_version += 1;
             self.publish_adjacency(now, adjacency);
             self.pump_gossip(now);
@@ -438,27 +468,46 @@ impl Node {
 
     /// Every member reachable from `seeds` over mutual adjacency is alive; the others age.
     fn walk_liveness(&mut self, now: Instant, seeds: Vec<PublicKey>) {
-        let lists = |m: &Member, p: &[u8; 8]| has_prefix(&m.adjacency, p);
-        let mut reached: HashSet<PublicKey> = seeds.iter().copied().collect();
-        let mut queue: VecDeque<PublicKey> = seeds.iter().copied().collect();
-        while let Some(k) = queue.pop_front() {
-            let Some(m) = self.members.get(&k) else {
-                continue;
-            };
+        // The members by position, their prefixes in a small table: the walk then follows
+        // each edge with one lookup in it and one search in the neighbour's own list, where
+        // looking members up by key (hashing 32 bytes, then a large entry) cost several
+        // cache misses per edge. It runs at every node whenever an adjacency changes
+        // anywhere, over members × neighbours edges.
+        let nodes: Vec<(&PublicKey, &Member)> = self.members.iter().collect();
+        let index: foldhash::HashMap<[u8; 8], u32> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (prefix(k.as_bytes()), i as u32))
+            .collect();
+        let position = |k: &PublicKey| index.get(&prefix(k.as_bytes())).copied();
+        let mut reached = vec![false; nodes.len()];
+        let mut queue: VecDeque<u32> = VecDeque::new();
+        let mut reached_keys: HashSet<PublicKey> = seeds.iter().copied().collect();
+        for i in seeds.iter().filter_map(position) {
+            if !reached[i as usize] {
+                reached[i as usize] = true;
+                queue.push_back(i);
+            }
+        }
+        while let Some(i) = queue.pop_front() {
+            let (_, m) = nodes[i as usize];
             let mp = m.prefix();
             for p in &m.adjacency {
-                let Some(nk) = self.by_prefix.get(p) else {
+                let Some(j) = index.get(p).copied() else {
                     continue;
                 };
-                if reached.contains(nk) {
+                let (nk, n) = nodes[j as usize];
+                if reached[j as usize] {
                     continue;
                 }
-                if self.members.get(nk).is_some_and(|n| lists(n, &mp)) {
-                    reached.insert(*nk);
-                    queue.push_back(*nk);
+                if has_prefix(&n.adjacency, &mp) {
+                    reached[j as usize] = true;
+                    reached_keys.insert(*nk);
+                    queue.push_back(j);
                 }
             }
         }
+        let reached = reached_keys;
         let mut keys: Vec<PublicKey> = self.members.keys().copied().collect();
         keys.sort_unstable();
         let mut unreached = Vec::new();
@@ -536,17 +585,13 @@ impl Node {
                     .is_none_or(|t| now.saturating_duration_since(t) < BOOTSTRAP_KEEP)
         };
         let boot_pending = boot.iter().any(|k| self.peers.get(k).is_none_or(pending));
-        let failing = |k: &PublicKey| {
-            self.peers
-                .get(k)
-                .is_some_and(|p| p.current.is_none() && p.attempts >= NEIGHBOUR_ATTEMPTS)
-        };
+        let failing = |k: &PublicKey| self.peers.get(k).is_some_and(|p| failing_peer(now, p));
         // Live members that are neither bootstrap peers nor failing.
         let mut set_aside: BTreeSet<PublicKey> = boot.clone();
         set_aside.extend(
             self.peers
                 .values()
-                .filter(|p| p.current.is_none() && p.attempts >= NEIGHBOUR_ATTEMPTS)
+                .filter(|p| failing_peer(now, p))
                 .map(|p| p.key),
         );
         let others = n - set_aside.iter().filter(|k| is_candidate(k)).count();
@@ -590,6 +635,11 @@ impl Node {
         }
         let ids: BTreeSet<NodeId> = chosen.iter().map(|k| *k.as_bytes()).collect();
         if &ids != self.gossip.outbound() {
+            tracing::debug!(
+                added = ?ids.difference(self.gossip.outbound()).map(|id| PublicKey::from_bytes(*id).fingerprint()).collect::<Vec<_>>(),
+                removed = ?self.gossip.outbound().difference(&ids).map(|id| PublicKey::from_bytes(*id).fingerprint()).collect::<Vec<_>>(),
+                "outbound gossip neighbours changed"
+            );
             self.gossip.set_outbound(now, ids);
         }
         for k in chosen {
@@ -655,6 +705,7 @@ impl Node {
             rx_bytes: s.rx_bytes,
             records_applied: s.records_applied,
             records_redundant: s.records_redundant,
+            records_pulled: s.pulled_after_have,
             malformed: s.malformed + s.invalid_records,
         }
     }
@@ -758,16 +809,20 @@ impl Node {
 }
 
 impl Node {
-    /// One digest to a random live member that is not a neighbour (see
-    /// [`RANDOM_DIGEST_EVERY`]).
+    /// One digest to a random member that is not a neighbour (see [`RANDOM_DIGEST_EVERY`]),
+    /// alive or dead (but not left): a member taken for dead may only be on the other side
+    /// of a partition that has healed. When both sides took each other for dead while no
+    /// session linked them (a partition that outlived every session, or a clock jump), no
+    /// neighbour, handshake retry or digest to a live member would ever cross again, and the
+    /// cluster stayed split for good. A digest to a member that really is gone costs one
+    /// unanswered handshake. (Serf's reconnect to failed members does the same.)
     fn random_digest(&mut self, now: Instant) {
         let neighbours = self.gossip.neighbours(now);
         let mut candidates: Vec<PublicKey> = self
             .members
             .values()
             .filter(|m| {
-                !m.dead
-                    && !m.left
+                !m.left
                     && !neighbours.contains(m.key.as_bytes())
                     && (m.endpoint.is_some() || self.peers.contains_key(&m.key))
             })
