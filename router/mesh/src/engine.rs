@@ -95,7 +95,7 @@ impl Default for GossipConfig {
             max_listings_per_digest: 32,
             relay_delay: Duration::from_millis(50),
             relay_fanout: 16,
-            eager_fanout: 3,
+            eager_fanout: 5,
             pull_delay: Duration::from_millis(150),
         }
     }

@@ -605,6 +605,18 @@ fn print_table(r: &Report, args: &Args) {
             "                 per node, first also routed all (s): {}",
             fmt_spread(first_times(c), 1)
         );
+        if let Some((k, t)) = c
+            .first
+            .iter()
+            .enumerate()
+            .filter_map(|(k, t)| t.map(|t| (k, t)))
+            .max_by_key(|(_, t)| *t)
+        {
+            println!(
+                "                 last to route all: node {k} at {:.1} s",
+                t.as_secs_f64()
+            );
+        }
         if let Some(g) = r.cold_gossip_bytes {
             println!(
                 "                 gossip bytes sent per node until then: {}",
