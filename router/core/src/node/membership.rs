@@ -482,7 +482,6 @@ impl Node {
         let position = |k: &PublicKey| index.get(&prefix(k.as_bytes())).copied();
         let mut reached = vec![false; nodes.len()];
         let mut queue: VecDeque<u32> = VecDeque::new();
-        let mut reached_keys: HashSet<PublicKey> = seeds.iter().copied().collect();
         for i in seeds.iter().filter_map(position) {
             if !reached[i as usize] {
                 reached[i as usize] = true;
@@ -496,18 +495,21 @@ impl Node {
                 let Some(j) = index.get(p).copied() else {
                     continue;
                 };
-                let (nk, n) = nodes[j as usize];
+                let (_, n) = nodes[j as usize];
                 if reached[j as usize] {
                     continue;
                 }
                 if has_prefix(&n.adjacency, &mp) {
                     reached[j as usize] = true;
-                    reached_keys.insert(*nk);
                     queue.push_back(j);
                 }
             }
         }
-        let reached = reached_keys;
+        let reached: HashSet<PublicKey> = nodes
+            .iter()
+            .zip(&reached)
+            .filter_map(|((k, _), r)| r.then_some(**k))
+            .collect();
         let mut keys: Vec<PublicKey> = self.members.keys().copied().collect();
         keys.sort_unstable();
         let mut unreached = Vec::new();
