@@ -50,7 +50,7 @@
 //! Each node that becomes a neighbour is reported once ([`Gossip::poll_new_neighbour`]), so
 //! the caller can push it its own records at once.
 
-use crate::store::{Merge, Record, RecordKey, Store, words};
+use crate::store::{Merge, Record, RecordKey, Store};
 use mesh_proto::ParseError;
 use mesh_proto::gossip::{
     GossipMsg, ListingEntry, MAX_BODY_LEN, MAX_GOSSIP_LEN, MAX_HAVE_ENTRIES, ShortKey, WireRecord,
@@ -163,10 +163,11 @@ pub struct Gossip {
     /// Records to push, per node; sorted and deduplicated when sent (`flush`). A list
     /// rather than a set: a flood queues every new record for every neighbour.
     pending: BTreeMap<NodeId, Vec<RecordKey>>,
-    /// Received changes to pass on at `relay_at`, each with the neighbours (sorted) it is
-    /// for: the neighbours it arrived from are taken off. Per record rather than per
-    /// neighbour: every copy that arrives takes its sender off, and most copies in a flood
-    /// are ones we have.
+    /// Received changes to pass on at `relay_at`, each with the nodes known to hold its
+    /// version already (those it arrived from or that announced it): the round sends it to
+    /// the neighbours of that moment but these. Per record rather than per neighbour: every
+    /// copy that arrives adds its sender, and most copies in a flood are ones we have; and a
+    /// few holders rather than every target (a bootstrap peer has hundreds of neighbours).
     relay: BTreeMap<RecordKey, Vec<NodeId>>,
     relay_at: Option<Instant>,
     /// Records to announce (have), per node; like `pending`.
@@ -370,9 +371,6 @@ impl Gossip {
         self.well_linked.remove(id);
         self.pending.remove(id);
         self.announce.remove(id);
-        for targets in self.relay.values_mut() {
-            targets.retain(|t| t != id);
-        }
         for w in self.wanted.values_mut() {
             w.from.retain(|t| t != id);
         }
@@ -509,11 +507,12 @@ impl Gossip {
                     lacking = false;
                 }
                 if version == e.version
-                    && let Some(targets) = self.relay.get_mut(&key)
-                    && let Ok(i) = targets.binary_search_by(|t| words(t).cmp(&words(&from)))
+                    && let Some(holders) = self.relay.get_mut(&key)
                 {
                     // It has this version: no need to pass it on to it.
-                    targets.remove(i);
+                    if !holders.contains(&from) {
+                        holders.push(from);
+                    }
                 } else if version > e.version {
                     // The sender is behind: give it ours.
                     self.pending.entry(from).or_default().push(key);
@@ -585,8 +584,6 @@ impl Gossip {
     }
 
     fn on_push(&mut self, now: Instant, from: NodeId, records: Vec<WireRecord>) {
-        // Only needed when a record is new here, which most pushes in a flood are not.
-        let mut neighbours: Option<BTreeSet<NodeId>> = None;
         for rec in records {
             if !self.id_allowed(rec.kind, &rec.id) {
                 self.stats.invalid_records += 1;
@@ -614,32 +611,29 @@ impl Gossip {
                 // Announced to us, and now pushed: no need to pull it.
                 self.wanted.remove(&key.short());
             }
-            if merge != Merge::Older
-                && let Some(targets) = self.relay.get_mut(&key)
-                && let Ok(i) = targets.binary_search_by(|t| words(t).cmp(&words(&from)))
-            {
-                // It has this version: no need to pass it on to it.
-                targets.remove(i);
-            }
             match merge {
                 Merge::Applied => {
                     self.stats.records_applied += 1;
                     self.changes.push_back(key);
-                    let neighbours = neighbours.get_or_insert_with(|| self.neighbours(now));
-                    let targets = self.relay.entry(key).or_default();
-                    let fresh = targets.is_empty();
-                    targets.extend(neighbours.iter().filter(|n| **n != from));
-                    if !fresh {
-                        targets.sort_unstable();
-                        targets.dedup();
-                    }
+                    // A new version: only its sender is known to hold it.
+                    let holders = self.relay.entry(key).or_default();
+                    holders.clear();
+                    holders.push(from);
                     if self.relay_at.is_none() {
                         let d = self.config.relay_delay;
                         let jitter = f64::from(self.rng.next_u32() % 1000) / 1000.0;
                         self.relay_at = Some(now + d / 2 + d.mul_f64(jitter));
                     }
                 }
-                Merge::Same => self.stats.records_redundant += 1,
+                Merge::Same => {
+                    self.stats.records_redundant += 1;
+                    if let Some(holders) = self.relay.get_mut(&key)
+                        && !holders.contains(&from)
+                    {
+                        // It has this version: no need to pass it on to it.
+                        holders.push(from);
+                    }
+                }
                 Merge::Older => {
                     // The sender is behind: give it ours.
                     self.stats.records_redundant += 1;
@@ -655,39 +649,68 @@ impl Gossip {
         if self.relay_at.is_some_and(|at| now >= at) {
             self.relay_at = None;
             let relay = std::mem::take(&mut self.relay);
-            let live = self.neighbours(now);
             // One random order of the neighbours for the whole round, so that changes that
             // arrived together (a member's member and adjacency records) go on together to
             // the same well-linked neighbours rather than each to its own.
-            let mut order: Vec<NodeId> = live.iter().copied().collect();
+            let mut order: Vec<NodeId> = self.neighbours(now).into_iter().collect();
             for i in (1..order.len()).rev() {
                 let j = (self.rng.next_u32() as usize) % (i + 1);
                 order.swap(i, j);
             }
-            let rank: BTreeMap<NodeId, usize> =
-                order.into_iter().enumerate().map(|(i, n)| (n, i)).collect();
-            for (key, targets) in relay {
-                // Outbound neighbours and inbound ones that may have no other source get it;
-                // well-linked inbound ones fill what is left of the fan-out, at random.
-                let (mut optional, required): (Vec<NodeId>, Vec<NodeId>) = targets
-                    .into_iter()
-                    .filter(|t| live.contains(t))
-                    .partition(|t| !self.outbound.contains(t) && self.well_linked.contains(t));
-                let room = self.config.relay_fanout.saturating_sub(required.len());
-                if optional.len() > room {
-                    optional.sort_unstable_by_key(|n| rank.get(n).copied());
-                    optional.truncate(room);
+            let position: foldhash::HashMap<NodeId, usize> =
+                order.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+            // Outbound neighbours and inbound ones that may have no other source must get a
+            // change; well-linked inbound ones fill what is left of the fan-out, in the
+            // round's order.
+            let optional: Vec<bool> = order
+                .iter()
+                .map(|n| !self.outbound.contains(n) && self.well_linked.contains(n))
+                .collect();
+            let required_all = optional.iter().filter(|o| !**o).count();
+            let mut bodies: Vec<Vec<RecordKey>> = vec![Vec::new(); order.len()];
+            let mut haves: Vec<Vec<RecordKey>> = vec![Vec::new(); order.len()];
+            let mut holds = vec![false; order.len()];
+            for (key, holders) in relay {
+                let held: Vec<usize> = holders
+                    .iter()
+                    .filter_map(|h| position.get(h).copied())
+                    .collect();
+                for &i in &held {
+                    holds[i] = true;
                 }
+                let required = required_all - held.iter().filter(|&&i| !optional[i]).count();
+                let mut room = self.config.relay_fanout.saturating_sub(required);
                 // The body to the first few in the round's order, a have to the others.
-                let mut to: Vec<NodeId> = required.into_iter().chain(optional).collect();
-                to.sort_unstable_by_key(|n| rank.get(n).copied());
-                for (i, n) in to.into_iter().enumerate() {
-                    let queue = if i < self.config.eager_fanout {
-                        &mut self.pending
+                let mut sent = 0;
+                for i in 0..order.len() {
+                    if holds[i] {
+                        continue;
+                    }
+                    if optional[i] {
+                        if room == 0 {
+                            continue;
+                        }
+                        room -= 1;
+                    }
+                    if sent < self.config.eager_fanout {
+                        bodies[i].push(key);
                     } else {
-                        &mut self.announce
-                    };
-                    queue.entry(n).or_default().push(key);
+                        haves[i].push(key);
+                    }
+                    sent += 1;
+                }
+                for &i in &held {
+                    holds[i] = false;
+                }
+            }
+            for (i, n) in order.into_iter().enumerate() {
+                for (queue, keys) in [
+                    (&mut self.pending, std::mem::take(&mut bodies[i])),
+                    (&mut self.announce, std::mem::take(&mut haves[i])),
+                ] {
+                    if !keys.is_empty() {
+                        queue.entry(n).or_default().extend(keys);
+                    }
                 }
             }
             self.flush();
