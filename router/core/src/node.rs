@@ -42,7 +42,7 @@ use mesh_proto::inner::Inner;
 use mesh_proto::relay::{RELAY_HEADER_LEN, RelayFrame, emit_relay_header, wrap};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -302,6 +302,11 @@ pub struct Node {
     liveness_cache: membership::LivenessCache,
     rng: ChaCha20Rng,
     peers: HashMap<PublicKey, Peer>,
+    /// The peers that may have timers: every peer that has had a session, a relay or IP
+    /// packets since the timer walk last found it had none of these (a superset of those
+    /// that have them now). The walk looks at these rather than at every peer: in a large
+    /// cluster they are a few dozen of thousands, and it runs at every timer.
+    timed: BTreeSet<PublicKey>,
     bootstrap: Vec<Bootstrap>,
     slots: HashMap<u32, Slot>,
     /// When the first of `slots` expires, as the last walk over them found it (`None`: not
@@ -362,6 +367,7 @@ impl Node {
             liveness_cache: membership::LivenessCache::default(),
             rng,
             peers: HashMap::new(),
+            timed: BTreeSet::new(),
             bootstrap: Vec::new(),
             slots: HashMap::new(),
             slots_due: None,
@@ -491,6 +497,7 @@ impl Node {
         }
         if let Some(peer) = self.peers.get_mut(&key) {
             peer.last_data = Some(now);
+            self.timed.insert(key);
             // A session that brought nothing for DEAD_AFTER was idle on both sides (nobody
             // needed it, so no keepalives): the peer may have restarted or let it expire
             // since. Sending on it could vanish; queue the packet behind a fresh handshake.
@@ -533,6 +540,7 @@ impl Node {
                     return Encap::Dropped(DropReason::NoRoute);
                 };
                 peer.last_data = Some(now);
+                self.timed.insert(key);
                 if peer.enqueue(&buf[DATA_HEADER_LEN..end]) {
                     peer.drops.add(DropReason::QueueFull);
                 }
@@ -707,6 +715,7 @@ impl Node {
         for k in [Some(src), dst_key].into_iter().flatten() {
             if let Some(p) = self.peers.get_mut(&k) {
                 p.last_data = Some(now);
+                self.timed.insert(k);
             }
         }
         self.transmits.push_back(Transmit {
@@ -849,6 +858,7 @@ impl Node {
                 peer.rx_packets += 1;
                 peer.rx_bytes += len as u64;
                 peer.last_data = Some(now);
+                self.timed.insert(key);
                 Decap::Deliver {
                     start: DATA_HEADER_LEN,
                     len,
@@ -1321,6 +1331,7 @@ impl Node {
         // handshakes crossing (both sides initiating, plus a bootstrap XX) three sessions can
         // form within a round trip, and packets the peer sealed on any of them must open.
         peer.previous = peer.current.replace(index).filter(|i| *i != index);
+        self.timed.insert(key);
         // An XX initiator's session may not exist at the peer yet (its third message can be
         // lost, or overtaken by our first packets): packets stay queued until the peer sends
         // something on it.
@@ -1568,6 +1579,7 @@ impl Node {
                 }
             }
             peer.relay = relay;
+            self.timed.insert(key);
         }
     }
 
@@ -1596,6 +1608,7 @@ impl Node {
         }
         if let Some(peer) = self.peers.get_mut(&key) {
             peer.relay = relay;
+            self.timed.insert(key);
         }
         self.initiate(now, Target::Peer(key));
     }
@@ -1624,7 +1637,11 @@ impl Node {
         // indices, retry jitter) go to the same peers for the same seed, run after run.
         let mut relays: HashSet<PublicKey> = HashSet::new();
         let mut keys: Vec<PublicKey> = Vec::new();
-        for (key, p) in &self.peers {
+        let peers = &self.peers;
+        self.timed.retain(|key| {
+            let Some(p) = peers.get(key) else {
+                return false;
+            };
             if let Some(r) = p.relay {
                 relays.insert(r);
             }
@@ -1634,6 +1651,17 @@ impl Node {
             if p.current.is_some() || carried {
                 keys.push(*key);
             }
+            p.current.is_some() || p.relay.is_some() || carried
+        });
+        #[cfg(debug_assertions)]
+        for (key, p) in &self.peers {
+            let carried = p
+                .last_data
+                .is_some_and(|t| now.saturating_duration_since(t) < membership::IDLE_AFTER);
+            debug_assert!(
+                !(p.current.is_some() || p.relay.is_some() || carried) || self.timed.contains(key),
+                "a peer with a session, a relay or recent packets is missing from the timer walk"
+            );
         }
         keys.extend(
             self.gossip
@@ -1682,12 +1710,21 @@ impl Node {
                 }
             };
             if gone {
-                expired.push(*index);
+                // A session's slot names its peer: only that peer can refer to it.
+                let owner = match slot {
+                    Slot::Session { peer, .. } => Some(*peer),
+                    _ => None,
+                };
+                expired.push((*index, owner));
             }
         }
-        for index in expired {
+        for (index, owner) in expired {
             self.slots.remove(&index);
-            for peer in self.peers.values_mut() {
+            let peers: Box<dyn Iterator<Item = &mut Peer>> = match owner {
+                Some(key) => Box::new(self.peers.get_mut(&key).into_iter()),
+                None => Box::new(self.peers.values_mut()),
+            };
+            for peer in peers {
                 if peer.current == Some(index) {
                     peer.current = peer.previous.take();
                     if peer.current.is_none() {

@@ -805,6 +805,7 @@ impl Node {
             && p.current.is_none()
         {
             p.last_data = Some(now);
+            self.timed.insert(r);
             self.schedule(now);
         }
     }
