@@ -43,11 +43,10 @@
 //!   is one digest per interval, whatever the cluster's size, plus the differences.
 //!
 //! Neighbours are the *outbound* ones the caller picks ([`Gossip::set_outbound`]) and the
-//! *inbound* ones: nodes that sent us a digest within `inbound_ttl`, unless the caller says
-//! they did not choose us ([`Gossip::set_chosen_by`]; `mesh-core` reads it off their
-//! adjacency records). Each node's outbound neighbours hear a digest from it at least every
-//! `outbound × interval`, so inbound links stay up while the other side keeps choosing us. A
-//! digest from a node known not to have chosen us is answered but makes no neighbour: the
+//! *inbound* ones: nodes that sent us a neighbour's digest within `inbound_ttl`. Each node's
+//! outbound neighbours hear a digest from it at least every `outbound × interval`, so
+//! inbound links stay up while the other side keeps choosing us. A digest sent *aside*
+//! ([`Gossip::send_digest_aside`], gossip op 6) is answered but makes no neighbour: the
 //! occasional digest a node sends to a random member to join islands would otherwise make
 //! (and, `inbound_ttl` later, unmake) a neighbour each time, and every such change is a new
 //! adjacency record flooded to all. A node whose choice is not known yet (a newcomer whose
@@ -158,10 +157,8 @@ pub struct Gossip {
     id_filters: BTreeMap<u8, (usize, Vec<u8>)>,
     rng: ChaCha20Rng,
     outbound: BTreeSet<NodeId>,
-    /// Last digest received, per sender (neighbour or not).
+    /// Last neighbour's digest (not one sent aside) received, per sender.
     inbound: BTreeMap<NodeId, Instant>,
-    /// Nodes that say they did not choose us as a neighbour.
-    not_chosen_by: BTreeSet<NodeId>,
     /// Nodes the caller says have enough other neighbours to get changes from.
     well_linked: BTreeSet<NodeId>,
     new_neighbours: VecDeque<NodeId>,
@@ -207,7 +204,6 @@ impl Gossip {
             rng: ChaCha20Rng::from_seed(seed),
             outbound: BTreeSet::new(),
             inbound: BTreeMap::new(),
-            not_chosen_by: BTreeSet::new(),
             well_linked: BTreeSet::new(),
             new_neighbours: VecDeque::new(),
             pending: BTreeMap::new(),
@@ -282,15 +278,12 @@ impl Gossip {
         self.stats
     }
 
-    /// Live inbound neighbours: they sent a digest within `inbound_ttl` and are not known
-    /// to have chosen others instead of us.
+    /// Live inbound neighbours: they sent a neighbour's digest within `inbound_ttl`.
     fn inbound_neighbours(&self, now: Instant) -> impl Iterator<Item = &NodeId> {
         let ttl = self.config.inbound_ttl;
         self.inbound
             .iter()
-            .filter(move |(id, at)| {
-                now.saturating_duration_since(**at) < ttl && !self.not_chosen_by.contains(*id)
-            })
+            .filter(move |(_, at)| now.saturating_duration_since(**at) < ttl)
             .map(|(id, _)| id)
     }
 
@@ -310,25 +303,10 @@ impl Gossip {
     /// Whether `id` is an outbound or live inbound neighbour (no allocation).
     pub fn is_neighbour(&self, now: Instant, id: &NodeId) -> bool {
         self.outbound.contains(id)
-            || (!self.not_chosen_by.contains(id)
-                && self
-                    .inbound
-                    .get(id)
-                    .is_some_and(|at| now.saturating_duration_since(*at) < self.config.inbound_ttl))
-    }
-
-    /// Says whether `id` chose us as a gossip neighbour (it lists us in its adjacency). A
-    /// node that did not is no inbound neighbour whatever digests it sends.
-    pub fn set_chosen_by(&mut self, now: Instant, id: NodeId, chosen: bool) {
-        let was = self.is_neighbour(now, &id);
-        if chosen {
-            self.not_chosen_by.remove(&id);
-        } else {
-            self.not_chosen_by.insert(id);
-        }
-        if !was && self.is_neighbour(now, &id) {
-            self.new_neighbours.push_back(id);
-        }
+            || self
+                .inbound
+                .get(id)
+                .is_some_and(|at| now.saturating_duration_since(*at) < self.config.inbound_ttl)
     }
 
     /// Says whether `id` has enough other gossip neighbours (`mesh-core` reads it off its
@@ -372,7 +350,6 @@ impl Gossip {
     pub fn forget_neighbour(&mut self, id: &NodeId) {
         self.outbound.remove(id);
         self.inbound.remove(id);
-        self.not_chosen_by.remove(id);
         self.well_linked.remove(id);
         self.pending.remove(id);
         self.announce.remove(id);
@@ -417,8 +394,8 @@ impl Gossip {
         // Only a digest keeps an inbound neighbour alive (a node sends digests to its
         // outbound neighbours, and once a minute to a random member); pushes and answers do
         // not, or two nodes pushing to each other would keep each other as neighbours
-        // forever. Whether the sender chose us is `not_chosen_by`'s to say.
-        if matches!(parsed, GossipMsg::Digest { .. }) {
+        // forever. A digest sent aside (to a random member) makes no neighbour either.
+        if matches!(parsed, GossipMsg::Digest { aside: false, .. }) {
             let was = self.is_neighbour(now, &from);
             self.inbound.insert(from, now);
             if !was && self.is_neighbour(now, &from) {
@@ -799,11 +776,21 @@ impl Gossip {
         }
     }
 
-    /// Sends our digest to any node (outside the neighbours too): occasional exchanges
-    /// with a random member join gossip islands that know of each other.
-    pub fn send_digest(&mut self, to: NodeId) {
+    /// Sends our digest to a neighbour.
+    fn send_digest(&mut self, to: NodeId) {
         self.stats.digests += 1;
         let d = self.store.digest();
+        self.send(to, &d);
+    }
+
+    /// Sends our digest *aside*, to a node that is not our neighbour (gossip op 6): it is
+    /// answered like any digest, so occasional exchanges with a random member join gossip
+    /// islands that know of each other, but it makes us no inbound neighbour of the
+    /// receiver (which would list us in its adjacency record, flooded to all, and unlist
+    /// us `inbound_ttl` later).
+    pub fn send_digest_aside(&mut self, to: NodeId) {
+        self.stats.digests += 1;
+        let d = self.store.digest_sent(true);
         self.send(to, &d);
     }
 
@@ -1065,16 +1052,18 @@ mod tests {
     }
 
     #[test]
-    fn a_digest_alone_makes_no_neighbour_but_is_answered() {
+    fn a_digest_sent_aside_makes_no_neighbour_but_is_answered() {
         let now = Instant::now();
         let mut a = Gossip::new(GossipConfig::default(), now, [1; 32]);
         let mut b = Gossip::new(GossipConfig::default(), now, [2; 32]);
         let key = RecordKey { kind: 1, id: id(1) };
         a.insert_local(now, key, 1, b"a's");
-        // A digest from a node whose adjacency does not list us (an island-joining digest)
-        // is answered, and the exchange brings our records over ...
-        a.set_chosen_by(now, id(2), false);
-        b.send_digest(id(1));
+        // A digest sent aside (an island-joining digest to a random member) is answered,
+        // and the exchange brings our records over ...
+        b.send_digest_aside(id(1));
+        let (_, sent) = b.poll_send().unwrap();
+        assert_eq!(sent[1], 6, "sent aside as gossip op 6");
+        a.handle(now, id(2), &sent).unwrap();
         loop {
             let mut any = false;
             while let Some((_, m)) = b.poll_send() {
@@ -1094,21 +1083,25 @@ mod tests {
         assert!(!a.is_neighbour(now, &id(2)));
         assert!(a.neighbours(now).is_empty());
         assert_eq!(a.poll_new_neighbour(), None);
-        // Once it says it chose us, its digests make it an inbound neighbour, reported once.
-        a.set_chosen_by(now, id(2), true);
+        // A neighbour's digest (the node chose us) makes it an inbound neighbour at once,
+        // reported once.
+        a.handle(now, id(2), &b.store().digest().to_bytes().unwrap())
+            .unwrap();
         assert!(a.is_neighbour(now, &id(2)));
         assert_eq!(a.poll_new_neighbour(), Some(id(2)));
         a.handle(now, id(2), &b.store().digest().to_bytes().unwrap())
             .unwrap();
         assert_eq!(a.poll_new_neighbour(), None);
-        // And it stops being one when it no longer lists us.
-        a.set_chosen_by(now, id(2), false);
-        assert!(!a.is_neighbour(now, &id(2)));
-        // A node whose choice we do not know yet (a newcomer) counts at once.
-        a.handle(now, id(3), &b.store().digest().to_bytes().unwrap())
-            .unwrap();
-        assert!(a.is_neighbour(now, &id(3)));
-        assert_eq!(a.poll_new_neighbour(), Some(id(3)));
+        // A digest sent aside does not keep it one: it lapses `inbound_ttl` after the last
+        // neighbour's digest.
+        let later = now + GossipConfig::default().inbound_ttl;
+        a.handle(
+            later,
+            id(2),
+            &b.store().digest_sent(true).to_bytes().unwrap(),
+        )
+        .unwrap();
+        assert!(!a.is_neighbour(later, &id(2)));
     }
 
     #[test]

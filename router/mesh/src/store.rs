@@ -174,11 +174,17 @@ impl Store {
         }
     }
 
-    /// The digest of everything held.
+    /// The digest of everything held, as sent to a neighbour.
     pub fn digest(&self) -> GossipMsg {
+        self.digest_sent(false)
+    }
+
+    /// The digest of everything held; `aside`: sent to a node that is not a neighbour.
+    pub fn digest_sent(&self, aside: bool) -> GossipMsg {
         GossipMsg::Digest {
             count: self.records.len().min(u32::MAX as usize) as u32,
             buckets: self.buckets.clone(),
+            aside,
         }
     }
 

@@ -59,6 +59,7 @@ const OP_DIGEST: u8 = 2;
 const OP_LISTING: u8 = 3;
 const OP_PULL: u8 = 4;
 const OP_HAVE: u8 = 5;
+const OP_DIGEST_ASIDE: u8 = 6;
 /// Most entries of one have message.
 pub const MAX_HAVE_ENTRIES: usize = (MAX_GOSSIP_LEN - 4) / LISTING_ENTRY_LEN;
 
@@ -105,6 +106,10 @@ pub enum GossipMsg {
         count: u32,
         /// XOR of [`entry_hash`] per bucket.
         buckets: Box<[u32; BUCKETS]>,
+        /// Sent to a node the sender did not choose as a neighbour (op 6 rather than 2: the
+        /// occasional digest to a random member); answered the same, but it makes the
+        /// sender no inbound neighbour of the receiver.
+        aside: bool,
     },
     /// The sender's records in `[low, high]` of one bucket.
     Listing {
@@ -228,14 +233,18 @@ impl GossipMsg {
                 r.end("trailing bytes after gossip push")?;
                 Ok(Self::Push(records))
             }
-            OP_DIGEST => {
+            op @ (OP_DIGEST | OP_DIGEST_ASIDE) => {
                 let count = r.u32()?;
                 let mut buckets = Box::new([0u32; BUCKETS]);
                 for b in buckets.iter_mut() {
                     *b = r.u32()?;
                 }
                 r.end("trailing bytes after gossip digest")?;
-                Ok(Self::Digest { count, buckets })
+                Ok(Self::Digest {
+                    count,
+                    buckets,
+                    aside: op == OP_DIGEST_ASIDE,
+                })
             }
             OP_LISTING => {
                 let bucket = r.u8()?;
@@ -321,8 +330,12 @@ impl GossipMsg {
                     out.extend_from_slice(&rec.body);
                 }
             }
-            Self::Digest { count, buckets } => {
-                out.push(OP_DIGEST);
+            Self::Digest {
+                count,
+                buckets,
+                aside,
+            } => {
+                out.push(if *aside { OP_DIGEST_ASIDE } else { OP_DIGEST });
                 out.extend_from_slice(&count.to_le_bytes());
                 for b in buckets.iter() {
                     out.extend_from_slice(&b.to_le_bytes());
@@ -536,7 +549,11 @@ mod tests {
                 },
             ]),
             GossipMsg::Push(vec![]),
-            GossipMsg::Digest { count: 5, buckets },
+            GossipMsg::Digest {
+                count: 5,
+                buckets: buckets.clone(),
+                aside: false,
+            },
             GossipMsg::Listing {
                 bucket: 7,
                 low: (0, [7, 0, 0, 0, 0, 0, 0, 0]),
@@ -563,6 +580,11 @@ mod tests {
                     version: u64::MAX,
                 },
             ]),
+            GossipMsg::Digest {
+                count: 6,
+                buckets,
+                aside: true,
+            },
         ]
     }
 

@@ -286,6 +286,7 @@ fn valid_gossip(rng: &mut Rng) -> Vec<u8> {
             GossipMsg::Digest {
                 count: rng.next() as u32,
                 buckets,
+                aside: rng.next() & 1 == 0,
             }
         }
         2 => {

@@ -38,8 +38,8 @@ const NEIGHBOUR_ATTEMPTS: u32 = 3;
 /// reaches it and the nodes that joined through us do not form an island.
 const BOOTSTRAP_KEEP: Duration = Duration::from_secs(10);
 /// A digest goes to one random member outside the neighbours this often: gossip islands that
-/// know of each other merge even if no neighbour links them. The receiver answers it but does
-/// not count us as a neighbour: we do not list it in our adjacency record.
+/// know of each other merge even if no neighbour links them. It goes *aside* (gossip op 6):
+/// the receiver answers it but does not count us as a neighbour.
 const RANDOM_DIGEST_EVERY: Duration = Duration::from_secs(60);
 /// Liveness is recomputed at least this often even when no record changed (session
 /// activity ages without any record changing).
@@ -289,9 +289,6 @@ impl Node {
                 let lists_us = prefixes.binary_search(&own_prefix).is_ok();
                 let others = prefixes.len() - usize::from(lists_us);
                 member.adjacency = prefixes;
-                // Listing us is how a member says it chose us: one whose record does not is
-                // no inbound neighbour whatever digests it sends (the random ones).
-                self.gossip.set_chosen_by(now, key.id, lists_us);
                 // One with other neighbours enough gets changes from them too: it need not
                 // get every change from us (a bootstrap peer has hundreds of such).
                 self.gossip
@@ -836,7 +833,7 @@ impl Node {
         }
         candidates.sort_unstable();
         let k = candidates[(self.rng.next_u32() as usize) % candidates.len()];
-        self.gossip.send_digest(*k.as_bytes());
+        self.gossip.send_digest_aside(*k.as_bytes());
         self.pump_gossip(now);
     }
 }
