@@ -502,19 +502,18 @@ impl Node {
                 }
             }
         }
-        let reached: HashSet<PublicKey> = nodes
+        // In key order (the map's), each with whether the walk reached it.
+        let outcome: Vec<(PublicKey, bool)> = nodes
             .iter()
-            .zip(&reached)
-            .filter_map(|((k, _), r)| r.then_some(**k))
+            .zip(reached)
+            .map(|((k, _), r)| (**k, r))
             .collect();
-        let mut keys: Vec<PublicKey> = self.members.keys().copied().collect();
-        keys.sort_unstable();
         let mut unreached = Vec::new();
-        for key in keys {
+        for (key, reached) in outcome {
             let Some(m) = self.members.get_mut(&key) else {
                 continue;
             };
-            if m.left || !reached.contains(&key) {
+            if m.left || !reached {
                 self.age_unreachable(now, key);
                 unreached.push(key);
                 continue;
