@@ -16,6 +16,18 @@ const CONVERGE: Duration = Duration::from_secs(20);
 /// session without anything received for 30 s stops counting) and to gossip it.
 const DEATH_BOUND: Duration = Duration::from_secs(75);
 
+/// Whether `observer` has `target` as a gossip neighbour (outbound or inbound).
+fn is_neighbour_of(sim: &Sim, observer: usize, target: usize) -> bool {
+    let Some(key) = sim.public_key(target).map(|k| k.to_string()) else {
+        return false;
+    };
+    sim.node(observer).is_some_and(|n| {
+        n.members(sim.now())
+            .iter()
+            .any(|m| m.public_key == key && m.neighbour)
+    })
+}
+
 fn state_of(sim: &Sim, observer: usize, target: usize) -> Option<MemberState> {
     let key = sim.public_key(target)?.to_string();
     sim.node(observer)?
@@ -404,5 +416,18 @@ fn sides_that_took_each_other_for_dead_meet_again() {
         // And it holds.
         sim.run_for(Duration::from_secs(120));
         check_membership(&sim).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        // With gossip neighbours across the old cut: digests sent aside make none, so what
+        // links the sides are the neighbours each node drew again in place of those the
+        // other side's death took away (drawn among the live, so only once it is alive
+        // again); without any, a change would cross only when such a digest happens to.
+        let across = a
+            .iter()
+            .flat_map(|i| b.iter().map(move |j| (*i, *j)))
+            .filter(|(i, j)| is_neighbour_of(&sim, *i, *j) && is_neighbour_of(&sim, *j, *i))
+            .count();
+        assert!(
+            across > 0,
+            "seed {seed}: no gossip neighbours across the healed cut"
+        );
     }
 }
