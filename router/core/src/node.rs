@@ -496,8 +496,9 @@ impl Node {
             return Encap::Dropped(DropReason::NoRoute);
         }
         if let Some(peer) = self.peers.get_mut(&key) {
-            peer.last_data = Some(now);
-            self.timed.insert(key);
+            if note_data(now, peer) {
+                self.timed.insert(key);
+            }
             // A session that brought nothing for DEAD_AFTER was idle on both sides (nobody
             // needed it, so no keepalives): the peer may have restarted or let it expire
             // since. Sending on it could vanish; queue the packet behind a fresh handshake.
@@ -539,8 +540,9 @@ impl Node {
                     self.drops.add(DropReason::NoRoute);
                     return Encap::Dropped(DropReason::NoRoute);
                 };
-                peer.last_data = Some(now);
-                self.timed.insert(key);
+                if note_data(now, peer) {
+                    self.timed.insert(key);
+                }
                 if peer.enqueue(&buf[DATA_HEADER_LEN..end]) {
                     peer.drops.add(DropReason::QueueFull);
                 }
@@ -713,8 +715,9 @@ impl Node {
         // Both sessions carry traffic now: keep them up while it lasts.
         let dst_key = self.by_prefix.get(&dst).copied();
         for k in [Some(src), dst_key].into_iter().flatten() {
-            if let Some(p) = self.peers.get_mut(&k) {
-                p.last_data = Some(now);
+            if let Some(p) = self.peers.get_mut(&k)
+                && note_data(now, p)
+            {
                 self.timed.insert(k);
             }
         }
@@ -857,8 +860,9 @@ impl Node {
                 }
                 peer.rx_packets += 1;
                 peer.rx_bytes += len as u64;
-                peer.last_data = Some(now);
-                self.timed.insert(key);
+                if note_data(now, peer) {
+                    self.timed.insert(key);
+                }
                 Decap::Deliver {
                     start: DATA_HEADER_LEN,
                     len,
@@ -1645,9 +1649,7 @@ impl Node {
             if let Some(r) = p.relay {
                 relays.insert(r);
             }
-            let carried = p
-                .last_data
-                .is_some_and(|t| now.saturating_duration_since(t) < membership::IDLE_AFTER);
+            let carried = membership::carries_data(now, p);
             if p.current.is_some() || carried {
                 keys.push(*key);
             }
@@ -1655,9 +1657,7 @@ impl Node {
         });
         #[cfg(debug_assertions)]
         for (key, p) in &self.peers {
-            let carried = p
-                .last_data
-                .is_some_and(|t| now.saturating_duration_since(t) < membership::IDLE_AFTER);
+            let carried = membership::carries_data(now, p);
             debug_assert!(
                 !(p.current.is_some() || p.relay.is_some() || carried) || self.timed.contains(key),
                 "a peer with a session, a relay or recent packets is missing from the timer walk"
@@ -1720,9 +1720,9 @@ impl Node {
         }
         for (index, owner) in expired {
             self.slots.remove(&index);
-            let peers: Box<dyn Iterator<Item = &mut Peer>> = match owner {
-                Some(key) => Box::new(self.peers.get_mut(&key).into_iter()),
-                None => Box::new(self.peers.values_mut()),
+            let peers: &mut dyn Iterator<Item = &mut Peer> = match owner {
+                Some(key) => &mut self.peers.get_mut(&key).into_iter(),
+                None => &mut self.peers.values_mut(),
             };
             for peer in peers {
                 if peer.current == Some(index) {
@@ -2011,4 +2011,14 @@ impl Node {
 
 fn needs_rekey(session: &Session, now: Instant) -> bool {
     session.needs_rekey(now)
+}
+
+/// Notes that `peer` carried an IP packet now. Returns whether it had carried none within
+/// `IDLE_AFTER`: only then must it join the timer walk's set (`Node::timed`), which keeps
+/// every peer that carries packets, so the packet path touches the set once per idle
+/// period, not once per packet.
+fn note_data(now: Instant, peer: &mut Peer) -> bool {
+    let started = !membership::carries_data(now, peer);
+    peer.last_data = Some(now);
+    started
 }

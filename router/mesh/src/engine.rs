@@ -49,9 +49,8 @@
 //! ([`Gossip::send_digest_aside`], gossip op 6) is answered but makes no neighbour: the
 //! occasional digest a node sends to a random member to join islands would otherwise make
 //! (and, `inbound_ttl` later, unmake) a neighbour each time, and every such change is a new
-//! adjacency record flooded to all. A node whose choice is not known yet (a newcomer whose
-//! adjacency record has not arrived) counts at once, so joins are not slowed.
-//! Each node that becomes a neighbour is reported once ([`Gossip::poll_new_neighbour`]), so
+//! adjacency record flooded to all. A neighbour's digest counts at once, so joins are not
+//! slowed. Each node that becomes a neighbour is reported once ([`Gossip::poll_new_neighbour`]), so
 //! the caller can push it its own records at once.
 
 use crate::store::{Merge, Record, RecordKey, Store};
@@ -652,11 +651,10 @@ impl Gossip {
             let mut bodies: Vec<Vec<RecordKey>> = vec![Vec::new(); order.len()];
             let mut haves: Vec<Vec<RecordKey>> = vec![Vec::new(); order.len()];
             let mut holds = vec![false; order.len()];
+            let mut held: Vec<usize> = Vec::new();
             for (key, holders) in relay {
-                let held: Vec<usize> = holders
-                    .iter()
-                    .filter_map(|h| position.get(h).copied())
-                    .collect();
+                held.clear();
+                held.extend(holders.iter().filter_map(|h| position.get(h).copied()));
                 for &i in &held {
                     holds[i] = true;
                 }

@@ -57,14 +57,20 @@ pub(super) struct LivenessCache {
     unreached: Vec<PublicKey>,
 }
 
-/// Whether the sorted prefixes hold `p` (compared as numbers: the same order as the bytes,
-/// without a `memcmp` per step).
 /// An outbound neighbour to replace: no session, handshakes unanswered, and not in the
 /// middle of a failover (which makes a new session through a relay, see `FAILOVER_GRACE`).
 fn failing_peer(now: Instant, p: &Peer) -> bool {
     p.current.is_none() && p.attempts >= NEIGHBOUR_ATTEMPTS && !p.failing_over(now)
 }
 
+/// Whether `p` carried IP packets within [`IDLE_AFTER`]: its session is kept up for them.
+pub(super) fn carries_data(now: Instant, p: &Peer) -> bool {
+    p.last_data
+        .is_some_and(|t| now.saturating_duration_since(t) < IDLE_AFTER)
+}
+
+/// Whether the sorted prefixes hold `p` (compared as numbers: the same order as the bytes,
+/// without a `memcmp` per step).
 pub(super) fn has_prefix(sorted: &[[u8; 8]], p: &[u8; 8]) -> bool {
     let want = u64::from_be_bytes(*p);
     sorted
@@ -330,10 +336,7 @@ impl Node {
         let Some(peer) = self.peers.get(&key) else {
             return false;
         };
-        if peer
-            .last_data
-            .is_some_and(|t| now.saturating_duration_since(t) < IDLE_AFTER)
-        {
+        if carries_data(now, peer) {
             return true;
         }
         let bootstrap = self.bootstrap.iter().any(|b| b.resolved == Some(key));
@@ -800,8 +803,9 @@ impl Node {
             && let Some(p) = self.peers.get_mut(&r)
             && p.current.is_none()
         {
-            p.last_data = Some(now);
-            self.timed.insert(r);
+            if super::note_data(now, p) {
+                self.timed.insert(r);
+            }
             self.schedule(now);
         }
     }
