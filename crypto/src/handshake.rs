@@ -192,6 +192,27 @@ pub struct Handshake {
     /// Remote static key, recorded only once the message carrying it authenticated.
     remote: Option<PublicKey>,
     failed: bool,
+    /// How this handshake was made, and every step it took: snow cannot undo a failed read
+    /// (the state has mixed in the message's ephemeral key by the time the tag fails), so a
+    /// failed read rebuilds the state from these, and a forged message cannot end a genuine
+    /// handshake.
+    recipe: Recipe,
+    steps: Vec<Step>,
+}
+
+#[derive(Clone)]
+struct Recipe {
+    initiator: bool,
+    local: StaticKeypair,
+    remote: Option<PublicKey>,
+    psk: ClusterPsk,
+    seed: [u8; 32],
+}
+
+#[derive(Clone)]
+enum Step {
+    Wrote(Vec<u8>),
+    Read(Vec<u8>),
 }
 
 impl Handshake {
@@ -232,6 +253,30 @@ impl Handshake {
         psk: &ClusterPsk,
         seed: [u8; 32],
     ) -> Result<Self, HandshakeError> {
+        let recipe = Recipe {
+            initiator,
+            local: local.clone(),
+            remote: remote.copied(),
+            psk: psk.clone(),
+            seed,
+        };
+        let state = Self::snow_state(pattern, &recipe)?;
+        Ok(Self {
+            state,
+            pattern,
+            position: 0,
+            remote: remote.copied(),
+            failed: false,
+            recipe,
+            steps: Vec::new(),
+        })
+    }
+
+    fn snow_state(
+        pattern: HandshakePattern,
+        recipe: &Recipe,
+    ) -> Result<snow::HandshakeState, HandshakeError> {
+        let (local, remote, psk, seed) = (&recipe.local, &recipe.remote, &recipe.psk, recipe.seed);
         let params: NoiseParams = pattern.params().parse().map_err(internal)?;
         let mut builder = snow::Builder::with_resolver(params, Box::new(SeededResolver::new(seed)))
             .local_private_key(local.secret().as_bytes())
@@ -243,19 +288,28 @@ impl Handshake {
                 .remote_public_key(remote.as_bytes())
                 .map_err(internal)?;
         }
-        let state = if initiator {
+        if recipe.initiator {
             builder.build_initiator()
         } else {
             builder.build_responder()
         }
-        .map_err(internal)?;
-        Ok(Self {
-            state,
-            pattern,
-            position: 0,
-            remote: remote.copied(),
-            failed: false,
-        })
+        .map_err(internal)
+    }
+
+    /// The state as it was before the read that just failed: a new snow state taken
+    /// through the same steps (same seed, so the same ephemeral keys and messages).
+    fn rebuild(&mut self) -> Result<(), HandshakeError> {
+        let mut state = Self::snow_state(self.pattern, &self.recipe)?;
+        let mut scratch = vec![0_u8; MAX_HANDSHAKE_MSG];
+        for step in &self.steps {
+            match step {
+                Step::Wrote(payload) => state.write_message(payload, &mut scratch),
+                Step::Read(msg) => state.read_message(msg, &mut scratch),
+            }
+            .map_err(internal)?;
+        }
+        self.state = state;
+        Ok(())
     }
 
     /// The Noise pattern of this handshake.
@@ -296,6 +350,9 @@ impl Handshake {
         match self.state.write_message(payload, out) {
             Ok(len) => {
                 self.position += 1;
+                if !self.is_finished() {
+                    self.steps.push(Step::Wrote(payload.to_vec()));
+                }
                 Ok(len)
             }
             Err(e) => {
@@ -309,7 +366,10 @@ impl Handshake {
     /// payload length.
     ///
     /// `payload_out` needs `msg.len()` bytes at most. On a peer error (`Authentication`,
-    /// `Malformed`) the handshake is dead: snow cannot reliably roll back a failed read.
+    /// `Malformed`) the handshake is left as it was before the read, so the genuine message
+    /// can still come: snow cannot roll back a failed read, so the state is rebuilt from the
+    /// handshake's own steps. That costs the public-key operations of those steps again; the
+    /// caller lets only messages that passed its MAC check get here.
     pub fn read_message(
         &mut self,
         msg: &[u8],
@@ -322,7 +382,6 @@ impl Handshake {
             .message_overhead(self.position)
             .ok_or(HandshakeError::AlreadyFinished)?;
         if msg.len() < overhead || msg.len() > MAX_HANDSHAKE_MSG {
-            self.failed = true;
             return Err(HandshakeError::Malformed {
                 message,
                 len: msg.len(),
@@ -338,6 +397,9 @@ impl Handshake {
         match self.state.read_message(msg, payload_out) {
             Ok(len) => {
                 self.position += 1;
+                if !self.is_finished() {
+                    self.steps.push(Step::Read(msg.to_vec()));
+                }
                 if let Some(rs) = self.state.get_remote_static() {
                     let mut key = [0_u8; KEY_LEN];
                     key.copy_from_slice(rs);
@@ -346,7 +408,10 @@ impl Handshake {
                 Ok(len)
             }
             Err(e) => {
-                self.failed = true;
+                // Left as it was; should the rebuild itself fail, the handshake is dead.
+                if self.rebuild().is_err() {
+                    self.failed = true;
+                }
                 Err(match e {
                     snow::Error::Decrypt | snow::Error::Dh => {
                         HandshakeError::Authentication { message }

@@ -1,7 +1,8 @@
 //! mesh's cryptography, sans-I/O: Noise handshakes (snow), the transport sessions they yield
 //! with in-place ChaCha20-Poly1305 or AES-256-GCM packet sealing (ring; the two ends agree
 //! on the cipher inside the handshake, see [`Cipher`]), the anti-replay window and the
-//! rekey/expiry timers.
+//! rekey/expiry timers, and the MACs and cookies checked before any handshake work
+//! ([`Mac1Key`], [`CookieJar`]).
 //!
 //! Nothing here reads a clock, the OS RNG, a file or a socket: callers pass `now` and 32-byte
 //! random seeds, and move the bytes. This crate does not define packet framing (`mesh-proto`),
@@ -10,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod cipher;
+mod cookie;
 mod handshake;
 mod keys;
 mod replay;
@@ -17,6 +19,10 @@ mod session;
 pub mod timers;
 
 pub use cipher::{BadChoice, CHOICE, Cipher, CipherSet, OFFER, choice, hardware_aes};
+pub use cookie::{
+    COOKIE_LEN, COOKIE_NONCE_LEN, COOKIE_SECRET_LIFETIME, COOKIE_USE_LIFETIME, CookieError,
+    CookieJar, CookieKey, MAC_LEN, MACS_LEN, Mac1Key, SEALED_COOKIE_LEN, mac2, seal_macs,
+};
 pub use handshake::{
     HANDSHAKE_OVERHEAD_MAX, Handshake, HandshakeError, HandshakePattern, MAX_HANDSHAKE_MSG,
     MAX_HANDSHAKE_PAYLOAD,

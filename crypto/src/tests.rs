@@ -203,7 +203,8 @@ fn ik_wrong_psk_fails_at_message_2_on_the_initiator() {
     assert!(!i.is_finished());
     assert_eq!(
         i.into_session(Instant::now()).unwrap_err(),
-        HandshakeError::Failed
+        HandshakeError::NotFinished,
+        "the failed read left the handshake waiting for message 2"
     );
 }
 
@@ -268,7 +269,11 @@ fn ik_wrong_remote_static_fails_at_message_1_on_the_responder() {
         Err(HandshakeError::Authentication { message: 1 })
     );
     assert_eq!(r.remote_static(), None);
-    assert_eq!(read(&mut r, &m1), Err(HandshakeError::Failed));
+    assert_eq!(
+        read(&mut r, &m1),
+        Err(HandshakeError::Authentication { message: 1 }),
+        "still waiting for a message 1; this one fails again"
+    );
 }
 
 #[test]
@@ -344,7 +349,7 @@ fn handshake_misuse_is_reported() {
 }
 
 #[test]
-fn short_handshake_message_is_malformed_and_kills_the_handshake() {
+fn short_handshake_message_is_malformed_and_leaves_the_handshake_waiting() {
     let (mut i, mut r) = ik_pair(6);
     let m1 = write(&mut i);
     let err = read(&mut r, &m1[..40]).unwrap_err();
@@ -356,8 +361,60 @@ fn short_handshake_message_is_malformed_and_kills_the_handshake() {
         }
     );
     assert_eq!(err.reason(), "malformed");
-    assert_eq!(read(&mut r, &m1), Err(HandshakeError::Failed));
     assert!(!r.is_my_turn());
+    assert_eq!(read(&mut r, &m1), Ok(4), "the genuine message 1 still reads");
+    assert!(r.is_my_turn());
+}
+
+/// A forged or altered response (message 2) must not end the initiator's handshake: the
+/// genuine response that comes after it completes it, with the same keys as a handshake that
+/// never saw the forgery. Same for the XX responder waiting for message 3.
+#[test]
+fn a_forged_message_leaves_the_pending_handshake_in_place() {
+    let (mut i, mut r) = ik_pair(11);
+    let m1 = write(&mut i);
+    read(&mut r, &m1).unwrap();
+    let m2 = write(&mut r);
+    for forged in [
+        {
+            let mut m = m2.clone();
+            m[40] ^= 1;
+            m
+        },
+        vec![0x55; m2.len()],
+        m2[..m2.len() - 1].to_vec(),
+    ] {
+        assert!(read(&mut i, &forged).is_err());
+        assert!(!i.is_finished());
+    }
+    assert_eq!(read(&mut i, &m2), Ok(4));
+    let now = Instant::now();
+    let si = i.into_session(now).unwrap();
+    let mut sr = r.into_session(now).unwrap();
+    let mut buf = [0_u8; 64];
+    buf[..5].copy_from_slice(b"hello");
+    let n = si.seal(0, b"", &mut buf, 5).unwrap();
+    assert_eq!(sr.open(now, 0, b"", &mut buf[..n]), Ok(5));
+
+    let (a, b) = (keypair(1), keypair(2));
+    let psk = ClusterPsk::derive(SECRET);
+    let mut i = Handshake::initiate_xx(&a, &psk, [3; 32]).unwrap();
+    let mut r = Handshake::respond(HandshakePattern::XX, &b, &psk, [4; 32]).unwrap();
+    let m1 = write(&mut i);
+    read(&mut r, &m1).unwrap();
+    let m2 = write(&mut r);
+    read(&mut i, &m2).unwrap();
+    let m3 = write(&mut i);
+    let mut forged = m3.clone();
+    forged[10] ^= 0x80;
+    assert_eq!(
+        read(&mut r, &forged),
+        Err(HandshakeError::Authentication { message: 3 })
+    );
+    assert_eq!(r.remote_static(), None, "nothing learned from the forgery");
+    assert!(read(&mut r, &m3).is_ok());
+    assert!(r.is_finished());
+    assert_eq!(r.remote_static(), Some(a.public()));
 }
 
 #[test]
