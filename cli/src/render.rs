@@ -561,6 +561,7 @@ pub(crate) mod tests {
                 malformed: 1,
             },
             warnings: vec![],
+            handshakes: Default::default(),
             dns: Some(mesh_api::DnsSummary {
                 listen: "10.32.1.1:53".into(),
                 zone: "mesh.local.".into(),

@@ -185,11 +185,10 @@ impl CookieKey {
         let mut out = [0_u8; SEALED_COOKIE_LEN];
         out[..COOKIE_LEN].copy_from_slice(cookie);
         let n = aead::Nonce::assume_unique_for_key(nonce);
-        if let Ok(tag) = self.0.seal_in_place_separate_tag(
-            n,
-            aead::Aad::from(mac1),
-            &mut out[..COOKIE_LEN],
-        ) {
+        if let Ok(tag) =
+            self.0
+                .seal_in_place_separate_tag(n, aead::Aad::from(mac1), &mut out[..COOKIE_LEN])
+        {
             out[COOKIE_LEN..].copy_from_slice(tag.as_ref());
         }
         out
@@ -273,9 +272,12 @@ impl CookieJar {
     /// Whether `mac2` is a valid mac2 of `message_and_mac1` under a cookie this jar gave
     /// `from` (current or previous secret).
     pub fn verify_mac2(&self, from: SocketAddr, message_and_mac1: &[u8], mac2_got: &[u8]) -> bool {
-        [&self.current, &self.previous]
-            .into_iter()
-            .any(|s| same(&mac2(&Self::cookie_with(s, from), message_and_mac1), mac2_got))
+        [&self.current, &self.previous].into_iter().any(|s| {
+            same(
+                &mac2(&Self::cookie_with(s, from), message_and_mac1),
+                mac2_got,
+            )
+        })
     }
 }
 
@@ -335,10 +337,16 @@ mod tests {
         seal_macs(&mut msg, &Mac1Key::anonymous(&psk()), Some(&cookie));
         let n = msg.len() - MAC_LEN;
         assert!(jar.verify_mac2(here, &msg[..n], &msg[n..]));
-        assert!(!jar.verify_mac2(there, &msg[..n], &msg[n..]), "another port");
+        assert!(
+            !jar.verify_mac2(there, &msg[..n], &msg[n..]),
+            "another port"
+        );
         let spoofed = CookieJar::new(t0, [8; 32]).cookie(here);
         seal_macs(&mut msg, &Mac1Key::anonymous(&psk()), Some(&spoofed));
-        assert!(!jar.verify_mac2(here, &msg[..n], &msg[n..]), "a guessed cookie");
+        assert!(
+            !jar.verify_mac2(here, &msg[..n], &msg[n..]),
+            "a guessed cookie"
+        );
     }
 
     #[test]
@@ -355,7 +363,10 @@ mod tests {
         jar.rotate(t0 + COOKIE_SECRET_LIFETIME, [2; 32]);
         assert!(jar.verify_mac2(a, &msg[..n], &msg[n..]), "previous secret");
         jar.rotate(t0 + 2 * COOKIE_SECRET_LIFETIME, [3; 32]);
-        assert!(!jar.verify_mac2(a, &msg[..n], &msg[n..]), "two rotations on");
+        assert!(
+            !jar.verify_mac2(a, &msg[..n], &msg[n..]),
+            "two rotations on"
+        );
     }
 
     #[test]
@@ -379,6 +390,9 @@ mod tests {
         );
         let mut bad = sealed;
         bad[0] ^= 1;
-        assert_eq!(key.open(&bad, &mac1, [7; COOKIE_NONCE_LEN]), Err(CookieError));
+        assert_eq!(
+            key.open(&bad, &mac1, [7; COOKIE_NONCE_LEN]),
+            Err(CookieError)
+        );
     }
 }

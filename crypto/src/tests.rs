@@ -362,7 +362,11 @@ fn short_handshake_message_is_malformed_and_leaves_the_handshake_waiting() {
     );
     assert_eq!(err.reason(), "malformed");
     assert!(!r.is_my_turn());
-    assert_eq!(read(&mut r, &m1), Ok(4), "the genuine message 1 still reads");
+    assert_eq!(
+        read(&mut r, &m1),
+        Ok(4),
+        "the genuine message 1 still reads"
+    );
     assert!(r.is_my_turn());
 }
 

@@ -12,8 +12,8 @@ use mesh_proto::control::{
     CONTROL_PEER_INFO, MAX_BLOCKS, MAX_NAME_LEN, MAX_PEER_INFO_LEN, PeerInfo,
 };
 use mesh_proto::datagram::{
-    DATA_HEADER_LEN, Datagram, INIT_HEADER_LEN, REPLY_HEADER_LEN, emit_data_header,
-    emit_init_header, emit_reply_header,
+    COOKIE_REPLY_LEN, DATA_HEADER_LEN, Datagram, INIT_HEADER_LEN, REPLY_HEADER_LEN,
+    emit_cookie_reply, emit_data_header, emit_init_header, emit_reply_header,
 };
 use mesh_proto::echo::{CONTROL_ECHO_REPLY, CONTROL_ECHO_REQUEST, ECHO_HEADER_LEN, Echo};
 use mesh_proto::inner::{Inner, ipv4_addrs};
@@ -42,28 +42,43 @@ pub fn fuzz_datagram(data: &[u8]) -> bool {
         Datagram::HandshakeInit {
             pattern,
             sender,
+            timestamp,
             noise,
+            macs,
         } => {
             let mut h = [0u8; INIT_HEADER_LEN];
-            emit_init_header(&mut h, pattern, sender);
+            emit_init_header(&mut h, pattern, sender, timestamp);
             out.extend_from_slice(&h);
             out.extend_from_slice(noise);
+            out.extend_from_slice(macs);
         }
         Datagram::HandshakeResponse {
             sender,
             receiver,
             noise,
+            macs,
         }
         | Datagram::HandshakeFinal {
             sender,
             receiver,
             noise,
+            macs,
         } => {
             let final_ = matches!(parsed, Datagram::HandshakeFinal { .. });
             let mut h = [0u8; REPLY_HEADER_LEN];
             emit_reply_header(&mut h, final_, sender, receiver);
             out.extend_from_slice(&h);
             out.extend_from_slice(noise);
+            out.extend_from_slice(macs);
+        }
+        Datagram::CookieReply {
+            receiver,
+            nonce,
+            sealed,
+        } => {
+            let mut h = [0u8; COOKIE_REPLY_LEN];
+            emit_cookie_reply(&mut h, receiver, nonce, sealed);
+            out.extend_from_slice(&h);
         }
         Datagram::Data {
             receiver,

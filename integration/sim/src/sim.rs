@@ -30,6 +30,8 @@ const STREAM_NODES: u64 = 1;
 const STREAM_NETWORK: u64 = 2;
 /// A node's timer firing this often at one instant is a livelock.
 const SPIN_LIMIT: u32 = 1_000;
+/// The virtual wall clock at the start of every simulation (handshake initiations carry it).
+const SIM_UNIX_EPOCH: Duration = Duration::from_secs(1_800_000_000);
 
 /// How a simulation is set up.
 #[derive(Debug, Clone)]
@@ -384,6 +386,8 @@ impl Sim {
             // Every third node offers ChaCha20-Poly1305 only: both ciphers and their
             // negotiation run in every simulation.
             ciphers: mesh_crypto::CipherSet::with_aes(!i.is_multiple_of(3)),
+            // Every node's wall clock is the same virtual one (clock jumps move it for all).
+            unix_time: SIM_UNIX_EPOCH + self.elapsed,
         };
         let now = self.start + self.elapsed;
         n.node = Some(Node::new(config, now, self.node_rng.bytes32()));

@@ -44,6 +44,24 @@ pub struct Status {
     /// The DNS server; `None` with `--dns off`.
     #[serde(default)]
     pub dns: Option<DnsSummary>,
+    /// The handshake gate: work done, load, cookies. Absent from older nodes' status.
+    #[serde(default)]
+    pub handshakes: HandshakeStatus,
+}
+
+/// The checks in front of handshakes (`docs/protocol.md`, "Handshake MACs and cookies").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandshakeStatus {
+    /// Initiations answered with public-key work (everything the gate let through).
+    pub responded: u64,
+    /// The node is under load now: initiations without a valid cookie get a cookie reply.
+    pub under_load: bool,
+    /// Cookie replies sent.
+    pub cookies_sent: u64,
+    /// Cookie replies accepted (this node's initiations met a loaded responder).
+    pub cookies_received: u64,
+    /// Initiations remembered for replay detection.
+    pub replay_cache: u64,
 }
 
 /// The DNS server in [`Status`].

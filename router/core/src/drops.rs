@@ -17,7 +17,8 @@ pub enum DropReason {
     ExpiredSession,
     /// A handshake message failed (wrong cluster secret, wrong key, corrupt).
     HandshakeFailed,
-    /// Too many handshakes from one source address.
+    /// Too many handshakes from one source address that proved it receives there (a valid
+    /// cookie; see `gate`).
     HandshakeRateLimited,
     /// No peer owns the destination of a TUN packet.
     NoRoute,
@@ -36,11 +37,22 @@ pub enum DropReason {
     /// A relay frame from a node we have no session with, for a node we cannot reach, or
     /// whose end-to-end session does not belong to the node it names.
     RelayRefused,
+    /// A handshake message whose mac1 does not verify: sent without the cluster secret, to
+    /// another node, or altered. Refused after one hash, before any public-key work.
+    HandshakeMac,
+    /// A handshake initiation seen before (a replay), or whose timestamp is more than
+    /// `gate::MAX_CLOCK_SKEW` from this node's clock.
+    HandshakeReplay,
+    /// An initiation answered with a cookie instead of a handshake: the node is under load and
+    /// the source has not proved its address yet.
+    HandshakeCookie,
+    /// A handshake message of another protocol version (a node from before handshake MACs).
+    HandshakeVersion,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Malformed,
         DropReason::UnknownSession,
         DropReason::Replay,
@@ -57,6 +69,10 @@ impl DropReason {
         DropReason::BadControl,
         DropReason::BufferTooSmall,
         DropReason::RelayRefused,
+        DropReason::HandshakeMac,
+        DropReason::HandshakeReplay,
+        DropReason::HandshakeCookie,
+        DropReason::HandshakeVersion,
     ];
 
     /// Stable snake_case name.
@@ -78,6 +94,10 @@ impl DropReason {
             DropReason::BadControl => "bad_control",
             DropReason::BufferTooSmall => "buffer_too_small",
             DropReason::RelayRefused => "relay_refused",
+            DropReason::HandshakeMac => "handshake_mac",
+            DropReason::HandshakeReplay => "handshake_replay",
+            DropReason::HandshakeCookie => "handshake_cookie",
+            DropReason::HandshakeVersion => "handshake_version",
         }
     }
 

@@ -17,10 +17,10 @@
 #![forbid(unsafe_code)]
 
 mod drops;
+pub mod gate;
 mod member;
 mod node;
 mod peer;
-mod ratelimit;
 mod route;
 
 pub use drops::{DropCounters, DropReason};

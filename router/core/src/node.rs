@@ -17,24 +17,26 @@ pub use ipam::{CONTROL_BLOCK_REQUEST, KIND_RING, RingConfig};
 pub use membership::FIRST_APP_KIND;
 
 use crate::drops::{DropCounters, DropReason};
+use crate::gate::{HandshakeGate, Refusal, Verdict};
 use crate::member::Member;
 use crate::peer::Peer;
-use crate::ratelimit::HandshakeLimiter;
 use crate::route::RouteTable;
 use ipnet::Ipv4Net;
 use mesh_crypto::timers::{
-    KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_TIMEOUT,
+    KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT,
     RESPONDER_REKEY_AFTER_TIME, handshake_retry_delay,
 };
 use mesh_crypto::{
-    Cipher, CipherSet, ClusterPsk, HANDSHAKE_OVERHEAD_MAX, Handshake, HandshakePattern, PublicKey,
-    Session, StaticKeypair, TAG_LEN, choice,
+    COOKIE_LEN, COOKIE_USE_LIFETIME, Cipher, CipherSet, ClusterPsk, CookieKey,
+    HANDSHAKE_OVERHEAD_MAX, Handshake, HandshakePattern, MAC_LEN, Mac1Key, PublicKey, Session,
+    StaticKeypair, TAG_LEN, choice, seal_macs,
 };
 use mesh_gossip::{Gossip, GossipConfig};
+use mesh_proto::ParseError;
 use mesh_proto::control::{CONTROL_PEER_INFO, MAX_PEER_INFO_LEN, PeerInfo};
 use mesh_proto::datagram::{
-    DATA_HEADER_LEN, Datagram, INIT_HEADER_LEN, Pattern, REPLY_HEADER_LEN, emit_data_header,
-    emit_init_header, emit_reply_header,
+    DATA_HEADER_LEN, Datagram, HANDSHAKE_MACS_LEN, INIT_HEADER_LEN, Pattern, REPLY_HEADER_LEN,
+    emit_data_header, emit_init_header, emit_reply_header,
 };
 use mesh_proto::echo::{CONTROL_ECHO_REPLY, CONTROL_ECHO_REQUEST};
 use mesh_proto::gossip::CONTROL_GOSSIP;
@@ -73,6 +75,10 @@ const UNCONFIRMED_TIMEOUT: Duration = Duration::from_secs(10);
 /// Consecutive unanswered IK attempts after which a bootstrap address is tried with XX
 /// again (the node behind it may have a new key).
 const IK_FAILURES_BEFORE_XX: u32 = 3;
+/// Cookies kept (one per address that gave us one); expired ones go first.
+const MAX_COOKIES: usize = 1024;
+/// A node of another protocol version is logged at most this often.
+const VERSION_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What a node is told at start.
 #[derive(Debug)]
@@ -106,6 +112,9 @@ pub struct NodeConfig {
     /// The packet ciphers this node offers in its handshakes (`--cipher`); a session uses
     /// AES-256-GCM when both ends offer it, ChaCha20-Poly1305 otherwise.
     pub ciphers: CipherSet,
+    /// The wall clock at the `now` given to [`Node::new`], as time since the Unix epoch
+    /// (handshake initiations carry it; see [`Node::sync_clock`]).
+    pub unix_time: Duration,
 }
 
 /// Default of [`NodeConfig::dead_after`].
@@ -236,6 +245,10 @@ enum Slot {
         hs: Box<Handshake>,
         target: Target,
         started: Instant,
+        /// mac1 of the initiation: a cookie reply to it is sealed to it.
+        mac1: [u8; MAC_LEN],
+        /// The initiation carried a mac2 (a cookie the responder gave us).
+        with_cookie: bool,
     },
     /// An XX handshake we answered, waiting for the third message.
     RespondingXx {
@@ -266,6 +279,18 @@ struct Bootstrap {
     is_self: bool,
     /// Removed at run time (`Node::forget_bootstrap`): not tried, not shown.
     forgotten: bool,
+    /// First attempt of the current round of unanswered attempts.
+    round_started: Option<Instant>,
+    /// The round ran out ([`REKEY_ATTEMPT_TIME`]): no retries until needed again.
+    gave_up: bool,
+}
+
+/// The header fields of an initiation.
+#[derive(Debug, Clone, Copy)]
+struct Init {
+    pattern: Pattern,
+    sender: u32,
+    timestamp: u64,
 }
 
 /// One mesh node. See the crate docs.
@@ -317,7 +342,20 @@ pub struct Node {
     routes: RouteTable<PublicKey>,
     /// Announced blocks that are not routed (outside the range or taken), already reported.
     conflicts: std::collections::HashSet<(PublicKey, Ipv4Net)>,
-    limiter: HandshakeLimiter,
+    /// The cheap checks in front of every initiation (MACs, replay, load, cookies).
+    gate: HandshakeGate,
+    /// Seals and opens cookie replies.
+    cookie_key: CookieKey,
+    /// Cookies responders under load gave us, by their address, with when they came.
+    cookies: HashMap<SocketAddr, ([u8; COOKIE_LEN], Instant)>,
+    /// The wall clock (ms since the Unix epoch) at an instant (see `sync_clock`).
+    clock: (Instant, u64),
+    /// Initiations answered with public-key work.
+    responded: u64,
+    /// Cookie replies accepted.
+    cookies_received: u64,
+    /// When a node of another protocol version was last logged.
+    version_warned_at: Option<Instant>,
     /// Datagrams (and their bytes) this node forwarded as a relay.
     relayed_packets: u64,
     relayed_bytes: u64,
@@ -340,6 +378,17 @@ impl Node {
         let mut gossip = Gossip::new(config.gossip, now, gossip_seed);
         gossip.set_validator(membership::valid_record);
         let base = config.generation.saturating_mul(1 << 20).max(1);
+        let mut gate_seed = [0u8; 32];
+        rng.fill_bytes(&mut gate_seed);
+        let gate = HandshakeGate::new(
+            Mac1Key::for_receiver(&config.psk, &config.keypair.public()),
+            Mac1Key::anonymous(&config.psk),
+            CookieKey::new(&config.psk),
+            now,
+            gate_seed,
+        );
+        let cookie_key = CookieKey::new(&config.psk);
+        let clock = (now, config.unix_time.as_millis() as u64);
         let mut node = Self {
             name: config.name,
             keypair: config.keypair,
@@ -373,7 +422,13 @@ impl Node {
             slots_due: None,
             routes: RouteTable::new(),
             conflicts: std::collections::HashSet::new(),
-            limiter: HandshakeLimiter::default(),
+            gate,
+            cookie_key,
+            cookies: HashMap::new(),
+            clock,
+            responded: 0,
+            cookies_received: 0,
+            version_warned_at: None,
             relayed_packets: 0,
             relayed_bytes: 0,
             drops: DropCounters::default(),
@@ -419,6 +474,34 @@ impl Node {
         }
         self.schedule(now);
         true
+    }
+
+    /// Tells the node the wall clock: `unix` (time since the Unix epoch) is now. The node
+    /// counts on from it with `now`; call it now and then (meshd does once a second), so a
+    /// stepped or suspended clock is followed.
+    pub fn sync_clock(&mut self, now: Instant, unix: Duration) {
+        self.clock = (now, unix.as_millis() as u64);
+    }
+
+    /// Wall clock in ms since the Unix epoch, at `now`.
+    fn unix_ms(&self, now: Instant) -> u64 {
+        let (at, ms) = self.clock;
+        if now >= at {
+            ms.saturating_add(now.duration_since(at).as_millis() as u64)
+        } else {
+            ms.saturating_sub(at.duration_since(now).as_millis() as u64)
+        }
+    }
+
+    /// The handshake gate's state and counters, in API form.
+    pub fn handshake_status(&self, now: Instant) -> mesh_api::HandshakeStatus {
+        mesh_api::HandshakeStatus {
+            responded: self.responded,
+            under_load: self.gate.under_load(now),
+            cookies_sent: self.gate.counters.cookies_sent,
+            cookies_received: self.cookies_received,
+            replay_cache: self.gate.replay_entries() as u64,
+        }
     }
 
     /// This node's public key.
@@ -737,27 +820,60 @@ impl Node {
     ) -> Decap {
         let header: [u8; DATA_HEADER_LEN];
         let (receiver, counter) = match Datagram::parse(buf) {
+            Err(ParseError::Version(v)) => {
+                if self
+                    .version_warned_at
+                    .is_none_or(|t| now.saturating_duration_since(t) >= VERSION_WARNING_INTERVAL)
+                {
+                    self.version_warned_at = Some(now);
+                    tracing::warn!(
+                        %from,
+                        version = v,
+                        "refused a handshake of mesh protocol version {v}: this node speaks \
+                         version 2 (handshake MACs) and does not talk to older nodes; upgrade \
+                         meshd there"
+                    );
+                }
+                return self.drop_node(DropReason::HandshakeVersion);
+            }
             Err(_) => return self.drop_node(DropReason::Malformed),
             Ok(Datagram::HandshakeInit {
                 pattern,
                 sender,
+                timestamp,
                 noise,
+                ..
             }) => {
-                return self.on_init(now, path, from, pattern, sender, noise);
+                let init = Init {
+                    pattern,
+                    sender,
+                    timestamp,
+                };
+                return self.on_init(now, path, from, init, noise, buf);
             }
             Ok(Datagram::HandshakeResponse {
                 sender,
                 receiver,
                 noise,
+                ..
             }) => {
-                return self.on_response(now, path, sender, receiver, noise);
+                return self.on_response(now, path, sender, receiver, noise, buf);
             }
             Ok(Datagram::HandshakeFinal {
                 sender,
                 receiver,
                 noise,
+                ..
             }) => {
-                return self.on_final(now, path, sender, receiver, noise);
+                return self.on_final(now, path, sender, receiver, noise, buf);
+            }
+            Ok(Datagram::CookieReply {
+                receiver,
+                nonce,
+                sealed,
+            }) => {
+                let (nonce, sealed) = (*nonce, *sealed);
+                return self.on_cookie_reply(now, path, from, receiver, nonce, sealed);
             }
             Ok(Datagram::Data {
                 receiver,
@@ -1062,17 +1178,43 @@ impl Node {
         now: Instant,
         path: Path,
         from: SocketAddr,
-        pattern: Pattern,
-        sender: u32,
+        init: Init,
         noise: &[u8],
+        datagram: &[u8],
     ) -> Decap {
-        if !self.limiter.allow(from.ip(), now) {
-            return self.drop_node(DropReason::HandshakeRateLimited);
-        }
+        let Init {
+            pattern,
+            sender,
+            timestamp,
+        } = init;
         let pattern = match pattern {
             Pattern::Ik => HandshakePattern::IK,
             Pattern::Xx => HandshakePattern::XX,
         };
+        let relayed = matches!(path, Path::Relay { .. });
+        let anonymous = pattern == HandshakePattern::XX;
+        let now_ms = self.unix_ms(now);
+        match self
+            .gate
+            .check_init(now, now_ms, from, relayed, anonymous, timestamp, datagram)
+        {
+            Verdict::Process => {}
+            Verdict::Cookie(reply) => {
+                self.transmits.push_back(Transmit {
+                    to: from,
+                    payload: reply,
+                });
+                return self.drop_node(DropReason::HandshakeCookie);
+            }
+            Verdict::Drop(Refusal::Mac) => return self.drop_node(DropReason::HandshakeMac),
+            Verdict::Drop(Refusal::Stale | Refusal::Replay) => {
+                return self.drop_node(DropReason::HandshakeReplay);
+            }
+            Verdict::Drop(Refusal::RateLimited) => {
+                return self.drop_node(DropReason::HandshakeRateLimited);
+            }
+        }
+        self.responded += 1;
         let seed = self.seed();
         let mut payload = [0u8; 256];
         let mut hs = match Handshake::respond(pattern, &self.keypair, &self.psk, seed) {
@@ -1088,14 +1230,21 @@ impl Node {
         let cipher = self.ciphers.choose(CipherSet::from_offer(&payload[..read]));
         let index = self.new_index();
         let reply = choice(cipher);
-        let mut out = vec![0u8; REPLY_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX + reply.len()];
+        let mut out =
+            vec![0u8; REPLY_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX + reply.len() + HANDSHAKE_MACS_LEN];
         let Ok(n) = hs.write_message(&reply, &mut out[REPLY_HEADER_LEN..]) else {
             return self.drop_node(DropReason::HandshakeFailed);
         };
-        out.truncate(REPLY_HEADER_LEN + n);
+        out.truncate(REPLY_HEADER_LEN + n + HANDSHAKE_MACS_LEN);
         if let Ok(h) = (&mut out[..REPLY_HEADER_LEN]).try_into() {
             emit_reply_header(h, false, index, sender);
         }
+        // IK: the initiator's key is known now; XX: not before message 3.
+        let key = match hs.remote_static() {
+            Some(k) if pattern == HandshakePattern::IK => Mac1Key::for_receiver(&self.psk, &k),
+            _ => self.gate.mac1_key(true).clone(),
+        };
+        seal_macs(&mut out, &key, None);
         self.push_on_path(path, out);
         match pattern {
             HandshakePattern::IK => {
@@ -1139,48 +1288,59 @@ impl Node {
         sender: u32,
         receiver: u32,
         noise: &[u8],
+        datagram: &[u8],
     ) -> Decap {
-        let Some(Slot::Initiating { .. }) = self.slots.get(&receiver) else {
-            return self.drop_node(DropReason::UnknownSession);
+        let anonymous = match self.slots.get(&receiver) {
+            Some(Slot::Initiating { hs, .. }) => hs.pattern() == HandshakePattern::XX,
+            _ => return self.drop_node(DropReason::UnknownSession),
+        };
+        if !self.gate.mac1_ok(datagram, anonymous) {
+            return self.drop_node(DropReason::HandshakeMac);
+        }
+        // Read in place: a response that fails authentication leaves the handshake waiting
+        // for the genuine one (`Handshake::read_message` restores its state).
+        let mut payload = [0u8; 256];
+        let (read, target) = match self.slots.get_mut(&receiver) {
+            Some(Slot::Initiating { hs, target, .. }) => {
+                (hs.read_message(noise, &mut payload), *target)
+            }
+            _ => return self.drop_node(DropReason::UnknownSession),
+        };
+        let Ok(read) = read else {
+            self.count_handshake_failure(target);
+            return Decap::Dropped(DropReason::HandshakeFailed);
         };
         let Some(Slot::Initiating {
-            mut hs,
-            target,
-            started,
-            ..
+            mut hs, started, ..
         }) = self.slots.remove(&receiver)
         else {
             return self.drop_node(DropReason::UnknownSession);
         };
         self.clear_handshake(target, receiver);
-        let mut payload = [0u8; 256];
-        let Ok(read) = hs.read_message(noise, &mut payload) else {
-            self.count_handshake_failure(target);
-            return Decap::Dropped(DropReason::HandshakeFailed);
-        };
         let Ok(cipher) = self.ciphers.accept_choice(&payload[..read]) else {
             self.count_handshake_failure(target);
             return Decap::Dropped(DropReason::HandshakeFailed);
         };
         let xx = hs.pattern() == HandshakePattern::XX;
-        let mut final_msg = None;
-        if xx {
-            let mut out = vec![0u8; REPLY_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX];
-            let Ok(n) = hs.write_message(&[], &mut out[REPLY_HEADER_LEN..]) else {
-                self.count_handshake_failure(target);
-                return Decap::Dropped(DropReason::HandshakeFailed);
-            };
-            out.truncate(REPLY_HEADER_LEN + n);
-            if let Ok(h) = (&mut out[..REPLY_HEADER_LEN]).try_into() {
-                emit_reply_header(h, true, receiver, sender);
-            }
-            final_msg = Some(out.clone());
-            self.push_on_path(path, out);
-        }
         let Some(remote) = hs.remote_static() else {
             self.count_handshake_failure(target);
             return Decap::Dropped(DropReason::HandshakeFailed);
         };
+        let mut final_msg = None;
+        if xx {
+            let mut out = vec![0u8; REPLY_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX + HANDSHAKE_MACS_LEN];
+            let Ok(n) = hs.write_message(&[], &mut out[REPLY_HEADER_LEN..]) else {
+                self.count_handshake_failure(target);
+                return Decap::Dropped(DropReason::HandshakeFailed);
+            };
+            out.truncate(REPLY_HEADER_LEN + n + HANDSHAKE_MACS_LEN);
+            if let Ok(h) = (&mut out[..REPLY_HEADER_LEN]).try_into() {
+                emit_reply_header(h, true, receiver, sender);
+            }
+            seal_macs(&mut out, &Mac1Key::for_receiver(&self.psk, &remote), None);
+            final_msg = Some(out.clone());
+            self.push_on_path(path, out);
+        }
         let Ok(session) = hs.into_session_with(now, cipher) else {
             self.count_handshake_failure(target);
             return Decap::Dropped(DropReason::HandshakeFailed);
@@ -1196,6 +1356,8 @@ impl Node {
             let b = &mut self.bootstrap[i];
             b.resolved = Some(remote);
             b.attempts = 0;
+            b.round_started = None;
+            b.gave_up = false;
         }
         // An XX initiator cannot know that its third message arrived. While another session
         // with the peer works, the new one waits, unconfirmed, for the peer's first data on
@@ -1233,6 +1395,7 @@ impl Node {
         sender: u32,
         receiver: u32,
         noise: &[u8],
+        datagram: &[u8],
     ) -> Decap {
         let Some(Slot::RespondingXx { remote_index, .. }) = self.slots.get(&receiver) else {
             return self.drop_node(DropReason::UnknownSession);
@@ -1240,13 +1403,22 @@ impl Node {
         if *remote_index != sender {
             return self.drop_node(DropReason::UnknownSession);
         }
-        let Some(Slot::RespondingXx { mut hs, cipher, .. }) = self.slots.remove(&receiver) else {
-            return self.drop_node(DropReason::UnknownSession);
-        };
+        if !self.gate.mac1_ok(datagram, false) {
+            return self.drop_node(DropReason::HandshakeMac);
+        }
+        // Read in place: a final message that fails authentication leaves the handshake
+        // waiting for the genuine one.
         let mut payload = [0u8; 256];
-        if hs.read_message(noise, &mut payload).is_err() {
+        let read = match self.slots.get_mut(&receiver) {
+            Some(Slot::RespondingXx { hs, .. }) => hs.read_message(noise, &mut payload),
+            _ => return self.drop_node(DropReason::UnknownSession),
+        };
+        if read.is_err() {
             return self.drop_node(DropReason::HandshakeFailed);
         }
+        let Some(Slot::RespondingXx { hs, cipher, .. }) = self.slots.remove(&receiver) else {
+            return self.drop_node(DropReason::UnknownSession);
+        };
         let Some(remote) = hs.remote_static() else {
             return self.drop_node(DropReason::HandshakeFailed);
         };
@@ -1376,6 +1548,8 @@ impl Node {
         peer.last_handshake = Some(now);
         peer.handshakes += 1;
         peer.attempts = 0;
+        peer.round_started = None;
+        peer.gave_up = false;
         peer.failed_over_at = None;
         peer.ever_established = true;
         peer.first_established.get_or_insert(now);
@@ -1405,6 +1579,8 @@ impl Node {
         {
             b.resolved = Some(key);
             b.attempts = 0;
+            b.round_started = None;
+            b.gave_up = false;
             if let Some(h) = b.handshake.take() {
                 self.slots.remove(&h);
             }
@@ -1427,6 +1603,11 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        // Needed again after a round of attempts ran out: a new round (the backoff stays).
+        if peer.gave_up {
+            peer.gave_up = false;
+            peer.round_started = None;
+        }
         // Needed again long after the last attempt: start over (direct, no backoff); what
         // failed then says little about now.
         if peer.current.is_none() && now.saturating_duration_since(peer.next_attempt) >= FRESH_AFTER
@@ -1452,7 +1633,7 @@ impl Node {
         if let Target::Peer(key) = target {
             self.pick_path(now, key);
         }
-        let (to, hs) = match target {
+        let (to, hs, mac1_key) = match target {
             Target::Peer(key) | Target::Probe(key) => {
                 let Some(peer) = self.peers.get(&key) else {
                     return;
@@ -1460,11 +1641,13 @@ impl Node {
                 (
                     peer.endpoint,
                     Handshake::initiate_ik(&self.keypair, &key, &self.psk, seed),
+                    Mac1Key::for_receiver(&self.psk, &key),
                 )
             }
             Target::Bootstrap(i) => (
                 self.bootstrap[i].addr,
                 Handshake::initiate_xx(&self.keypair, &self.psk, seed),
+                self.gate.mac1_key(true).clone(),
             ),
         };
         let Ok(mut hs) = hs else {
@@ -1472,18 +1655,26 @@ impl Node {
         };
         let index = self.new_index();
         let offer = self.ciphers.offer();
-        let mut out = vec![0u8; INIT_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX + offer.len()];
+        let mut out =
+            vec![0u8; INIT_HEADER_LEN + HANDSHAKE_OVERHEAD_MAX + offer.len() + HANDSHAKE_MACS_LEN];
         let Ok(n) = hs.write_message(&offer, &mut out[INIT_HEADER_LEN..]) else {
             return;
         };
-        out.truncate(INIT_HEADER_LEN + n);
+        out.truncate(INIT_HEADER_LEN + n + HANDSHAKE_MACS_LEN);
         let pattern = match hs.pattern() {
             HandshakePattern::IK => Pattern::Ik,
             HandshakePattern::XX => Pattern::Xx,
         };
+        let timestamp = self.unix_ms(now);
         if let Ok(h) = (&mut out[..INIT_HEADER_LEN]).try_into() {
-            emit_init_header(h, pattern, index);
+            emit_init_header(h, pattern, index, timestamp);
         }
+        let cookie = self
+            .cookies
+            .get(&to)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_USE_LIFETIME)
+            .map(|(c, _)| *c);
+        let mac1 = seal_macs(&mut out, &mac1_key, cookie.as_ref());
         let (attempts, old) = match target {
             Target::Peer(key) => {
                 let Some(peer) = self.peers.get_mut(&key) else {
@@ -1491,6 +1682,7 @@ impl Node {
                 };
                 let old = peer.handshake.replace(index);
                 peer.handshake_started = Some(now);
+                peer.round_started.get_or_insert(now);
                 let a = peer.attempts;
                 peer.attempts = peer.attempts.saturating_add(1);
                 peer.next_attempt = now + handshake_retry_delay(a, jitter);
@@ -1506,6 +1698,7 @@ impl Node {
             Target::Bootstrap(i) => {
                 let b = &mut self.bootstrap[i];
                 let old = b.handshake.replace(index);
+                b.round_started.get_or_insert(now);
                 let a = b.attempts;
                 b.attempts = b.attempts.saturating_add(1);
                 b.next_attempt = now + handshake_retry_delay(a, jitter);
@@ -1522,6 +1715,8 @@ impl Node {
                 hs: Box::new(hs),
                 target,
                 started: now,
+                mac1,
+                with_cookie: cookie.is_some(),
             },
         );
         match target {
@@ -1791,7 +1986,15 @@ impl Node {
                 }
         });
 
-        if handshake_due {
+        let gave_up = peer.gave_up;
+        let round_over = peer
+            .round_started
+            .is_some_and(|t| now.saturating_duration_since(t) >= REKEY_ATTEMPT_TIME);
+        if gave_up {
+            // Retries stopped; the next need for the peer starts a new round.
+        } else if handshake_due && round_over {
+            self.give_up(key);
+        } else if handshake_due {
             if silent && has_session {
                 tracing::debug!(peer = %key.fingerprint(), "no answer from peer; new handshake");
             }
@@ -1820,6 +2023,98 @@ impl Node {
             }
             self.path_timers(now, key);
         }
+    }
+
+    /// A round of handshake attempts with `key` went unanswered for [`REKEY_ATTEMPT_TIME`]:
+    /// stop retrying (as WireGuard does) and drop what waited for the session. The next need
+    /// for the peer (`ensure_handshake`) starts a new round.
+    fn give_up(&mut self, key: PublicKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.gave_up = true;
+        peer.round_started = None;
+        let queued = peer.queue.len() as u64;
+        peer.queue.clear();
+        for _ in 0..queued {
+            peer.drops.add(DropReason::NoRoute);
+        }
+        let pending = peer.handshake.take();
+        tracing::debug!(peer = %key.fingerprint(), "no handshake answer for 90 s; retries stop until the peer is needed again");
+        if let Some(h) = pending {
+            self.slots.remove(&h);
+        }
+    }
+
+    /// Whether any peer has a session (the walk's set holds every peer with one).
+    fn has_a_session(&self) -> bool {
+        self.timed
+            .iter()
+            .any(|k| self.peers.get(k).is_some_and(|p| p.current.is_some()))
+    }
+
+    /// A cookie reply to our initiation `receiver`: the responder is under load. Keep the
+    /// cookie for its address and initiate again with it at once (once per initiation: a
+    /// second cookie for an initiation that carried one waits for the retry timer).
+    fn on_cookie_reply(
+        &mut self,
+        now: Instant,
+        path: Path,
+        from: SocketAddr,
+        receiver: u32,
+        nonce: [u8; 12],
+        sealed: [u8; 32],
+    ) -> Decap {
+        if !matches!(path, Path::Direct(_)) {
+            return self.drop_node(DropReason::UnknownSession);
+        }
+        let Some(Slot::Initiating {
+            mac1,
+            target,
+            with_cookie,
+            ..
+        }) = self.slots.get(&receiver)
+        else {
+            return self.drop_node(DropReason::UnknownSession);
+        };
+        let (mac1, target, with_cookie) = (*mac1, *target, *with_cookie);
+        let Ok(cookie) = self.cookie_key.open(&sealed, &mac1, nonce) else {
+            return self.drop_node(DropReason::HandshakeMac);
+        };
+        self.cookies_received += 1;
+        if self.cookies.len() >= MAX_COOKIES && !self.cookies.contains_key(&from) {
+            self.cookies
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < COOKIE_USE_LIFETIME);
+            let oldest = self
+                .cookies
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(a, _)| *a);
+            if self.cookies.len() >= MAX_COOKIES
+                && let Some(a) = oldest
+            {
+                self.cookies.remove(&a);
+            }
+        }
+        self.cookies.insert(from, (cookie, now));
+        tracing::debug!(%from, "cookie reply: the peer is under load; initiating again with its cookie");
+        if !with_cookie {
+            // The attempt was answered: it does not count towards a relay or the backoff.
+            match target {
+                Target::Peer(k) => {
+                    if let Some(p) = self.peers.get_mut(&k) {
+                        p.attempts = p.attempts.saturating_sub(1);
+                    }
+                }
+                Target::Bootstrap(i) => {
+                    let b = &mut self.bootstrap[i];
+                    b.attempts = b.attempts.saturating_sub(1);
+                }
+                Target::Probe(_) => {}
+            }
+            self.initiate(now, target);
+        }
+        Decap::Consumed
     }
 
     /// A session's path: ask for an answer when packets go out and nothing comes back, fail
@@ -1895,6 +2190,30 @@ impl Node {
         if !needed {
             return;
         }
+        // A round that ran out stops, unless this node has no session at all: then reaching
+        // the cluster is a standing need, and the bootstrap addresses are all it has.
+        let round_over = b
+            .round_started
+            .is_some_and(|t| now.saturating_duration_since(t) >= REKEY_ATTEMPT_TIME);
+        if b.gave_up || round_over {
+            if !self.has_a_session() {
+                let b = &mut self.bootstrap[i];
+                b.gave_up = false;
+                b.round_started = None;
+            } else {
+                if !b.gave_up {
+                    tracing::debug!(addr = %b.addr, "no handshake answer at a bootstrap address for 90 s; retries stop while other sessions are up");
+                }
+                let b = &mut self.bootstrap[i];
+                b.gave_up = true;
+                b.round_started = None;
+                if let Some(h) = b.handshake.take() {
+                    self.slots.remove(&h);
+                }
+                return;
+            }
+        }
+        let b = &self.bootstrap[i];
         if now >= b.next_attempt {
             self.initiate(now, Target::Bootstrap(i));
         } else {

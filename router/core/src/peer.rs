@@ -45,6 +45,11 @@ pub(crate) struct Peer {
     pub(crate) attempts: u32,
     /// No new initiation before this.
     pub(crate) next_attempt: Instant,
+    /// First attempt of the current round of handshake attempts (cleared by a session).
+    pub(crate) round_started: Option<Instant>,
+    /// The round ran out (`REKEY_ATTEMPT_TIME` without a session): the timers retry no
+    /// more; the next need for the peer (a packet, gossip, a ping) starts a new round.
+    pub(crate) gave_up: bool,
 
     pub(crate) last_handshake: Option<Instant>,
     pub(crate) handshakes: u64,
@@ -104,6 +109,8 @@ impl Peer {
             handshake_started: None,
             attempts: 0,
             next_attempt: now,
+            round_started: None,
+            gave_up: false,
             last_handshake: None,
             handshakes: 0,
             rtt: None,

@@ -55,6 +55,7 @@ fn config(i: usize, secret: &[u8], bootstrap: Vec<usize>) -> NodeConfig {
         // Every third node offers ChaCha20-Poly1305 only: sessions between the others use
         // AES-256-GCM, so both ciphers and their negotiation run in every test.
         ciphers: mesh_crypto::CipherSet::with_aes(!i.is_multiple_of(3)),
+        unix_time: Duration::from_secs(1_800_000_000),
     }
 }
 
@@ -283,9 +284,20 @@ fn wrong_secret_never_gets_a_session() {
     sim.run_for(Duration::from_secs(30));
     assert_eq!(sim.established(0), 0);
     assert_eq!(sim.established(1), 0);
-    let failed = sim.node(0).total_drops(DropReason::HandshakeFailed)
-        + sim.node(1).total_drops(DropReason::HandshakeFailed);
-    assert!(failed > 0, "handshake failures are counted");
+    // Another secret fails mac1: refused after one hash, before any public-key work.
+    for i in 0..2 {
+        assert!(
+            sim.node(i).total_drops(DropReason::HandshakeMac) > 0,
+            "node {i} counts the foreign initiations"
+        );
+        assert_eq!(sim.node(i).total_drops(DropReason::HandshakeFailed), 0);
+        let now = sim.now;
+        assert_eq!(
+            sim.node(i).handshake_status(now).responded,
+            0,
+            "node {i} did no handshake work for the other secret"
+        );
+    }
     assert!(sim.data_datagrams(0, 1).is_empty());
 }
 
@@ -759,4 +771,216 @@ fn sessions_use_aes_256_gcm_only_where_both_ends_offer_it() {
         assert!(matches!(sim.send(a, &p), Encap::Send { .. }), "{a}->{b}");
         assert_eq!(sim.tun[b].last().unwrap(), &p, "{a}->{b}");
     }
+}
+
+/// The first datagram on the wire from `from` to `to` whose type byte is `kind`.
+fn first_on_wire(sim: &Sim, from: usize, to: usize, kind: u8) -> Vec<u8> {
+    sim.wire
+        .iter()
+        .find(|(f, t, d)| *f == addr(from) && *t == addr(to) && d.first() == Some(&kind))
+        .map(|(_, _, d)| d.clone())
+        .unwrap_or_else(|| panic!("no datagram of type {kind} from {from} to {to} on the wire"))
+}
+
+/// An on-path attacker records a genuine initiation and sends it again, from the same and
+/// from another address, now and after the skew window: each copy is refused after a hash
+/// and a lookup, with no handshake work (the responder's work counter does not move), and
+/// the session it would have disturbed keeps working. Before handshake MACs, each replay
+/// cost the responder a full IK response (five X25519 operations) and an unconfirmed slot.
+#[test]
+fn a_replayed_initiation_costs_no_public_key_work() {
+    let mut sim = Sim::new(vec![
+        config(0, b"replay secret!!!", vec![1]),
+        config(1, b"replay secret!!!", vec![]),
+    ]);
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!((sim.established(0), sim.established(1)), (1, 1));
+    let init = first_on_wire(&sim, 0, 1, 1);
+    let now = sim.now;
+    let work = sim.node(1).handshake_status(now).responded;
+    assert!(work > 0);
+    for from in [
+        addr(0),
+        SocketAddr::from((Ipv4Addr::new(198, 18, 7, 7), 6788)),
+    ] {
+        let mut copy = init.clone();
+        assert_eq!(
+            sim.node(1).decapsulate(now, from, &mut copy),
+            Decap::Dropped(DropReason::HandshakeReplay)
+        );
+    }
+    assert_eq!(sim.node(1).handshake_status(now).responded, work);
+    // Long after, the timestamp is out of the window: still no work.
+    sim.run_for(Duration::from_secs(400));
+    let now = sim.now;
+    let work = sim.node(1).handshake_status(now).responded;
+    let mut copy = init.clone();
+    assert_eq!(
+        sim.node(1).decapsulate(now, addr(0), &mut copy),
+        Decap::Dropped(DropReason::HandshakeReplay)
+    );
+    assert_eq!(sim.node(1).handshake_status(now).responded, work);
+    let p = ipv4(pod(0, 1), pod(1, 2), b"still up");
+    assert!(matches!(sim.send(0, &p), Encap::Send { .. }));
+    assert_eq!(sim.tun[1].last().unwrap(), &p);
+}
+
+/// A handshake response that fails authentication must not end the pending handshake:
+/// a member holding the secret (so its forgery passes mac1) answers first with a forged
+/// response; the genuine response that follows still completes the handshake. An outsider's
+/// forgery fails mac1 already. Before, the first response, forged or not, consumed the
+/// pending handshake and the genuine one was dropped as `unknown_session`.
+#[test]
+fn a_forged_response_leaves_the_pending_handshake_in_place() {
+    const SECRET: &[u8] = b"forgery secret!!";
+    let mut sim = Sim::new(vec![config(0, SECRET, vec![1]), config(1, SECRET, vec![])]);
+    let now = sim.now;
+    sim.node(0).handle_timeout(now);
+    let init = sim.node(0).poll_transmit().unwrap();
+    let mut d = init.payload.clone();
+    assert_eq!(
+        sim.node(1).decapsulate(now, addr(0), &mut d),
+        Decap::Consumed
+    );
+    let genuine = sim.node(1).poll_transmit().unwrap().payload;
+    let psk = ClusterPsk::derive(SECRET);
+    // XX: the response's mac1 is keyed by the cluster secret alone.
+    let mut forged = genuine.clone();
+    forged[20] ^= 0x40;
+    mesh_crypto::seal_macs(&mut forged, &mesh_crypto::Mac1Key::anonymous(&psk), None);
+    assert_eq!(
+        sim.node(0).decapsulate(now, addr(1), &mut forged.clone()),
+        Decap::Dropped(DropReason::HandshakeFailed)
+    );
+    let mut outsider = genuine.clone();
+    outsider[20] ^= 0x40;
+    assert_eq!(
+        sim.node(0).decapsulate(now, addr(1), &mut outsider),
+        Decap::Dropped(DropReason::HandshakeMac)
+    );
+    let mut d = genuine.clone();
+    assert_eq!(
+        sim.node(0).decapsulate(now, addr(1), &mut d),
+        Decap::Consumed
+    );
+    sim.collect_transmits();
+    sim.settle();
+    assert_eq!((sim.established(0), sim.established(1)), (1, 1));
+}
+
+/// Retries stop after REKEY_ATTEMPT_TIME (90 s) without an answer, and start again when
+/// the address is needed again (here `meshctl connect`, i.e. `add_bootstrap`). Before, an
+/// address nobody answers at was tried every 30 s for ever. A node with no session at all
+/// keeps trying its bootstrap addresses: reaching the cluster is a standing need.
+#[test]
+fn handshake_retries_stop_after_rekey_attempt_time_and_start_again_on_demand() {
+    let nobody = addr(9);
+    let mut sim = Sim::new(vec![
+        config(0, b"attempt secret!!", vec![1, 9]),
+        config(1, b"attempt secret!!", vec![]),
+    ]);
+    let to_nobody = |sim: &Sim| {
+        sim.wire
+            .iter()
+            .filter(|(f, t, d)| *f == addr(0) && *t == nobody && d[0] == 1)
+            .count()
+    };
+    sim.run_for(Duration::from_secs(100));
+    assert_eq!(sim.established(0), 1);
+    let in_round = to_nobody(&sim);
+    assert!(in_round >= 4, "retried within the round ({in_round})");
+    sim.run_for(Duration::from_secs(600));
+    assert_eq!(
+        to_nobody(&sim),
+        in_round,
+        "no retries after the round ran out"
+    );
+    let now = sim.now;
+    assert!(sim.node(0).add_bootstrap(now, nobody), "needed again");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(to_nobody(&sim), in_round + 1, "a new round starts");
+
+    // Alone, a node keeps trying.
+    let mut alone = Sim::new(vec![config(0, b"attempt secret!!", vec![9])]);
+    alone.run_for(Duration::from_secs(100));
+    let first = to_nobody(&alone);
+    alone.run_for(Duration::from_secs(300));
+    assert!(to_nobody(&alone) >= first + 9, "every 30 s while alone");
+}
+
+/// A hostile member (it holds the cluster secret, so its initiations pass mac1) floods node
+/// 1 with initiations from spoofed sources, more than the handshake budget. Past the budget
+/// node 1 answers with cookies instead of handshakes; a real peer that starts a handshake
+/// during the flood gets a cookie, comes back with it from the address it was made for, and
+/// gets its session. A forged cookie reply and a genuine one replayed change nothing.
+#[test]
+fn under_a_member_flood_a_real_peer_gets_in_with_a_cookie() {
+    const SECRET: &[u8] = b"cookie flood sec";
+    let mut c0 = config(0, SECRET, vec![]);
+    c0.known_peers = vec![(keypair(1).public(), addr(1))];
+    let mut sim = Sim::new(vec![c0, config(1, SECRET, vec![])]);
+    let psk = ClusterPsk::derive(SECRET);
+    let hostile = keypair(7);
+    let target = keypair(1).public();
+    let now = sim.now;
+    let flood = mesh_core::gate::GLOBAL_BURST as u32 + 300;
+    for i in 0..flood {
+        let mut hs =
+            mesh_crypto::Handshake::initiate_ik(&hostile, &target, &psk, [i as u8; 32]).unwrap();
+        let mut msg = vec![0u8; 16 + 200];
+        let n = hs.write_message(&[], &mut msg[16..]).unwrap();
+        msg.truncate(16 + n + 32);
+        let h: &mut [u8; 16] = (&mut msg[..16]).try_into().unwrap();
+        mesh_proto::datagram::emit_init_header(
+            h,
+            mesh_proto::datagram::Pattern::Ik,
+            i + 1,
+            1_800_000_000_000,
+        );
+        mesh_crypto::seal_macs(
+            &mut msg,
+            &mesh_crypto::Mac1Key::for_receiver(&psk, &target),
+            None,
+        );
+        let spoofed = SocketAddr::from((
+            Ipv4Addr::new(198, 19, (i / 250) as u8, (i % 250) as u8 + 1),
+            6788,
+        ));
+        let _ = sim.node(1).decapsulate(now, spoofed, &mut msg);
+    }
+    // The flood's answers go to the spoofed addresses, nowhere in this network.
+    while sim.node(1).poll_transmit().is_some() {}
+    let status = sim.node(1).handshake_status(now);
+    assert!(status.under_load);
+    assert_eq!(
+        status.responded,
+        u64::from(mesh_core::gate::GLOBAL_BURST as u32)
+    );
+    assert_eq!(status.cookies_sent, 300);
+    assert_eq!(sim.node(1).total_drops(DropReason::HandshakeCookie), 300);
+
+    // A forged cookie reply to node 0, before it even started: unknown session.
+    let mut forged = [0u8; 52];
+    mesh_proto::datagram::emit_cookie_reply(&mut forged, 1234, &[1; 12], &[2; 32]);
+    assert_eq!(
+        sim.node(0).decapsulate(now, addr(1), &mut forged),
+        Decap::Dropped(DropReason::UnknownSession)
+    );
+
+    // The real peer: a packet for node 1 starts its handshake.
+    let p = ipv4(pod(0, 1), pod(1, 2), b"through the flood");
+    let now = sim.now;
+    sim.node(0).handle_timeout(now);
+    sim.settle();
+    assert_eq!((sim.established(0), sim.established(1)), (1, 1));
+    assert_eq!(sim.node(0).handshake_status(now).cookies_received, 1);
+    let cookie_reply = first_on_wire(&sim, 1, 0, 7);
+    // Replayed: it names an initiation that is gone.
+    assert_eq!(
+        sim.node(0)
+            .decapsulate(now, addr(1), &mut cookie_reply.clone()),
+        Decap::Dropped(DropReason::UnknownSession)
+    );
+    assert!(matches!(sim.send(0, &p), Encap::Send { .. }));
+    assert_eq!(sim.tun[1].last().unwrap(), &p);
 }

@@ -835,6 +835,13 @@ mod tests {
                     malformed: 1,
                 },
                 warnings: vec![],
+                handshakes: mesh_api::HandshakeStatus {
+                    responded: 11,
+                    under_load: true,
+                    cookies_sent: 7,
+                    cookies_received: 2,
+                    replay_cache: 9,
+                },
                 dns: None,
             },
             ipam: IpamStatus {

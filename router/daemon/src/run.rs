@@ -370,6 +370,7 @@ impl Shared {
             datapath: self.datapath_status(),
             members: node.members(now),
             gossip: node.gossip_status(now),
+            handshakes: node.handshake_status(now),
             warnings,
             dns: self.dns.as_deref().map(|d| {
                 let (zone, (records, served)) =
@@ -483,6 +484,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             gossip: mesh_core::GossipConfig::default(),
             ring,
             ciphers: config.ciphers,
+            unix_time: unix_time(),
         },
         now,
         random_seed(),
@@ -800,6 +802,13 @@ async fn setup_tun(
     Ok((tun, offload))
 }
 
+/// The wall clock as time since the Unix epoch (zero if it is set before 1970).
+fn unix_time() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 fn random_seed() -> [u8; 32] {
     let mut s = [0u8; 32];
     OsRng.fill_bytes(&mut s);
@@ -1045,6 +1054,9 @@ async fn timers(shared: Arc<Shared>, udp: Arc<BatchUdp>) -> Result<()> {
         {
             let mut node = shared.node();
             let now = Instant::now();
+            // The monotonic clock stops while the host is suspended and the wall clock may
+            // be stepped: initiations carry the wall clock, so follow it.
+            node.sync_clock(now, unix_time());
             if node.poll_timeout().is_some_and(|t| t <= now) {
                 node.handle_timeout(now);
             }

@@ -36,6 +36,10 @@ pub enum ParseError {
     /// The first byte names no message type we know.
     #[error("unknown message type {0}")]
     UnknownType(u8),
+    /// A handshake message of another protocol version (1: a node from before handshake
+    /// MACs). Blame: the peer is incompatible; upgrade it.
+    #[error("handshake of mesh protocol version {0}; this node speaks version 2")]
+    Version(u8),
     /// Reserved bytes are not zero, or a field holds a value outside its range.
     #[error("malformed message: {0}")]
     Malformed(&'static str),

@@ -12,8 +12,8 @@ mod proto_checks;
 
 use mesh_proto::control::{CONTROL_PEER_INFO, MAX_BLOCKS, MAX_NAME_LEN, PeerInfo};
 use mesh_proto::datagram::{
-    DATA_HEADER_LEN, INIT_HEADER_LEN, Pattern, REPLY_HEADER_LEN, emit_data_header,
-    emit_init_header, emit_reply_header,
+    COOKIE_REPLY_LEN, DATA_HEADER_LEN, HANDSHAKE_MACS_LEN, INIT_HEADER_LEN, Pattern,
+    REPLY_HEADER_LEN, emit_cookie_reply, emit_data_header, emit_init_header, emit_reply_header,
 };
 use proto_checks::{fuzz_datagram, fuzz_inner, fuzz_peer_info, fuzz_peer_info_emit};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -82,7 +82,7 @@ fn run(
 fn valid_datagram(rng: &mut Rng) -> Vec<u8> {
     let body_len = rng.below(200);
     let body = bytes(rng, body_len);
-    let mut out = match rng.below(4) {
+    let mut out = match rng.below(5) {
         0 => {
             let mut h = [0u8; INIT_HEADER_LEN];
             let pattern = if rng.below(2) == 0 {
@@ -90,14 +90,26 @@ fn valid_datagram(rng: &mut Rng) -> Vec<u8> {
             } else {
                 Pattern::Xx
             };
-            emit_init_header(&mut h, pattern, rng.next() as u32);
-            h.to_vec()
+            emit_init_header(&mut h, pattern, rng.next() as u32, rng.next());
+            let mut v = h.to_vec();
+            v.extend_from_slice(&bytes(rng, HANDSHAKE_MACS_LEN));
+            v
         }
         1 | 2 => {
             let mut h = [0u8; REPLY_HEADER_LEN];
             let final_ = rng.below(2) == 0;
             emit_reply_header(&mut h, final_, rng.next() as u32, rng.next() as u32);
-            h.to_vec()
+            let mut v = h.to_vec();
+            v.extend_from_slice(&bytes(rng, HANDSHAKE_MACS_LEN));
+            v
+        }
+        3 => {
+            let mut h = [0u8; COOKIE_REPLY_LEN];
+            let nonce: [u8; 12] = bytes(rng, 12).try_into().unwrap_or([0; 12]);
+            let sealed: [u8; 32] = bytes(rng, 32).try_into().unwrap_or([0; 32]);
+            emit_cookie_reply(&mut h, rng.next() as u32, &nonce, &sealed);
+            // A cookie reply has one length: no body after it.
+            return h.to_vec();
         }
         _ => {
             let mut h = [0u8; DATA_HEADER_LEN];

@@ -119,10 +119,13 @@ impl Node {
     /// node handshakes with whoever answers there. `false` if it is tried already.
     pub fn add_bootstrap(&mut self, now: Instant, addr: SocketAddr) -> bool {
         if let Some(b) = self.bootstrap.iter_mut().find(|b| b.addr == addr) {
-            if !b.forgotten {
+            // Asked for again: a round that ran out starts over.
+            if !b.forgotten && !b.gave_up {
                 return false;
             }
             b.forgotten = false;
+            b.gave_up = false;
+            b.round_started = None;
             b.attempts = 0;
             b.next_attempt = now;
         } else {
@@ -139,6 +142,8 @@ impl Node {
                 resolved,
                 is_self: false,
                 forgotten: false,
+                round_started: None,
+                gave_up: false,
             });
         }
         self.schedule(now);

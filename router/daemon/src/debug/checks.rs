@@ -450,6 +450,7 @@ mod tests {
             members: vec![],
             gossip: Default::default(),
             warnings: vec![],
+            handshakes: Default::default(),
             dns: None,
         }
     }
