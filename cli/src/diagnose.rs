@@ -1,10 +1,12 @@
 //! The `debug`, `ping`, `connect` and `forget` views as text for people. Pure functions
-//! over `mesh_api` types, no I/O.
+//! over `mesh_api` types, no I/O. Table cells are escaped by `render::table` and
+//! `render::key_values`; values in a free-form line are escaped here ([`crate::escape`]).
 
 use mesh_api::{
     DebugReport, EndpointChanged, Finding, PathKind, PingResult, Severity, key_fingerprint,
 };
 
+use crate::escape::escape;
 use crate::render::{key_values, or_dash, rtt, table};
 
 fn with_newline(lines: Vec<String>) -> String {
@@ -307,7 +309,7 @@ pub(crate) fn debug_lines(r: &DebugReport) -> Vec<String> {
     if !r.errors.is_empty() {
         out.push(String::new());
         out.push("NOT READ".to_owned());
-        out.extend(r.errors.iter().map(|e| format!("  {e}")));
+        out.extend(r.errors.iter().map(|e| format!("  {}", escape(e))));
     }
     out
 }
@@ -319,16 +321,20 @@ pub(crate) fn debug_text(r: &DebugReport) -> String {
 
 /// `meshctl ping`.
 pub(crate) fn ping_lines(p: &PingResult) -> Vec<String> {
-    let who = if p.name.is_empty() || p.name == key_fingerprint(&p.public_key) {
-        key_fingerprint(&p.public_key)
+    let key = key_fingerprint(&p.public_key);
+    let who = if p.name.is_empty() || p.name == key {
+        escape(&key).into_owned()
     } else {
-        format!("{} ({})", p.name, key_fingerprint(&p.public_key))
+        format!("{} ({})", escape(&p.name), escape(&key))
     };
     let path = match p.path {
-        PathKind::Direct => format!("direct to {}", or_dash(&p.endpoint)),
-        PathKind::Relay => format!("via relay {}", p.relay.as_deref().unwrap_or("(unknown)")),
+        PathKind::Direct => format!("direct to {}", escape(&or_dash(&p.endpoint))),
+        PathKind::Relay => format!(
+            "via relay {}",
+            escape(p.relay.as_deref().unwrap_or("(unknown)"))
+        ),
     };
-    let mut out = vec![format!("PING {} = {who}, {path}", p.target)];
+    let mut out = vec![format!("PING {} = {who}, {path}", escape(&p.target))];
     for (i, r) in p.rtts_us.iter().enumerate() {
         out.push(format!(
             "probe {}: {}",
@@ -371,27 +377,31 @@ pub(crate) fn connected_text(c: &EndpointChanged) -> String {
     if c.changed {
         format!(
             "connecting to {}: see `meshctl peers` (whoever answers is saved as a known peer)\n",
-            c.endpoint
+            escape(&c.endpoint)
         )
     } else {
-        format!("{} is tried already\n", c.endpoint)
+        format!("{} is tried already\n", escape(&c.endpoint))
     }
 }
 
 /// `meshctl forget`.
 pub(crate) fn forgot_text(c: &EndpointChanged) -> String {
-    let keys: Vec<String> = c.removed_keys.iter().map(|k| key_fingerprint(k)).collect();
+    let keys: Vec<String> = c
+        .removed_keys
+        .iter()
+        .map(|k| escape(&key_fingerprint(k)).into_owned())
+        .collect();
     let tried = if c.changed {
         "no longer tried"
     } else {
         "was not tried"
     };
+    let endpoint = escape(&c.endpoint);
     if keys.is_empty() {
-        format!("{}: {tried}\n", c.endpoint)
+        format!("{endpoint}: {tried}\n")
     } else {
         format!(
-            "{}: {tried}; removed from the known peers: {}\n",
-            c.endpoint,
+            "{endpoint}: {tried}; removed from the known peers: {}\n",
             keys.join(", ")
         )
     }

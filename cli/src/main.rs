@@ -2,13 +2,16 @@
 //! JSON on a unix socket). Tables for people, `-o json` for scripts.
 //!
 //! It holds no state and never sees secrets: everything it prints comes from
-//! the API. Errors are one line on stderr and exit code 1; bad arguments exit 2;
+//! the API. Tables and lines for people show control and bidi characters escaped
+//! (`escape.rs`), whoever sent the value; `-o json` is the API's JSON as it is.
+//! Errors are one line on stderr, escaped too, and exit code 1; bad arguments exit 2;
 //! `debug` exits 3 when it found a problem of severity `error` (after printing the
 //! report), `ping` exits 1 when no probe was answered.
 #![forbid(unsafe_code)]
 
 mod client;
 mod diagnose;
+mod escape;
 mod render;
 mod views;
 
@@ -193,8 +196,9 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            // One line. Our errors already name their cause; `{:#}` would repeat it.
-            eprintln!("meshctl: {err}");
+            // One line. Our errors already name their cause; `{:#}` would repeat it. An
+            // error of meshd's, or a body it could not decode, may quote a peer's string.
+            eprintln!("meshctl: {}", escape::escape(&err.to_string()));
             if err.is::<UsageError>() {
                 ExitCode::from(EXIT_USAGE)
             } else {
@@ -445,14 +449,16 @@ where
     Ok(runtime.block_on(request(client))?)
 }
 
-/// A view as its table, or as pretty JSON of its `mesh_api` type.
+/// A view as its table, or as pretty JSON of its `mesh_api` type. The views escape every
+/// value they render; the table is escaped once more as a whole ([`escape::escape_lines`],
+/// which changes nothing in escaped text) so a field a view forgot cannot reach the terminal.
 fn output<T: serde::Serialize>(
     value: &T,
     output: Output,
     table: fn(&T) -> String,
 ) -> anyhow::Result<String> {
     Ok(match output {
-        Output::Table => table(value),
+        Output::Table => escape::escape_lines(&table(value)).into_owned(),
         Output::Json => format!("{}\n", serde_json::to_string_pretty(value)?),
     })
 }
@@ -502,7 +508,7 @@ fn version_text(output: Output) -> anyhow::Result<String> {
 /// pretty JSON (decoding first means a daemon speaking another schema is caught).
 fn status_output(status: &mesh_api::Status, output: Output) -> anyhow::Result<String> {
     Ok(match output {
-        Output::Table => render::status_text(status),
+        Output::Table => escape::escape_lines(&render::status_text(status)).into_owned(),
         Output::Json => format!("{}\n", serde_json::to_string_pretty(status)?),
     })
 }

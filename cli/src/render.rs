@@ -1,7 +1,13 @@
 //! Turns API answers into text for people: the `status` view, byte sizes,
 //! durations and aligned tables. Pure functions, no I/O.
+//!
+//! Every value is escaped where it is rendered ([`crate::escape`]): [`table`] and
+//! [`key_values`] escape each cell before measuring it, so columns stay aligned; a value put
+//! into a free-form line is escaped by the code that formats the line.
 
 use mesh_api::{DropCount, MemberState, PeerState, PeerStatus, Status, key_fingerprint};
+
+use crate::escape::{escape, escaped};
 
 /// Separator between table columns.
 const GAP: &str = "  ";
@@ -156,7 +162,7 @@ pub(crate) fn status_lines(status: &Status) -> Vec<String> {
 
     if status.drops.iter().any(|d| d.packets > 0) {
         lines.push(String::new());
-        lines.push(format!("node drops: {}", drops(&status.drops)));
+        lines.push(format!("node drops: {}", escape(&drops(&status.drops))));
     }
     let warnings = warnings(status);
     if !warnings.is_empty() {
@@ -166,22 +172,22 @@ pub(crate) fn status_lines(status: &Status) -> Vec<String> {
     lines
 }
 
-/// What someone debugging the node should look at first, one line each.
+/// What someone debugging the node should look at first, one line each, escaped.
 pub(crate) fn warnings(status: &Status) -> Vec<String> {
     use mesh_api::PeerState;
     // meshd's own first: they name their fix (e.g. another cluster's address ring).
-    let mut out = status.warnings.clone();
+    let mut out: Vec<String> = status.warnings.iter().map(|w| escaped(w)).collect();
     for p in &status.peers {
         let who = if p.name.is_empty() {
-            p.endpoint.clone()
+            escaped(&p.endpoint)
         } else {
-            format!("{} ({})", p.name, p.endpoint)
+            format!("{} ({})", escape(&p.name), escape(&p.endpoint))
         };
+        let port = escape(p.endpoint.rsplit(':').next().unwrap_or("6788"));
         match p.state {
             PeerState::Handshaking => out.push(format!(
-                "{who}: no session yet: is meshd running there, is UDP {} open both ways, \
-                 is it the same cluster secret?",
-                p.endpoint.rsplit(':').next().unwrap_or("6788")
+                "{who}: no session yet: is meshd running there, is UDP {port} open both ways, \
+                 is it the same cluster secret?"
             )),
             PeerState::Expired => out.push(format!(
                 "{who}: the session expired and new handshakes get no answer: is the node down?"
@@ -190,8 +196,8 @@ pub(crate) fn warnings(status: &Status) -> Vec<String> {
         }
         if let Some(relay) = &p.relay {
             out.push(format!(
-                "{who}: unreachable directly, traffic goes through relay {relay}: check that UDP {} is open between the two (NAT, firewall)",
-                p.endpoint.rsplit(':').next().unwrap_or("6788")
+                "{who}: unreachable directly, traffic goes through relay {}: check that UDP {port} is open between the two (NAT, firewall)",
+                escape(relay)
             ));
         }
     }
@@ -202,8 +208,8 @@ pub(crate) fn warnings(status: &Status) -> Vec<String> {
     {
         let who = format!(
             "member {} ({})",
-            name_or_unknown(&m.name),
-            or_dash(&key_fingerprint(&m.public_key))
+            escape(&name_or_unknown(&m.name)),
+            escape(&or_dash(&key_fingerprint(&m.public_key)))
         );
         out.push(match m.unreachable_secs {
             Some(secs) => format!("{who} dead: unreachable for {}", duration(secs)),
@@ -370,20 +376,29 @@ pub(crate) fn list_or_dash(items: &[String]) -> String {
     }
 }
 
-/// `label  value` lines with the values aligned.
+/// `label  value` lines with the values aligned; each value escaped.
 pub(crate) fn key_values(pairs: &[(&str, String)]) -> Vec<String> {
     let width = pairs.iter().map(|(k, _)| width(k)).max().unwrap_or(0);
     pairs
         .iter()
-        .map(|(k, v)| format!("{}{GAP}{v}", pad(k, width)).trim_end().to_owned())
+        .map(|(k, v)| {
+            format!("{}{GAP}{}", pad(k, width), escape(v))
+                .trim_end()
+                .to_owned()
+        })
         .collect()
 }
 
 /// A left-aligned table: a header line then one line per row, columns as wide as
-/// their widest cell, no trailing spaces.
+/// their widest cell, no trailing spaces. Every cell is escaped first, and its width is
+/// that of the escaped text, as shown.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| escaped(cell)).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(width(cell));
         }
@@ -394,7 +409,7 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     };
     let mut out = Vec::with_capacity(rows.len() + 1);
     out.push(line(&mut headers.iter().copied()));
-    for row in rows {
+    for row in &rows {
         out.push(line(&mut row.iter().map(String::as_str)));
     }
     out

@@ -1,7 +1,8 @@
 //! The `peers`, `connections`, `members`, `routes`, `ipam` and `rmpeer` views as text for
 //! people. Pure
 //! functions over `mesh_api` types, no I/O; the helpers (tables, sizes, durations) are
-//! `render`'s.
+//! `render`'s. Table cells are escaped by `render::table` and `render::key_values`; values
+//! in a free-form line are escaped here ([`crate::escape`]).
 
 use mesh_api::{
     ConnectionsView, DnsChanged, DnsRecord, DnsRecords, IpamAllocated, IpamMode, IpamReleased,
@@ -10,6 +11,7 @@ use mesh_api::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::escape::escape;
 use crate::render::{
     drops, duration, key_values, list_or_dash, member_state, name_or_unknown, or_dash, rtt, state,
     table, traffic,
@@ -366,9 +368,9 @@ pub(crate) fn allocated_text(a: &IpamAllocated) -> String {
     format!(
         "{} {} (gateway {}, bridge {}, mtu {})\n",
         if a.fresh { "allocated" } else { "already held" },
-        a.address,
-        a.gateway,
-        a.bridge,
+        escape(&a.address),
+        escape(&a.gateway),
+        escape(&a.bridge),
         a.mtu
     )
 }
@@ -376,22 +378,23 @@ pub(crate) fn allocated_text(a: &IpamAllocated) -> String {
 /// `meshctl ipam release`.
 pub(crate) fn released_text(r: &IpamReleased) -> String {
     match &r.released {
-        Some(a) => format!("released {a}\n"),
+        Some(a) => format!("released {}\n", escape(a)),
         None => "the attachment held no address\n".to_owned(),
     }
 }
 
 /// `meshctl rmpeer`: who was removed and which blocks this node took over.
 pub(crate) fn removed_text(r: &MemberRemoved) -> String {
+    let key = key_fingerprint(&r.public_key);
     let who = if r.name.is_empty() {
-        key_fingerprint(&r.public_key)
+        escape(&key).into_owned()
     } else {
-        format!("{} ({})", r.name, key_fingerprint(&r.public_key))
+        format!("{} ({})", escape(&r.name), escape(&key))
     };
     let blocks = if r.reclaimed.is_empty() {
         "it owned no blocks this node knows of".to_owned()
     } else {
-        format!("this node took over {}", r.reclaimed.join(", "))
+        format!("this node took over {}", escape(&r.reclaimed.join(", ")))
     };
     match r.dns_removed {
         0 => format!("removed {who}: {blocks}\n"),
@@ -444,7 +447,7 @@ pub(crate) fn dns_changed_text(verb: &str, changed: &DnsChanged) -> String {
         changed
             .records
             .iter()
-            .map(|r| format!("{verb} {} {}", r.name, r.address))
+            .map(|r| format!("{verb} {} {}", escape(&r.name), escape(&r.address)))
             .collect(),
     )
 }
