@@ -1,10 +1,12 @@
 //! The `debug`, `ping`, `connect` and `forget` views as text for people. Pure functions
-//! over `mesh_api` types, no I/O.
+//! over `mesh_api` types, no I/O. Table cells are escaped by `render::table` and
+//! `render::key_values`; values in a free-form line are escaped here ([`crate::escape`]).
 
 use mesh_api::{
     DebugReport, EndpointChanged, Finding, PathKind, PingResult, Severity, key_fingerprint,
 };
 
+use crate::escape::escape;
 use crate::render::{key_values, or_dash, rtt, table};
 
 fn with_newline(lines: Vec<String>) -> String {
@@ -307,7 +309,7 @@ pub(crate) fn debug_lines(r: &DebugReport) -> Vec<String> {
     if !r.errors.is_empty() {
         out.push(String::new());
         out.push("NOT READ".to_owned());
-        out.extend(r.errors.iter().map(|e| format!("  {e}")));
+        out.extend(r.errors.iter().map(|e| format!("  {}", escape(e))));
     }
     out
 }
@@ -319,16 +321,20 @@ pub(crate) fn debug_text(r: &DebugReport) -> String {
 
 /// `meshctl ping`.
 pub(crate) fn ping_lines(p: &PingResult) -> Vec<String> {
-    let who = if p.name.is_empty() || p.name == key_fingerprint(&p.public_key) {
-        key_fingerprint(&p.public_key)
+    let key = key_fingerprint(&p.public_key);
+    let who = if p.name.is_empty() || p.name == key {
+        escape(&key).into_owned()
     } else {
-        format!("{} ({})", p.name, key_fingerprint(&p.public_key))
+        format!("{} ({})", escape(&p.name), escape(&key))
     };
     let path = match p.path {
-        PathKind::Direct => format!("direct to {}", or_dash(&p.endpoint)),
-        PathKind::Relay => format!("via relay {}", p.relay.as_deref().unwrap_or("(unknown)")),
+        PathKind::Direct => format!("direct to {}", escape(&or_dash(&p.endpoint))),
+        PathKind::Relay => format!(
+            "via relay {}",
+            escape(p.relay.as_deref().unwrap_or("(unknown)"))
+        ),
     };
-    let mut out = vec![format!("PING {} = {who}, {path}", p.target)];
+    let mut out = vec![format!("PING {} = {who}, {path}", escape(&p.target))];
     for (i, r) in p.rtts_us.iter().enumerate() {
         out.push(format!(
             "probe {}: {}",
@@ -371,38 +377,43 @@ pub(crate) fn connected_text(c: &EndpointChanged) -> String {
     if c.changed {
         format!(
             "connecting to {}: see `meshctl peers` (whoever answers is saved as a known peer)\n",
-            c.endpoint
+            escape(&c.endpoint)
         )
     } else {
-        format!("{} is tried already\n", c.endpoint)
+        format!("{} is tried already\n", escape(&c.endpoint))
     }
 }
 
 /// `meshctl forget`.
 pub(crate) fn forgot_text(c: &EndpointChanged) -> String {
-    let keys: Vec<String> = c.removed_keys.iter().map(|k| key_fingerprint(k)).collect();
+    let keys: Vec<String> = c
+        .removed_keys
+        .iter()
+        .map(|k| escape(&key_fingerprint(k)).into_owned())
+        .collect();
     let tried = if c.changed {
         "no longer tried"
     } else {
         "was not tried"
     };
+    let endpoint = escape(&c.endpoint);
     if keys.is_empty() {
-        format!("{}: {tried}\n", c.endpoint)
+        format!("{endpoint}: {tried}\n")
     } else {
         format!(
-            "{}: {tried}; removed from the known peers: {}\n",
-            c.endpoint,
+            "{endpoint}: {tried}; removed from the known peers: {}\n",
             keys.join(", ")
         )
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::escape::tests::HOSTILE;
     use mesh_api::{DebugLink, DebugRoute, DebugVeth};
 
-    fn sample_ping() -> PingResult {
+    pub(crate) fn sample_ping() -> PingResult {
         PingResult {
             target: "beta".into(),
             name: "beta".into(),
@@ -553,6 +564,147 @@ mod tests {
         assert_eq!(
             forgot_text(&f),
             "198.18.0.3:6788: was not tried; removed from the known peers: Zm9vYmFy\n"
+        );
+    }
+
+    /// A ping of a member named [`HOSTILE`], typed as the operator copied it, at an
+    /// endpoint with a CR, through a relay whose name holds a CSI.
+    pub(crate) fn hostile_ping() -> PingResult {
+        PingResult {
+            target: HOSTILE.into(),
+            name: HOSTILE.into(),
+            endpoint: "198.18.0.2:6788\r".into(),
+            path: PathKind::Relay,
+            relay: Some("gam\u{9b}2Jma".into()),
+            ..sample_ping()
+        }
+    }
+
+    #[test]
+    fn ping_shows_remote_strings_escaped_exact_lines() {
+        let lines = ping_lines(&hostile_ping());
+        assert_eq!(
+            lines[0],
+            r"PING ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il = ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il (Zm9vYmFy), via relay gam\u{9b}2Jma"
+        );
+        let mut direct = hostile_ping();
+        direct.path = PathKind::Direct;
+        direct.public_key = "\x1b[2Jkey\u{202e}".into();
+        direct.name.clear();
+        assert_eq!(
+            ping_lines(&direct)[0],
+            r"PING ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il = \x1b[2Jkey\u{202e}, direct to 198.18.0.2:6788\x0d"
+        );
+        assert_eq!(lines[1..], ping_lines(&sample_ping())[1..]);
+    }
+
+    /// A debug report whose strings quote what a hostile host or member could have put
+    /// there: a netns name, a pod's interface name, a finding and an error that quote a
+    /// member's name.
+    pub(crate) fn hostile_debug() -> DebugReport {
+        DebugReport {
+            node: HOSTILE.into(),
+            range: "10.32.0.0/12".into(),
+            mtu: 1420,
+            bridge: Some(DebugLink {
+                kind: "bridge".into(),
+                addresses: vec!["10.32.1.1/24\u{202e}".into()],
+                ..link("mesh0", None)
+            }),
+            ports: vec![link("vmesh0a", Some("mesh0"))],
+            veths: vec![DebugVeth {
+                link: link("vmesh0a", Some("mesh0")),
+                peer_ifindex: Some(2),
+                netns_id: Some(0),
+                netns_name: Some("pod\x1b[2Ja".into()),
+                attached: true,
+                pod_ifname: Some("eth0\x07".into()),
+                pod_mtu: Some(1420),
+                pod_addresses: vec!["10.32.1.10/24".into()],
+            }],
+            neighbours: vec![mesh_api::DebugNeighbour {
+                device: "mesh0".into(),
+                address: "10.32.1.10".into(),
+                mac: String::new(),
+                state: "reachable\x7f".into(),
+            }],
+            tun: Some(DebugLink {
+                kind: "tun".into(),
+                ..link("meshtun0", None)
+            }),
+            fdb: vec![mesh_api::DebugFdb {
+                device: "vmesh0a".into(),
+                mac: "02:00:00:00:00:02".into(),
+                vlan: None,
+                state: "permanent".into(),
+            }],
+            offloads: vec![mesh_api::DebugOffload {
+                device: "meshtun0".into(),
+                source: "ethtool-netlink".into(),
+                features: vec!["rx-gro".into()],
+                gso_max_size: 65536,
+                gso_max_segs: 64,
+                gro_max_size: 65536,
+                tso_max_size: 65536,
+                tun_vnet_hdr: Some(true),
+                meshd_offload: None,
+            }],
+            routes: vec![DebugRoute {
+                destination: "10.32.0.0/12".into(),
+                device: "mesh-tun".into(),
+                gateway: None,
+                source: Some("10.32.1.1".into()),
+                table: 254,
+            }],
+            udp: mesh_api::DebugUdp {
+                local: "198.18.0.1:6788".into(),
+                ..mesh_api::DebugUdp::default()
+            },
+            findings: vec![Finding {
+                severity: Severity::Warning,
+                check: "relayed".into(),
+                subject: HOSTILE.into(),
+                message: format!("member {HOSTILE} is reached through a relay"),
+            }],
+            errors: vec![format!("cannot read netns \u{9b}2J{HOSTILE}")],
+            ..DebugReport::default()
+        }
+    }
+
+    #[test]
+    fn debug_shows_remote_strings_escaped_exact_lines() {
+        let lines = debug_lines(&hostile_debug());
+        for want in [
+            r"node                     ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il",
+            r"bridge                   mesh0 up (oper up), MTU 1420, 10.32.1.1/24\u{202e}",
+            r"  vmesh0a  up (oper up)  1420  mesh0   2             pod\x1b[2Ja (id 0)  eth0\x07 MTU 1420 10.32.1.10/24",
+            r"  10.32.1.10  mesh0   -    reachable\x7f",
+            "  SEVERITY  CHECK    FINDING",
+            r"  warning   relayed  member ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il is reached through a relay",
+            r"  cannot read netns \u{9b}2Jev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il",
+        ] {
+            assert!(
+                lines.iter().any(|l| l == want),
+                "no line {want:?} in\n{}",
+                lines.join("\n")
+            );
+        }
+    }
+
+    #[test]
+    fn connect_and_forget_show_the_endpoint_escaped() {
+        let c = EndpointChanged {
+            endpoint: "198.18.0.3:6788\x1b]0;x\x07".into(),
+            changed: false,
+            removed_keys: vec!["\u{202e}Zm9vYmFyYmF6".into()],
+        };
+        assert_eq!(
+            connected_text(&c),
+            "198.18.0.3:6788\\x1b]0;x\\x07 is tried already\n"
+        );
+        assert_eq!(
+            forgot_text(&c),
+            "198.18.0.3:6788\\x1b]0;x\\x07: was not tried; removed from the known peers: \\u{202e}Zm9vYmF\n"
         );
     }
 }

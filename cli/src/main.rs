@@ -2,13 +2,16 @@
 //! JSON on a unix socket). Tables for people, `-o json` for scripts.
 //!
 //! It holds no state and never sees secrets: everything it prints comes from
-//! the API. Errors are one line on stderr and exit code 1; bad arguments exit 2;
+//! the API. Tables and lines for people show control and bidi characters escaped
+//! (`escape.rs`), whoever sent the value; `-o json` is the API's JSON as it is.
+//! Errors are one line on stderr, escaped too, and exit code 1; bad arguments exit 2;
 //! `debug` exits 3 when it found a problem of severity `error` (after printing the
 //! report), `ping` exits 1 when no probe was answered.
 #![forbid(unsafe_code)]
 
 mod client;
 mod diagnose;
+mod escape;
 mod render;
 mod views;
 
@@ -194,7 +197,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             // One line. Our errors already name their cause; `{:#}` would repeat it.
-            eprintln!("meshctl: {err}");
+            eprintln!("{}", error_line(&err));
             if err.is::<UsageError>() {
                 ExitCode::from(EXIT_USAGE)
             } else {
@@ -202,6 +205,12 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `meshctl: ` and the error, escaped: an error of meshd's, or a body this meshctl could not
+/// decode, may quote a peer's string.
+fn error_line(err: &anyhow::Error) -> String {
+    format!("meshctl: {}", escape::escape(&err.to_string()))
 }
 
 /// The endpoint of `connect` and `forget`, as `meshd --peer` takes one: `IP:PORT`,
@@ -445,14 +454,16 @@ where
     Ok(runtime.block_on(request(client))?)
 }
 
-/// A view as its table, or as pretty JSON of its `mesh_api` type.
+/// A view as its table, or as pretty JSON of its `mesh_api` type. The views escape every
+/// value they render; the table is escaped once more as a whole ([`escape::escape_lines`],
+/// which changes nothing in escaped text) so a field a view forgot cannot reach the terminal.
 fn output<T: serde::Serialize>(
     value: &T,
     output: Output,
     table: fn(&T) -> String,
 ) -> anyhow::Result<String> {
     Ok(match output {
-        Output::Table => table(value),
+        Output::Table => escape::escape_lines(&table(value)).into_owned(),
         Output::Json => format!("{}\n", serde_json::to_string_pretty(value)?),
     })
 }
@@ -502,7 +513,7 @@ fn version_text(output: Output) -> anyhow::Result<String> {
 /// pretty JSON (decoding first means a daemon speaking another schema is caught).
 fn status_output(status: &mesh_api::Status, output: Output) -> anyhow::Result<String> {
     Ok(match output {
-        Output::Table => render::status_text(status),
+        Output::Table => escape::escape_lines(&render::status_text(status)).into_owned(),
         Output::Json => format!("{}\n", serde_json::to_string_pretty(status)?),
     })
 }
@@ -519,6 +530,7 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::escape::tests::{HOSTILE, HOSTILE_SHOWN, has_raw_control};
     use clap::error::ErrorKind;
 
     #[test]
@@ -871,5 +883,157 @@ mod tests {
         assert_eq!(err.exit_code(), 2, "add needs NAME and ADDRESS");
         let err = Cli::try_parse_from(["meshctl", "rmpeer"]).unwrap_err();
         assert_eq!(err.exit_code(), 2, "rmpeer needs NAME|KEY");
+    }
+
+    /// Every string of `sample`'s JSON, and every null (an absent name or relay), in turn
+    /// made to start with [`HOSTILE`]; each variant that still decodes as `T` (not an enum
+    /// or a number) is rendered and must show no raw control or bidi character. The number
+    /// of fields so poisoned.
+    fn poison_each_string<T>(sample: &T, render: &dyn Fn(&T) -> String) -> usize
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        fn leaves(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::String(_) | serde_json::Value::Null => out.push(at),
+                serde_json::Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        leaves(item, format!("{at}/{i}"), out);
+                    }
+                }
+                serde_json::Value::Object(fields) => {
+                    for (k, item) in fields {
+                        leaves(item, format!("{at}/{k}"), out);
+                    }
+                }
+                serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {}
+            }
+        }
+        let base = serde_json::to_value(sample).unwrap();
+        let mut at = Vec::new();
+        leaves(&base, String::new(), &mut at);
+        let mut poisoned = 0;
+        for pointer in at {
+            let mut value = base.clone();
+            let leaf = value.pointer_mut(&pointer).unwrap();
+            *leaf = serde_json::Value::String(match leaf {
+                serde_json::Value::String(s) => format!("{HOSTILE}{s}"),
+                _ => HOSTILE.to_owned(),
+            });
+            let Ok(hostile) = serde_json::from_value::<T>(value) else {
+                continue;
+            };
+            let text = render(&hostile);
+            assert!(
+                !has_raw_control(&text),
+                "{pointer} = {HOSTILE:?} reaches the terminal raw:\n{text}"
+            );
+            poisoned += 1;
+        }
+        poisoned
+    }
+
+    #[test]
+    fn no_view_renders_a_raw_control_character_whatever_field_holds_it() {
+        let status = render::tests::hostile_status();
+        let mut counts = vec![
+            poison_each_string(&status, &render::status_text),
+            poison_each_string(&status, &|s| {
+                views::peers_text(&mesh_api::PeersView::from_status(s))
+            }),
+            poison_each_string(&status, &|s| {
+                views::connections_text(&mesh_api::ConnectionsView::from_status(s))
+            }),
+            poison_each_string(&status, &|s| {
+                views::members_text(&views::MembersView::from_status(s))
+            }),
+            poison_each_string(&views::tests::hostile_routes(), &views::routes_text),
+            poison_each_string(&views::tests::sample_ipam(), &views::ipam_text),
+            poison_each_string(&views::tests::hostile_ipam(), &views::ipam_text),
+            poison_each_string(&views::tests::hostile_dns(), &views::dns_text),
+            poison_each_string(&views::tests::sample_removed(), &views::removed_text),
+            poison_each_string(&diagnose::tests::hostile_ping(), &diagnose::ping_text),
+            poison_each_string(&diagnose::tests::hostile_debug(), &diagnose::debug_text),
+        ];
+        let changed = mesh_api::DnsChanged {
+            records: views::tests::hostile_dns().records,
+        };
+        counts.push(poison_each_string(&changed, &|c| {
+            views::dns_changed_text("added", c)
+        }));
+        let endpoint = mesh_api::EndpointChanged {
+            endpoint: "198.18.0.3:6788".into(),
+            changed: true,
+            removed_keys: vec!["Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=".into()],
+        };
+        counts.push(poison_each_string(&endpoint, &diagnose::connected_text));
+        counts.push(poison_each_string(&endpoint, &diagnose::forgot_text));
+        let allocated = mesh_api::IpamAllocated {
+            address: "10.32.1.5/24".into(),
+            gateway: "10.32.1.1".into(),
+            mtu: 1420,
+            bridge: "mesh0".into(),
+            range: "10.32.0.0/12".into(),
+            fresh: true,
+        };
+        counts.push(poison_each_string(&allocated, &views::allocated_text));
+        counts.push(poison_each_string(
+            &mesh_api::IpamReleased {
+                released: Some("10.32.1.5/24".into()),
+            },
+            &views::released_text,
+        ));
+        // The samples are full: each view had fields poisoned (no vacuous pass); 272 today.
+        assert!(
+            counts.iter().all(|&n| n > 0) && counts.iter().sum::<usize>() >= 250,
+            "fields poisoned per view: {counts:?}"
+        );
+    }
+
+    #[test]
+    fn output_escapes_what_a_view_left_raw_and_json_keeps_the_exact_value() {
+        fn leaky(_: &mesh_api::Routes) -> String {
+            format!("NAME\n{HOSTILE}\n")
+        }
+        let routes = views::tests::hostile_routes();
+        assert_eq!(
+            output(&routes, Output::Table, leaky).unwrap(),
+            format!("NAME\n{HOSTILE_SHOWN}\n")
+        );
+        let status = render::tests::hostile_status();
+        let table = status_output(&status, Output::Table).unwrap();
+        assert!(!has_raw_control(&table), "{table}");
+        assert!(table.contains(HOSTILE_SHOWN), "{table}");
+
+        // JSON: C0 controls escaped by JSON's rules, the value itself exact; DEL, C1 and
+        // bidi characters are valid JSON string characters and pass as they are.
+        let json = status_output(&status, Output::Json).unwrap();
+        assert!(
+            !json.chars().any(|c| c != '\n' && c < ' '),
+            "no raw C0 in -o json: {json}"
+        );
+        assert!(
+            json.contains(r#""name": "ev\u001b]0;pwned\u0007\u001b[2J"#),
+            "{json}"
+        );
+        assert!(json.contains('\u{202e}') && json.contains('\u{9b}') && json.contains('\x7f'));
+        assert_eq!(
+            serde_json::from_str::<mesh_api::Status>(&json).unwrap(),
+            status
+        );
+    }
+
+    #[test]
+    fn error_line_is_one_escaped_line() {
+        let err = anyhow::Error::from(client::ClientError::Api {
+            code: mesh_api_client::StatusCode::NOT_FOUND,
+            message: format!("no member named {HOSTILE}\nmeshctl: all good"),
+        });
+        assert_eq!(
+            error_line(&err),
+            format!(
+                "meshctl: meshd answered 404: no member named {HOSTILE_SHOWN}\\x0ameshctl: all good"
+            )
+        );
     }
 }

@@ -1,7 +1,13 @@
 //! Turns API answers into text for people: the `status` view, byte sizes,
 //! durations and aligned tables. Pure functions, no I/O.
+//!
+//! Every value is escaped where it is rendered ([`crate::escape`]): [`table`] and
+//! [`key_values`] escape each cell before measuring it, so columns stay aligned; a value put
+//! into a free-form line is escaped by the code that formats the line.
 
 use mesh_api::{DropCount, MemberState, PeerState, PeerStatus, Status, key_fingerprint};
+
+use crate::escape::{escape, escaped};
 
 /// Separator between table columns.
 const GAP: &str = "  ";
@@ -156,7 +162,7 @@ pub(crate) fn status_lines(status: &Status) -> Vec<String> {
 
     if status.drops.iter().any(|d| d.packets > 0) {
         lines.push(String::new());
-        lines.push(format!("node drops: {}", drops(&status.drops)));
+        lines.push(format!("node drops: {}", escape(&drops(&status.drops))));
     }
     let warnings = warnings(status);
     if !warnings.is_empty() {
@@ -166,22 +172,22 @@ pub(crate) fn status_lines(status: &Status) -> Vec<String> {
     lines
 }
 
-/// What someone debugging the node should look at first, one line each.
+/// What someone debugging the node should look at first, one line each, escaped.
 pub(crate) fn warnings(status: &Status) -> Vec<String> {
     use mesh_api::PeerState;
     // meshd's own first: they name their fix (e.g. another cluster's address ring).
-    let mut out = status.warnings.clone();
+    let mut out: Vec<String> = status.warnings.iter().map(|w| escaped(w)).collect();
     for p in &status.peers {
         let who = if p.name.is_empty() {
-            p.endpoint.clone()
+            escaped(&p.endpoint)
         } else {
-            format!("{} ({})", p.name, p.endpoint)
+            format!("{} ({})", escape(&p.name), escape(&p.endpoint))
         };
+        let port = escape(p.endpoint.rsplit(':').next().unwrap_or("6788"));
         match p.state {
             PeerState::Handshaking => out.push(format!(
-                "{who}: no session yet: is meshd running there, is UDP {} open both ways, \
-                 is it the same cluster secret?",
-                p.endpoint.rsplit(':').next().unwrap_or("6788")
+                "{who}: no session yet: is meshd running there, is UDP {port} open both ways, \
+                 is it the same cluster secret?"
             )),
             PeerState::Expired => out.push(format!(
                 "{who}: the session expired and new handshakes get no answer: is the node down?"
@@ -190,8 +196,8 @@ pub(crate) fn warnings(status: &Status) -> Vec<String> {
         }
         if let Some(relay) = &p.relay {
             out.push(format!(
-                "{who}: unreachable directly, traffic goes through relay {relay}: check that UDP {} is open between the two (NAT, firewall)",
-                p.endpoint.rsplit(':').next().unwrap_or("6788")
+                "{who}: unreachable directly, traffic goes through relay {}: check that UDP {port} is open between the two (NAT, firewall)",
+                escape(relay)
             ));
         }
     }
@@ -202,8 +208,8 @@ pub(crate) fn warnings(status: &Status) -> Vec<String> {
     {
         let who = format!(
             "member {} ({})",
-            name_or_unknown(&m.name),
-            or_dash(&key_fingerprint(&m.public_key))
+            escape(&name_or_unknown(&m.name)),
+            escape(&or_dash(&key_fingerprint(&m.public_key)))
         );
         out.push(match m.unreachable_secs {
             Some(secs) => format!("{who} dead: unreachable for {}", duration(secs)),
@@ -370,20 +376,29 @@ pub(crate) fn list_or_dash(items: &[String]) -> String {
     }
 }
 
-/// `label  value` lines with the values aligned.
+/// `label  value` lines with the values aligned; each value escaped.
 pub(crate) fn key_values(pairs: &[(&str, String)]) -> Vec<String> {
     let width = pairs.iter().map(|(k, _)| width(k)).max().unwrap_or(0);
     pairs
         .iter()
-        .map(|(k, v)| format!("{}{GAP}{v}", pad(k, width)).trim_end().to_owned())
+        .map(|(k, v)| {
+            format!("{}{GAP}{}", pad(k, width), escape(v))
+                .trim_end()
+                .to_owned()
+        })
         .collect()
 }
 
 /// A left-aligned table: a header line then one line per row, columns as wide as
-/// their widest cell, no trailing spaces.
+/// their widest cell, no trailing spaces. Every cell is escaped first, and its width is
+/// that of the escaped text, as shown.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| escaped(cell)).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(width(cell));
         }
@@ -394,7 +409,7 @@ pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     };
     let mut out = Vec::with_capacity(rows.len() + 1);
     out.push(line(&mut headers.iter().copied()));
-    for row in rows {
+    for row in &rows {
         out.push(line(&mut row.iter().map(String::as_str)));
     }
     out
@@ -411,6 +426,7 @@ fn pad(s: &str, w: usize) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::escape::tests::HOSTILE;
     use mesh_api::{GossipStatus, MemberStatus, NodeStatus};
 
     fn drop_count(reason: &str, packets: u64) -> DropCount {
@@ -570,6 +586,67 @@ pub(crate) mod tests {
                 queries: 1,
             }),
         }
+    }
+
+    /// [`sample_status`] as a hostile member makes it: peer and member `beta` named
+    /// [`HOSTILE`], one of its blocks with a U+202E, the address-only peer's endpoint and a
+    /// dead member's name with a CSI, a relay name with an ESC, meshd's own warning and the
+    /// DNS zone quoting such strings too.
+    pub(crate) fn hostile_status() -> Status {
+        let mut status = sample_status();
+        status.peers[0].name = HOSTILE.to_owned();
+        status.peers[0].blocks[1] = "10.32.9.0/24\u{202e}".to_owned();
+        status.peers[1].endpoint = "198.18.0.3:6788\x1b[2K".to_owned();
+        status.members[1].name = HOSTILE.to_owned();
+        status.members[1].endpoint = Some("198.18.0.2:6788\r".to_owned());
+        status.members[4].name = "gam\u{9b}2Jma".to_owned();
+        status.warnings = vec!["refusing address ownership of ring \x1b]0;x\x07".to_owned()];
+        status.dns.as_mut().expect("sample has DNS").zone = "mesh.local.\x7f".to_owned();
+        status
+    }
+
+    #[test]
+    fn status_view_shows_remote_strings_escaped_exact_lines() {
+        let lines = status_lines(&hostile_status());
+        let want = [
+            "node        alpha",
+            "public key  q2Ms0bVgZ0Vx7yH3nWmJ0k2pKf9cJbQkq3a0Xy1Wm2E=",
+            "listen      198.18.0.1:6788",
+            "range       10.32.0.0/12",
+            "blocks      10.32.1.0/24",
+            "bridge      mesh0, gateway 10.32.1.1/24",
+            "tun         meshtun0",
+            "mtu         1420",
+            "cipher      chacha20-poly1305",
+            "version     0.1.0",
+            "uptime      1h 2m",
+            "datapath    offload on, GSO 64, GRO 64; per call: TUN read 45.5, UDP send 45.5, UDP recv -, TUN write 25.0; socket buffers 8.0 MiB rcv / - snd",
+            "members     4 (2 alive, 1 dead, 1 left); gossip: 2 neighbours, 10 records",
+            r"dns         10.32.1.1:53, zone mesh.local.\x7f, 3 records, 2 served (owner dead), 1 query",
+            "",
+            "NAME                                                 ENDPOINT                STATE        BLOCKS                             HANDSHAKE  RTT      RX                  TX                DROPS",
+            r"ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il  198.18.0.2:6788         established  10.32.2.0/24,10.32.9.0/24\u{202e}  12s ago    1.23 ms  1200 pkt / 1.5 MiB  10 pkt / 1.5 KiB  replay=2 authentication=1",
+            r"(unknown)                                            198.18.0.3:6788\x1b[2K  handshaking  -                                  never      -        0 pkt / 0 B         0 pkt / 0 B       -",
+            "",
+            "node drops: no_route=3 malformed=1",
+            "",
+            r"warning: refusing address ownership of ring \x1b]0;x\x07",
+            r"warning: 198.18.0.3:6788\x1b[2K: no session yet: is meshd running there, is UDP 6788\x1b[2K open both ways, is it the same cluster secret?",
+            r"warning: member gam\u{9b}2Jma (Z2FtbWFn) dead: unreachable for 12m 34s",
+            "warning: 3 packets had no owner: a destination inside the range that no peer announced (no_route)",
+        ];
+        assert_eq!(lines, want);
+        // The relay warning quotes the relay's name.
+        let mut status = hostile_status();
+        status.peers.truncate(1);
+        status.peers[0].relay = Some("gamma\x1b[5m".into());
+        assert!(
+            warnings(&status).contains(
+                &r"ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il (198.18.0.2:6788): unreachable directly, traffic goes through relay gamma\x1b[5m: check that UDP 6788 is open between the two (NAT, firewall)".to_owned()
+            ),
+            "{:?}",
+            warnings(&status)
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The `peers`, `connections`, `members`, `routes`, `ipam` and `rmpeer` views as text for
 //! people. Pure
 //! functions over `mesh_api` types, no I/O; the helpers (tables, sizes, durations) are
-//! `render`'s.
+//! `render`'s. Table cells are escaped by `render::table` and `render::key_values`; values
+//! in a free-form line are escaped here ([`crate::escape`]).
 
 use mesh_api::{
     ConnectionsView, DnsChanged, DnsRecord, DnsRecords, IpamAllocated, IpamMode, IpamReleased,
@@ -10,6 +11,7 @@ use mesh_api::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::escape::escape;
 use crate::render::{
     drops, duration, key_values, list_or_dash, member_state, name_or_unknown, or_dash, rtt, state,
     table, traffic,
@@ -366,9 +368,9 @@ pub(crate) fn allocated_text(a: &IpamAllocated) -> String {
     format!(
         "{} {} (gateway {}, bridge {}, mtu {})\n",
         if a.fresh { "allocated" } else { "already held" },
-        a.address,
-        a.gateway,
-        a.bridge,
+        escape(&a.address),
+        escape(&a.gateway),
+        escape(&a.bridge),
         a.mtu
     )
 }
@@ -376,22 +378,23 @@ pub(crate) fn allocated_text(a: &IpamAllocated) -> String {
 /// `meshctl ipam release`.
 pub(crate) fn released_text(r: &IpamReleased) -> String {
     match &r.released {
-        Some(a) => format!("released {a}\n"),
+        Some(a) => format!("released {}\n", escape(a)),
         None => "the attachment held no address\n".to_owned(),
     }
 }
 
 /// `meshctl rmpeer`: who was removed and which blocks this node took over.
 pub(crate) fn removed_text(r: &MemberRemoved) -> String {
+    let key = key_fingerprint(&r.public_key);
     let who = if r.name.is_empty() {
-        key_fingerprint(&r.public_key)
+        escape(&key).into_owned()
     } else {
-        format!("{} ({})", r.name, key_fingerprint(&r.public_key))
+        format!("{} ({})", escape(&r.name), escape(&key))
     };
     let blocks = if r.reclaimed.is_empty() {
         "it owned no blocks this node knows of".to_owned()
     } else {
-        format!("this node took over {}", r.reclaimed.join(", "))
+        format!("this node took over {}", escape(&r.reclaimed.join(", ")))
     };
     match r.dns_removed {
         0 => format!("removed {who}: {blocks}\n"),
@@ -444,7 +447,7 @@ pub(crate) fn dns_changed_text(verb: &str, changed: &DnsChanged) -> String {
         changed
             .records
             .iter()
-            .map(|r| format!("{verb} {} {}", r.name, r.address))
+            .map(|r| format!("{verb} {} {}", escape(&r.name), escape(&r.address)))
             .collect(),
     )
 }
@@ -452,7 +455,8 @@ pub(crate) fn dns_changed_text(verb: &str, changed: &DnsChanged) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::render::tests::sample_status;
+    use crate::escape::tests::HOSTILE;
+    use crate::render::tests::{hostile_status, sample_status};
     use mesh_api::{IpamAllocation, Route};
 
     pub(crate) fn sample_routes() -> Routes {
@@ -811,6 +815,173 @@ web.mesh.local.  10.32.1.50  Zm9vYmFy  yes
         assert_eq!(
             dns_changed_text("removed", &changed),
             "removed db.mesh.local. 10.32.2.7\nremoved web.mesh.local. 10.32.1.50\n"
+        );
+    }
+
+    /// [`sample_routes`] with a peer named [`HOSTILE`] at an endpoint with a BEL and a
+    /// block with a U+202E (as a member's announcement carries it).
+    pub(crate) fn hostile_routes() -> Routes {
+        let mut routes = sample_routes();
+        routes.routes[1].name = HOSTILE.to_owned();
+        routes.routes[1].endpoint = "198.18.0.2:6788\x07".to_owned();
+        routes.routes[1].block = "10.32.2.0/24\u{202e}".to_owned();
+        routes
+    }
+
+    /// [`sample_ring_ipam`] with an owner named [`HOSTILE`] and a pod whose name,
+    /// namespace, container id, interface and network carry controls.
+    pub(crate) fn hostile_ipam() -> IpamStatus {
+        let mut ipam = sample_ring_ipam();
+        ipam.owners[2].name = HOSTILE.to_owned();
+        ipam.allocations = vec![IpamAllocation {
+            container_id: "c0\x1b[2Jffee".to_owned(),
+            ifname: "eth0\r".to_owned(),
+            address: "10.32.1.2/24".to_owned(),
+            pod_name: Some("web\u{202e}".to_owned()),
+            pod_namespace: Some("de\u{9b}fault".to_owned()),
+            network: Some("mesh\x7f".to_owned()),
+            stranded: false,
+        }];
+        ipam
+    }
+
+    /// [`sample_dns`] with a record registered by a hostile member: its name holds
+    /// [`HOSTILE`], its address and owner a CR and a CSI; the zone an ESC.
+    pub(crate) fn hostile_dns() -> DnsRecords {
+        let mut dns = sample_dns();
+        dns.zone = "mesh.local.\x1b[8m".to_owned();
+        dns.records[1].name = format!("{HOSTILE}.mesh.local.");
+        dns.records[1].address = "10.32.1.50\r".to_owned();
+        dns.records[1].owner = "Zm9v\u{9b}YmFy".to_owned();
+        dns
+    }
+
+    #[test]
+    fn peers_view_shows_remote_strings_escaped_exact_lines() {
+        assert_eq!(
+            peers_lines(&PeersView::from_status(&hostile_status())),
+            [
+                "NAME                                                 KEY       ENDPOINTS               STATE        HANDSHAKE",
+                r"ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il  Zm9vYmFy  198.18.0.2:6788         established  12s ago",
+                r"(unknown)                                            -         198.18.0.3:6788\x1b[2K  handshaking  never",
+            ]
+        );
+    }
+
+    #[test]
+    fn connections_view_shows_remote_strings_escaped_exact_lines() {
+        let mut status = hostile_status();
+        status.peers[1].relay = Some("gam\x1bma".into());
+        assert_eq!(
+            connections_lines(&ConnectionsView::from_status(&status)),
+            [
+                "NAME                                                 KEY       PATH                    STATE        RTT      LOSS  MTU   CIPHER             HANDSHAKE  RX                  TX                DROPS",
+                r"ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il  Zm9vYmFy  direct 198.18.0.2:6788  established  1.23 ms  0.4%  1420  chacha20-poly1305  12s ago    1200 pkt / 1.5 MiB  10 pkt / 1.5 KiB  replay=2 authentication=1",
+                r"(unknown)                                            -         via gam\x1bma           handshaking  -        -     1420  -                  never      0 pkt / 0 B         0 pkt / 0 B       -",
+            ]
+        );
+    }
+
+    #[test]
+    fn members_view_shows_remote_strings_escaped_exact_lines() {
+        assert_eq!(
+            members_lines(&MembersView::from_status(&hostile_status())),
+            [
+                "NAME                                                 STATE  ENDPOINT             BLOCKS                     NEIGHBOUR  SESSION  UNREACHABLE  KEY",
+                "alpha                                                local  198.18.0.1:6788      10.32.1.0/24               -          -        -            q2Ms0bVg",
+                "epsilon                                              alive  -                    -                          yes        -        12s          ZXBzaWxv",
+                r"ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il  alive  198.18.0.2:6788\x0d  10.32.2.0/24,10.32.9.0/24  yes        yes      -            Zm9vYmFy",
+                "delta                                                left   198.18.0.4:6788      10.32.4.0/24               -          -        -            ZGVsdGFk",
+                r"gam\u{9b}2Jma                                        dead   198.18.0.5:6788      10.32.5.0/24               -          -        12m 34s      Z2FtbWFn",
+            ]
+        );
+    }
+
+    #[test]
+    fn routes_view_shows_remote_strings_escaped_exact_lines() {
+        assert_eq!(
+            routes_lines(&hostile_routes()),
+            [
+                "BLOCK                 VIA    NAME                                                 KEY       ENDPOINT             STATE",
+                "10.32.1.0/24          local  alpha                                                q2Ms0bVg  -                    -",
+                r"10.32.2.0/24\u{202e}  peer   ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il  Zm9vYmFy  198.18.0.2:6788\x07  established",
+            ]
+        );
+    }
+
+    #[test]
+    fn ipam_view_shows_remote_strings_escaped_exact_lines() {
+        assert_eq!(
+            ipam_lines(&hostile_ipam())[12..],
+            [
+                "OWNED                      OWNER                                                KEY       NOTE",
+                "10.32.0.0/13,10.32.8.0/14  alpha                                                q2Ms0bVg  this node",
+                "10.44.0.0/14               (not known yet)                                      -         -",
+                r"10.47.255.0/24             ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il  Zm9vYmFy  -",
+                "",
+                "ADDRESS       CONTAINER      IFNAME    POD                        NETWORK   NOTE",
+                r"10.32.1.2/24  c0\x1b[2Jffee  eth0\x0d  de\u{9b}fault/web\u{202e}  mesh\x7f  -",
+            ]
+        );
+    }
+
+    #[test]
+    fn dns_view_shows_remote_strings_escaped_exact_lines() {
+        assert_eq!(
+            dns_text(&hostile_dns()),
+            r"zone       mesh.local.\x1b[8m
+listen     10.32.1.1:53
+upstreams  198.18.0.9:53
+ttl        30 s
+
+NAME                                                             ADDRESS         OWNER           SERVED
+db.mesh.local.                                                   10.32.2.7       QUJDREVG        no (owner dead)
+ev\x1b]0;pwned\x07\x1b[2J\u{9b}1m\x7f\x0d\u{202e}il.mesh.local.  10.32.1.50\x0d  Zm9v\u{9b}YmFy  yes
+"
+        );
+        let changed = DnsChanged {
+            records: hostile_dns().records[1..].to_vec(),
+        };
+        assert_eq!(
+            dns_changed_text("added", &changed),
+            "added ev\\x1b]0;pwned\\x07\\x1b[2J\\u{9b}1m\\x7f\\x0d\\u{202e}il.mesh.local. 10.32.1.50\\x0d\n"
+        );
+    }
+
+    #[test]
+    fn rmpeer_allocate_and_release_show_remote_strings_escaped() {
+        let mut removed = sample_removed();
+        removed.name = HOSTILE.to_owned();
+        removed.reclaimed[1] = "10.32.6.0/23\r".to_owned();
+        assert_eq!(
+            removed_text(&removed),
+            "removed ev\\x1b]0;pwned\\x07\\x1b[2J\\u{9b}1m\\x7f\\x0d\\u{202e}il (Z2FtbWFn): this node took over 10.32.5.0/24, 10.32.6.0/23\\x0d\n"
+        );
+        // A member known only by a key that is not base64 (its fingerprint quotes it).
+        removed.name.clear();
+        removed.public_key = "\x1b[2Jkey".to_owned();
+        removed.reclaimed.clear();
+        assert_eq!(
+            removed_text(&removed),
+            "removed \\x1b[2Jkey: it owned no blocks this node knows of\n"
+        );
+        let got = IpamAllocated {
+            address: "10.32.1.5/24\u{202e}".to_owned(),
+            gateway: "10.32.1.1\x07".to_owned(),
+            mtu: 1420,
+            bridge: "mesh0\x1b[8m".to_owned(),
+            range: "10.32.0.0/12".to_owned(),
+            fresh: false,
+        };
+        assert_eq!(
+            allocated_text(&got),
+            "already held 10.32.1.5/24\\u{202e} (gateway 10.32.1.1\\x07, bridge mesh0\\x1b[8m, mtu 1420)\n"
+        );
+        assert_eq!(
+            released_text(&IpamReleased {
+                released: Some("10.32.1.5/24\x7f".to_owned())
+            }),
+            "released 10.32.1.5/24\\x7f\n"
         );
     }
 }

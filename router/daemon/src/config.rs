@@ -641,6 +641,11 @@ fn hostname() -> String {
         .unwrap_or_else(|| "mesh-node".into())
 }
 
+/// The node name is shown in every other member's `meshctl` views and logs: no spaces, no
+/// C0/C1 controls or DEL (which drive a terminal), no `Bidi_Control` characters (which
+/// reorder what is shown, "Trojan Source"). `meshctl` escapes them anyway (`cli/src/escape.rs`);
+/// refusing them here means an honest node never shows up escaped. The error quotes the name
+/// with Rust's escapes, so it is safe to print.
 fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > mesh_proto_name_max() {
         bail!(
@@ -648,8 +653,17 @@ fn check_name(name: &str) -> Result<()> {
             mesh_proto_name_max()
         );
     }
-    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        bail!("--name {name:?} must not contain spaces or control characters");
+    let bidi = |c: char| {
+        matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+    };
+    if name
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || bidi(c))
+    {
+        bail!("--name {name:?} must not contain spaces, control characters or bidi controls");
     }
     Ok(())
 }
@@ -937,6 +951,25 @@ mod tests {
     }
 
     #[test]
+    fn names_in_any_script_are_taken_and_a_config_file_name_is_checked_too() {
+        let d = tmpdir("names");
+        for name in ["zoë-café", "节点-東京", "node_1.example"] {
+            let mut a = args(&d);
+            a.name = Some(name.into());
+            assert_eq!(a.resolve().unwrap().name, name);
+        }
+        let cfg = d.join("name.toml");
+        std::fs::write(&cfg, "name = \"a\\u202Eb\"\n").unwrap();
+        let mut a = args_with(&d, &cfg);
+        a.name = None;
+        let err = a.resolve().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            r#"--name "a\u{202e}b" must not contain spaces, control characters or bidi controls"#
+        );
+    }
+
+    #[test]
     fn bad_values_name_the_problem() {
         let d = tmpdir("bad");
         type Edit = Box<dyn Fn(&mut RunArgs)>;
@@ -999,6 +1032,26 @@ mod tests {
                 "--peer",
             ),
             (Box::new(|a| a.name = Some("two words".into())), "--name"),
+            (
+                Box::new(|a| a.name = Some("ev\x1b]0;pwned\x07il".into())),
+                r#"--name "ev\u{1b}]0;pwned\u{7}il" must not contain spaces, control characters or bidi controls"#,
+            ),
+            (
+                Box::new(|a| a.name = Some("a\u{9b}2Jb\x7f".into())),
+                r#"--name "a\u{9b}2Jb\u{7f}" must not"#,
+            ),
+            (
+                Box::new(|a| a.name = Some("a\rb".into())),
+                r#"--name "a\rb" must not"#,
+            ),
+            (
+                Box::new(|a| a.name = Some("gnp.\u{202e}exe".into())),
+                r#"--name "gnp.\u{202e}exe" must not"#,
+            ),
+            (
+                Box::new(|a| a.name = Some("a\u{2066}b".into())),
+                r#"--name "a\u{2066}b" must not"#,
+            ),
         ];
         for (edit, want) in cases {
             let mut a = args(&d);
