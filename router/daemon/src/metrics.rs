@@ -461,6 +461,37 @@ impl Collector for Snapshot {
             "Handshakes completed, all peers.",
             counter(s.peers.iter().map(|p| p.handshakes).sum()),
         )?;
+        let h = &s.handshakes;
+        single(
+            &mut e,
+            "mesh_handshake_responses",
+            "Handshake initiations answered with public-key work (those the MAC, replay, load and per-source checks let through).",
+            counter(h.responded),
+        )?;
+        single(
+            &mut e,
+            "mesh_handshake_under_load",
+            "1 while the node is under handshake load and answers unproven initiations with a cookie, else 0.",
+            gauge(i64::from(h.under_load)),
+        )?;
+        single(
+            &mut e,
+            "mesh_handshake_cookies_sent",
+            "Cookie replies sent instead of a handshake, under load.",
+            counter(h.cookies_sent),
+        )?;
+        single(
+            &mut e,
+            "mesh_handshake_cookies_received",
+            "Cookie replies accepted from loaded responders.",
+            counter(h.cookies_received),
+        )?;
+        single(
+            &mut e,
+            "mesh_handshake_replay_cache_entries",
+            "Handshake initiations remembered for replay detection.",
+            gauge_u(h.replay_cache),
+        )?;
 
         // The packet loops.
         let d = &s.datapath;
@@ -942,6 +973,11 @@ mod tests {
             "mesh_drops_total{reason=\"no_route\"} 4",
             "mesh_handshake_failures_total 1",
             "mesh_handshakes_total 3",
+            "mesh_handshake_responses_total 11",
+            "mesh_handshake_under_load 1",
+            "mesh_handshake_cookies_sent_total 7",
+            "mesh_handshake_cookies_received_total 2",
+            "mesh_handshake_replay_cache_entries 9",
             "mesh_peers{state=\"idle\"} 0",
             "mesh_peers{state=\"handshaking\"} 1",
             "mesh_peers{state=\"established\"} 1",

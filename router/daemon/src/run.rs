@@ -979,6 +979,10 @@ async fn udp_to_tun(
         while at.0 < n {
             let mut packets = 0u64;
             let mut datagrams = 0u64;
+            // Handshake messages taken in this round: at most HANDSHAKES_PER_LOCK, so the
+            // node lock (and this task's turn on the runtime) is held for a bounded time even
+            // when every datagram of a batch is a handshake that passes the gate.
+            let mut handshakes = 0usize;
             {
                 let mut node = shared.node();
                 let now = Instant::now();
@@ -989,11 +993,14 @@ async fn udp_to_tun(
                     let len = m.len;
                     let buf = &mut rx[at.0];
                     while at.1 < len {
-                        if out.is_full() {
+                        if out.is_full() || handshakes >= HANDSHAKES_PER_LOCK {
                             break 'fill;
                         }
                         let end = (at.1 + stride).min(len);
                         let dg = &mut buf[at.1..end];
+                        if is_handshake(dg) {
+                            handshakes += 1;
+                        }
                         at.1 = end;
                         datagrams += 1;
                         if let Decap::Deliver { start, len } = node.decapsulate(now, from, dg) {
@@ -1021,7 +1028,39 @@ async fn udp_to_tun(
             if !pending.is_empty() {
                 send_all(&shared, &udp, &mut pending).await;
             }
+            if handshakes >= HANDSHAKES_PER_LOCK {
+                // Let the other loops (established sessions' packets) run before more.
+                tokio::task::yield_now().await;
+            }
         }
+    }
+}
+
+/// Handshake messages `udp_to_tun` hands the node per lock hold (see there).
+const HANDSHAKES_PER_LOCK: usize = 16;
+
+/// A handshake message or cookie reply, directly or inside a relay frame: the datagrams
+/// that may cost the node public-key work.
+fn is_handshake(dg: &[u8]) -> bool {
+    use mesh_proto::datagram::{
+        TYPE_COOKIE_REPLY, TYPE_HANDSHAKE_FINAL, TYPE_HANDSHAKE_INIT, TYPE_HANDSHAKE_RESPONSE,
+    };
+    let kind = |b: Option<&u8>| {
+        matches!(
+            b,
+            Some(
+                &(TYPE_HANDSHAKE_INIT
+                    | TYPE_HANDSHAKE_RESPONSE
+                    | TYPE_HANDSHAKE_FINAL
+                    | TYPE_COOKIE_REPLY)
+            )
+        )
+    };
+    match dg.first() {
+        Some(&(mesh_proto::relay::TYPE_RELAY | mesh_proto::relay::TYPE_RELAYED)) => {
+            kind(dg.get(mesh_proto::relay::RELAY_HEADER_LEN))
+        }
+        first => kind(first),
     }
 }
 
