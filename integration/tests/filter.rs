@@ -380,3 +380,36 @@ fn pods_reach_each_other_on_one_node_and_across_nodes_with_bridge_nf_call_iptabl
         }
     }
 }
+
+#[test]
+fn without_nft_meshd_refuses_to_start_with_one_line_and_leaves_nothing_behind() {
+    mesh_integration::require_root();
+    let mut topo = Topology::new("filter-no-nft").expect("topology");
+    let a = topo.add_host("a").expect("host");
+    let args = topo
+        .meshd_args(&a, &mesh_integration::MeshdOpts::new("10.32.1.0/24"))
+        .expect("meshd args");
+    let meshd = mesh_integration::bin_dir().join("meshd");
+    // `env` finds nothing in this PATH but meshd is named by its full path.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &a.netns, "env", "PATH=/nonexistent"])
+        .arg(&meshd)
+        .args(&args)
+        .args(["--metrics", "off"])
+        .output()
+        .expect("run meshd");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("nft")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("nftables is unusable: the nft command was not found"),
+        "{stderr}"
+    );
+    let links = a.links().expect("links");
+    assert!(
+        !links.iter().any(|l| l == "mesh0" || l == "meshtun0"),
+        "a failed start left {links:?}"
+    );
+    assert!(!has_table(&a), "a failed start left a table");
+}
