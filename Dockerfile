@@ -28,11 +28,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
          if readelf -d "$bin" | grep -q NEEDED; then echo "$bin is not static" >&2; exit 1; fi; \
        done
 
-# Runtime: Alpine for a shell, cp and mv (the init container) and nothing else.
+# Runtime: Alpine for a shell, cp and mv (the init container), and nftables: meshd puts its
+# filter (table inet mesh) in place with the nft command.
 # No iptables: neither meshd nor mesh-cni touch iptables; the portmap plugin chained after
 # mesh-cni is the node's own binary and runs on the node with the node's iptables.
 # No ip/iproute2: meshd talks netlink itself.
 FROM alpine:3.22
+RUN apk add --no-cache nftables
 COPY --from=build /out/meshd /out/meshctl /out/mesh-cni /usr/local/bin/
 LABEL org.opencontainers.image.title="mesh" \
       org.opencontainers.image.description="mesh: meshd, meshctl and mesh-cni (encrypted overlay network)" \

@@ -21,6 +21,8 @@ ensure_deps() {
     # The CNI tests chain Debian's portmap plugin after mesh-cni; portmap drives iptables.
     [ -x /usr/lib/cni/portmap ] || missing+=(containernetworking-plugins)
     command -v iptables >/dev/null || missing+=(iptables)
+    # meshd puts its filter (table inet mesh) in place with the nft command.
+    command -v nft >/dev/null || missing+=(nftables)
     # The podman tests run real containers (podman 4.x with its CNI backend, runc, conmon)
     # from an image made of Debian's static busybox; nsenter (util-linux) enters the hosts.
     command -v podman >/dev/null || missing+=(podman)
@@ -40,7 +42,7 @@ ensure_deps() {
         apt-get update -q
         apt-get install -y -q --no-install-recommends "${missing[@]}"
     else
-        step "system packages present (iproute2 tcpdump socat iputils-ping procps ca-certificates containernetworking-plugins iptables podman runc conmon busybox-static curl bind9-dnsutils dnsmasq-base)"
+        step "system packages present (iproute2 tcpdump socat iputils-ping procps ca-certificates containernetworking-plugins iptables nftables podman runc conmon busybox-static curl bind9-dnsutils dnsmasq-base)"
     fi
     # The metrics test validates /metrics with promtool. Only promtool is taken out of Debian's
     # prometheus package: installing the package would start a Prometheus server on this

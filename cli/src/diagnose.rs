@@ -102,6 +102,30 @@ pub(crate) fn findings_lines(findings: &[Finding]) -> Vec<String> {
     table(&["SEVERITY", "CHECK", "FINDING"], &rows)
 }
 
+/// meshd's nftables table in one line: its state and drop counters.
+fn filter_line(f: Option<&mesh_api::DebugFilter>) -> String {
+    use mesh_api::FilterState;
+    let Some(f) = f else {
+        return "-".to_owned();
+    };
+    let state = match f.state {
+        FilterState::Intact => "intact",
+        FilterState::Missing => "MISSING",
+        FilterState::Changed => "CHANGED",
+        FilterState::Unreadable => "NOT READ",
+    };
+    let drops: Vec<String> = f
+        .counters
+        .iter()
+        .map(|c| format!("{} {} ({} B)", c.name, c.packets, c.bytes))
+        .collect();
+    if drops.is_empty() {
+        format!("{} {state}", f.table)
+    } else {
+        format!("{} {state}, drops: {}", f.table, drops.join(", "))
+    }
+}
+
 /// `meshctl debug`.
 pub(crate) fn debug_lines(r: &DebugReport) -> Vec<String> {
     let link_line = |l: &Option<mesh_api::DebugLink>, what: &str| match l {
@@ -131,6 +155,7 @@ pub(crate) fn debug_lines(r: &DebugReport) -> Vec<String> {
         ("tun", link_line(&r.tun, "tun")),
         ("ip_forward", on_off(r.ip_forward)),
         ("bridge-nf-call-iptables", on_off(r.bridge_nf_call_iptables)),
+        ("filter", filter_line(r.filter.as_ref())),
         (
             "udp socket",
             format!(
@@ -511,6 +536,22 @@ pub(crate) mod tests {
                 table: 254,
             }],
             ip_forward: Some(true),
+            filter: Some(mesh_api::DebugFilter {
+                table: "inet mesh".into(),
+                counters: vec![
+                    mesh_api::DebugFilterCounter {
+                        name: "spoofed_source".into(),
+                        packets: 3,
+                        bytes: 252,
+                    },
+                    mesh_api::DebugFilterCounter {
+                        name: "to_local_pods".into(),
+                        packets: 0,
+                        bytes: 0,
+                    },
+                ],
+                ..Default::default()
+            }),
             findings: vec![Finding {
                 severity: Severity::Error,
                 check: "veth_mtu".into(),
@@ -525,6 +566,7 @@ pub(crate) mod tests {
             "bridge                   mesh0 up (oper up), MTU 1420, 10.32.1.1/24\n",
             "tun                      missing\n",
             "ip_forward               on\n",
+            "filter                   inet mesh intact, drops: spoofed_source 3 (252 B), to_local_pods 0 (0 B)\n",
             "  vmesh0a  up (oper up)  1420  mesh0   2             pod-a (id 0)  eth0 MTU 1420 10.32.1.10/24\n",
             "ARP\n  none\n",
             "  10.32.0.0/12  mesh-tun  -        10.32.1.1  254\n",
@@ -533,6 +575,13 @@ pub(crate) mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert!(!text.contains("NOT READ"));
+        let missing = mesh_api::DebugFilter {
+            table: "inet mesh".into(),
+            state: mesh_api::FilterState::Missing,
+            ..Default::default()
+        };
+        assert_eq!(filter_line(Some(&missing)), "inet mesh MISSING");
+        assert_eq!(filter_line(None), "-");
         assert_eq!(features_short(&[]), "-");
         assert_eq!(
             features_short(&[

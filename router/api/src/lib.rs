@@ -1000,6 +1000,50 @@ pub struct DebugUdp {
     pub sndbuf_errors: Option<u64>,
 }
 
+/// Whether meshd's nftables table is the one it installed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterState {
+    /// Present, with the chains, rules and counters meshd installed at its start.
+    #[default]
+    Intact,
+    /// No such table: pods are reachable in clear from the underlay.
+    Missing,
+    /// Present, but its chains, rules or counters differ from what meshd installed.
+    Changed,
+    /// `nft` could not list it (see [`DebugFilter::error`]).
+    Unreadable,
+}
+
+/// One drop counter of meshd's nftables table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugFilterCounter {
+    /// The counter's name (`spoofed_source`, `to_local_pods`, `to_remote_pods`).
+    pub name: String,
+    /// Packets dropped since meshd last installed the table.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// meshd's nftables table in [`DebugReport`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugFilter {
+    /// Family and name, as `nft list table` takes them: `inet mesh`.
+    pub table: String,
+    /// Intact, missing, changed or unreadable.
+    pub state: FilterState,
+    /// The first difference from what meshd installed (for [`FilterState::Changed`]): a
+    /// chain, rule or counter of one side that the other lacks, in nft's JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difference: Option<String>,
+    /// Why `nft` could not list the table (for [`FilterState::Unreadable`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The drop counters, as the kernel has them now.
+    pub counters: Vec<DebugFilterCounter>,
+}
+
 /// Answer of [`PATH_DEBUG`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DebugReport {
@@ -1033,6 +1077,10 @@ pub struct DebugReport {
     pub bridge_nf_call_iptables: Option<bool>,
     /// Socket receive-buffer drops.
     pub udp: DebugUdp,
+    /// meshd's nftables table (the filter that keeps plaintext from the underlay off the
+    /// pods); `None` from a meshd that has none.
+    #[serde(default)]
+    pub filter: Option<DebugFilter>,
     /// The problems found, worst first, one line each naming the fix.
     pub findings: Vec<Finding>,
     /// Parts that could not be read (netlink or file errors), one line each.

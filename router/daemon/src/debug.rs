@@ -1,7 +1,8 @@
 //! `GET /v1/debug` (`meshctl debug`): one view of what `ip link`, `bridge`, `ip netns`,
 //! `ip neigh`, `ip route`, `/proc/net/udp` and `/proc/net/snmp` show piecemeal, read here
-//! through rtnetlink, `/proc` and `/sys` (never by running those tools), plus the findings
-//! of [`checks::findings`].
+//! through rtnetlink, `/proc` and `/sys` (never by running those tools), meshd's nftables
+//! table (through `nft`, the one tool run here: `filter.rs`), plus the findings of
+//! [`checks::findings`].
 //!
 //! Offloads: ethtool's feature bits through its generic-netlink family (the `ethtool`
 //! crate of rust-netlink, as `ethtool -k` shows them), the GSO/GRO/TSO limits from
@@ -161,6 +162,7 @@ pub(crate) async fn report(shared: &Shared) -> DebugReport {
         Vec::new()
     });
 
+    let filter = crate::filter::debug(&shared.filter, crate::filter::read().await);
     let mut report = DebugReport {
         node: c.name.clone(),
         range: c.range.to_string(),
@@ -176,6 +178,7 @@ pub(crate) async fn report(shared: &Shared) -> DebugReport {
         ip_forward: read_flag("/proc/sys/net/ipv4/ip_forward"),
         bridge_nf_call_iptables: read_flag("/proc/sys/net/bridge/bridge-nf-call-iptables"),
         udp: udp(c.listen),
+        filter: Some(filter),
         findings: Vec::new(),
         errors,
     };

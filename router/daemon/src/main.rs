@@ -9,6 +9,7 @@
 mod api;
 mod config;
 mod debug;
+mod filter;
 mod ipam;
 mod kube;
 mod metrics;

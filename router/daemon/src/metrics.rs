@@ -152,11 +152,13 @@ async fn scrape(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
             served: summary.served,
             unserved: summary.records - summary.served,
         });
+    let filter = crate::filter::debug(&shared.filter, crate::filter::read().await);
     let snapshot = Snapshot {
         status,
         ipam: shared.ipam.status(),
         started: shared.metrics.started,
         dns,
+        filter: Some(filter),
     };
     let format = Format::from_accept(headers.get(header::ACCEPT));
     match encode(snapshot, format) {
@@ -213,6 +215,8 @@ pub(crate) struct Snapshot {
     pub(crate) started: SystemTime,
     /// `None` with `--dns off`.
     pub(crate) dns: Option<DnsSnapshot>,
+    /// meshd's nftables table, read at scrape time (what `meshctl debug` shows of it).
+    pub(crate) filter: Option<mesh_api::DebugFilter>,
 }
 
 /// The DNS server's counters and how many records it holds.
@@ -658,8 +662,42 @@ impl Collector for Snapshot {
         if let Some(dns) = &self.dns {
             encode_dns(&mut e, dns)?;
         }
+        if let Some(filter) = &self.filter {
+            encode_filter(&mut e, filter)?;
+        }
         Ok(())
     }
+}
+
+/// The `mesh_filter_*` families: meshd's nftables table and its drop counters.
+fn encode_filter(
+    e: &mut DescriptorEncoder<'_>,
+    f: &mesh_api::DebugFilter,
+) -> Result<(), std::fmt::Error> {
+    single(
+        e,
+        "mesh_filter_intact",
+        "1 when meshd's nftables table (inet mesh) is present and as meshd installed it, else 0.",
+        gauge(i64::from(f.state == mesh_api::FilterState::Intact)),
+    )?;
+    family(
+        e,
+        "mesh_filter_dropped_packets",
+        "Packets meshd's nftables table dropped (spoofed_source: a cluster source on another \
+         interface; to_local_pods, to_remote_pods: forwarded from another interface without the \
+         host's NAT), since meshd installed it.",
+        f.counters
+            .iter()
+            .map(|c| ([("reason", c.name.clone())], counter(c.packets))),
+    )?;
+    family(
+        e,
+        "mesh_filter_dropped_bytes",
+        "Bytes of the packets counted in mesh_filter_dropped_packets.",
+        f.counters
+            .iter()
+            .map(|c| ([("reason", c.name.clone())], counter(c.bytes))),
+    )
 }
 
 /// The `mesh_dns_*` families.
@@ -920,6 +958,24 @@ mod tests {
                 served: 3,
                 unserved: 1,
             }),
+            filter: Some(mesh_api::DebugFilter {
+                table: "inet mesh".into(),
+                state: mesh_api::FilterState::Intact,
+                difference: None,
+                error: None,
+                counters: vec![
+                    mesh_api::DebugFilterCounter {
+                        name: "spoofed_source".into(),
+                        packets: 7,
+                        bytes: 588,
+                    },
+                    mesh_api::DebugFilterCounter {
+                        name: "to_local_pods".into(),
+                        packets: 5_000_000_000,
+                        bytes: 420_000_000_000,
+                    },
+                ],
+            }),
         }
     }
 
@@ -1040,6 +1096,13 @@ mod tests {
             "mesh_dns_reply_duration_seconds_bucket{le=\"0.001\"} 6",
             "mesh_dns_reply_duration_seconds_bucket{le=\"2.5\"} 8",
             "mesh_dns_reply_duration_seconds_bucket{le=\"+Inf\"} 9",
+            "# TYPE mesh_filter_intact gauge",
+            "mesh_filter_intact 1",
+            "# TYPE mesh_filter_dropped_packets_total counter",
+            "mesh_filter_dropped_packets_total{reason=\"spoofed_source\"} 7",
+            "mesh_filter_dropped_packets_total{reason=\"to_local_pods\"} 5000000000",
+            "mesh_filter_dropped_bytes_total{reason=\"spoofed_source\"} 588",
+            "mesh_filter_dropped_bytes_total{reason=\"to_local_pods\"} 420000000000",
         ] {
             assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
         }
@@ -1050,6 +1113,23 @@ mod tests {
             assert!(!text.contains(name), "member {name} in a label: {text}");
         }
         assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn a_filter_that_is_not_intact_reads_zero() {
+        for state in [
+            mesh_api::FilterState::Missing,
+            mesh_api::FilterState::Changed,
+            mesh_api::FilterState::Unreadable,
+        ] {
+            let mut s = snapshot();
+            s.filter.as_mut().unwrap().state = state;
+            let text = encode(s, Format::Text).unwrap();
+            assert!(
+                text.lines().any(|l| l == "mesh_filter_intact 0"),
+                "{state:?}: {text}"
+            );
+        }
     }
 
     #[test]

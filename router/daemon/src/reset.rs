@@ -1,4 +1,5 @@
-//! `meshd reset`: remove everything meshd created on this host, for decommissioning.
+//! `meshd reset`: remove everything meshd created on this host (links, its nftables table,
+//! state files), for decommissioning.
 //! `meshd gen-secret`: make a cluster secret.
 
 use crate::config::{DEFAULT_BRIDGE, DEFAULT_STATE_DIR, DEFAULT_TUN};
@@ -40,6 +41,17 @@ pub(crate) async fn reset(args: ResetArgs) -> Result<()> {
         if net.delete_link(link).await? {
             println!("removed link {link}");
         }
+    }
+    match mesh_datapath::remove_filter() {
+        Ok(true) => println!(
+            "removed nftables table {} {}",
+            mesh_datapath::FILTER_FAMILY,
+            mesh_datapath::FILTER_TABLE
+        ),
+        Ok(false) => {}
+        // Without nft there is no table of meshd's to remove.
+        Err(mesh_datapath::DatapathError::NftMissing) => {}
+        Err(e) => return Err(e.into()),
     }
     if std::fs::remove_file(&args.api_socket).is_ok() {
         println!("removed {}", args.api_socket.display());

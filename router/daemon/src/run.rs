@@ -84,6 +84,9 @@ pub(crate) struct Shared {
     /// stays up would otherwise save them at its next rekey) until `meshctl connect` names
     /// the endpoint again or meshd restarts.
     forgotten: Mutex<std::collections::BTreeSet<SocketAddr>>,
+    /// meshd's nftables table as the kernel had it right after meshd installed it
+    /// (`filter.rs`): what `meshctl debug` compares the table with.
+    pub(crate) filter: mesh_datapath::InstalledFilter,
     /// Wakes the timers task to send what an API handler queued in the node now (a ping's
     /// probe) rather than at its next tick.
     kick: tokio::sync::Notify,
@@ -450,6 +453,8 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     let udp = mesh_datapath::bind_udp(config.listen, SOCKET_BUFFER)?;
     let api_listener = crate::api::bind(&config.api_socket)?;
     let _cleanup = Cleanup::new(config.api_socket.clone());
+    // Before the bridge, the TUN device and forwarding: pods are never reachable unfiltered.
+    let filter = crate::filter::install(&config)?;
 
     state::ensure_dir(&config.state_dir)?;
     let (keypair, created) = state::load_or_create_key(&config.state_dir, random_seed())?;
@@ -548,6 +553,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
             return Err(e);
         }
     };
+    let filter = filter.keep();
     tracing::info!(
         listen = %config.listen,
         bridge = %config.bridge,
@@ -597,6 +603,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         known: Mutex::new(known_peers.iter().copied().collect()),
         forgotten: Mutex::new(std::collections::BTreeSet::new()),
         kick: tokio::sync::Notify::new(),
+        filter,
     });
     {
         // Persists the ring the node may have just founded (or restored), before anything

@@ -98,6 +98,22 @@ pub enum DatapathError {
         /// message rather than chained, so it appears once.
         cause: rtnetlink::Error,
     },
+    /// The `nft` command is not installed: meshd cannot put its filter in place.
+    #[error(
+        "nftables is unusable: the nft command was not found in PATH; install it (Debian and \
+         Alpine package nftables)"
+    )]
+    NftMissing,
+    /// `nft` ran and refused: the kernel lacks nf_tables, or the process lacks privileges.
+    #[error("nftables is unusable: nft cannot {what}: {message}{hint}")]
+    NftFailed {
+        /// What we asked, e.g. "replace table inet mesh".
+        what: String,
+        /// nft's own first error line.
+        message: String,
+        /// What to do, derived from the message (empty when nothing specific is known).
+        hint: &'static str,
+    },
     /// A system call or file operation failed.
     #[error("cannot {what}: {cause}")]
     Io {

@@ -14,8 +14,9 @@
 //!
 //! It does **not** move packets, seal them, decide where they go, or allocate addresses: the
 //! daemon reads and writes the TUN device and the UDP socket it gets from here, and the sans-I/O
-//! crates decide. It does not decide a pod's address or routes (the CNI plugin and meshd do), or touch
-//! iptables/nftables. Batching and offloads live here too: the batched UDP socket
+//! crates decide. It does not decide a pod's address or routes (the CNI plugin and meshd do).
+//! Of nftables it touches only meshd's own table, `inet mesh` ([`install_filter`]: the filter
+//! that keeps plaintext from the underlay off the pods), and never iptables. Batching and offloads live here too: the batched UDP socket
 //! ([`BatchUdp`]: recvmmsg/GRO, sendmsg/GSO) and the receive-side TCP coalescer
 //! ([`Coalescer`]) that hands the TUN device super-packets.
 //!
@@ -26,6 +27,7 @@
 
 mod batch;
 mod error;
+mod filter;
 mod gro;
 mod host;
 mod host_checks;
@@ -34,6 +36,11 @@ mod udp;
 
 pub use batch::{BATCH_SIZE, BatchUdp, RecvMeta};
 pub use error::DatapathError;
+pub use filter::{
+    COUNTER_SPOOFED_SOURCE, COUNTER_TO_LOCAL_PODS, COUNTER_TO_REMOTE_PODS, COUNTERS, CounterValue,
+    FILTER_FAMILY, FILTER_TABLE, FilterSpec, InstalledFilter, filter_ruleset, install_filter,
+    read_filter, remove_filter,
+};
 pub use gro::{Coalescer, VNET_HDR_LEN};
 pub use host::HostNetwork;
 pub use host_checks::{check_prerequisites, enable_ip_forwarding, enter_netns};

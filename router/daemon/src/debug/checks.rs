@@ -2,7 +2,7 @@
 //! findings computed from a gathered [`DebugReport`] and the node's [`Status`]. No I/O, so
 //! every check has a unit test over a made-up snapshot.
 
-use mesh_api::{DebugReport, Finding, MemberState, PeerState, Severity, Status};
+use mesh_api::{DebugReport, FilterState, Finding, MemberState, PeerState, Severity, Status};
 
 /// `sysfs` flag of a TUN device with the virtio-net header (`IFF_VNET_HDR`).
 pub(crate) const IFF_VNET_HDR: u32 = 0x4000;
@@ -64,6 +64,33 @@ pub(crate) fn snmp_udp(snmp: &str, field: &str) -> Option<u64> {
     values.split_whitespace().nth(at)?.parse().ok()
 }
 
+/// Whether the table listed now (`None`: no table) is the one meshd installed, and if not,
+/// the first chain, rule or counter that one side has and the other lacks (both are shapes
+/// of `mesh_datapath::InstalledFilter`: nft's JSON objects without handles or counts).
+pub(crate) fn filter_state(
+    expected: &[String],
+    now: Option<&[String]>,
+) -> (FilterState, Option<String>) {
+    let Some(now) = now else {
+        return (FilterState::Missing, None);
+    };
+    if now == expected {
+        return (FilterState::Intact, None);
+    }
+    let first = expected
+        .iter()
+        .zip(now)
+        .position(|(a, b)| a != b)
+        .unwrap_or(expected.len().min(now.len()));
+    let difference = match (expected.get(first), now.get(first)) {
+        (Some(want), Some(got)) => format!("expected {want}, found {got}"),
+        (Some(want), None) => format!("missing {want}"),
+        (None, Some(got)) => format!("added {got}"),
+        (None, None) => String::new(),
+    };
+    (FilterState::Changed, Some(difference))
+}
+
 fn finding(severity: Severity, check: &str, subject: &str, message: String) -> Finding {
     Finding {
         severity,
@@ -80,6 +107,40 @@ pub(crate) fn findings(report: &DebugReport, status: &Status) -> Vec<Finding> {
     let node = &status.node;
     let (bridge, tun, mtu) = (node.bridge.as_str(), node.tun.as_str(), report.mtu);
     let mut out = Vec::new();
+    if let Some(f) = &report.filter {
+        let table = f.table.as_str();
+        match f.state {
+            FilterState::Intact => {}
+            FilterState::Missing => out.push(finding(
+                Error,
+                "filter_missing",
+                table,
+                format!(
+                    "nftables table {table} is missing: pods are reachable in clear from any host \
+                     that routes the cluster range via this node; restart meshd (it installs it)"
+                ),
+            )),
+            FilterState::Changed => out.push(finding(
+                Error,
+                "filter_changed",
+                table,
+                format!(
+                    "nftables table {table} is not the one meshd installed ({}): see `nft list \
+                     table {table}`; restart meshd to put its own back",
+                    f.difference.as_deref().unwrap_or("it differs")
+                ),
+            )),
+            FilterState::Unreadable => out.push(finding(
+                Error,
+                "filter_unreadable",
+                table,
+                format!(
+                    "cannot check nftables table {table}: {}",
+                    f.error.as_deref().unwrap_or("nft failed")
+                ),
+            )),
+        }
+    }
     if report.ip_forward == Some(false) {
         out.push(finding(
             Error,
@@ -484,8 +545,97 @@ mod tests {
                 table: MAIN_TABLE,
             }],
             ip_forward: Some(true),
+            filter: Some(mesh_api::DebugFilter {
+                table: "inet mesh".into(),
+                ..Default::default()
+            }),
             ..DebugReport::default()
         }
+    }
+
+    fn shape(lines: &[&str]) -> Vec<String> {
+        lines.iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_filter_state_compares_the_listing_with_what_meshd_installed() {
+        let installed = shape(&[r#"{"chain":"prerouting"}"#, r#"{"rule":"drop"}"#]);
+        assert_eq!(
+            filter_state(&installed, Some(&installed)),
+            (FilterState::Intact, None)
+        );
+        assert_eq!(filter_state(&installed, None), (FilterState::Missing, None));
+        // A rule taken out (`nft delete rule`), one added, one replaced.
+        let deleted = shape(&[r#"{"chain":"prerouting"}"#]);
+        assert_eq!(
+            filter_state(&installed, Some(&deleted)),
+            (
+                FilterState::Changed,
+                Some(r#"missing {"rule":"drop"}"#.into())
+            )
+        );
+        let added = shape(&[
+            r#"{"chain":"prerouting"}"#,
+            r#"{"rule":"drop"}"#,
+            r#"{"rule":"accept"}"#,
+        ]);
+        assert_eq!(
+            filter_state(&installed, Some(&added)),
+            (
+                FilterState::Changed,
+                Some(r#"added {"rule":"accept"}"#.into())
+            )
+        );
+        let replaced = shape(&[r#"{"chain":"prerouting"}"#, r#"{"rule":"accept"}"#]);
+        assert_eq!(
+            filter_state(&installed, Some(&replaced)),
+            (
+                FilterState::Changed,
+                Some(r#"expected {"rule":"drop"}, found {"rule":"accept"}"#.into())
+            )
+        );
+    }
+
+    #[test]
+    fn a_missing_changed_or_unreadable_filter_is_an_error() {
+        for (state, check, words) in [
+            (
+                FilterState::Missing,
+                "filter_missing",
+                "is missing: pods are reachable in clear",
+            ),
+            (
+                FilterState::Changed,
+                "filter_changed",
+                "is not the one meshd installed (missing x)",
+            ),
+            (
+                FilterState::Unreadable,
+                "filter_unreadable",
+                "cannot check nftables table inet mesh: nft gone",
+            ),
+        ] {
+            let mut r = healthy();
+            let f = r.filter.as_mut().unwrap();
+            f.state = state;
+            f.difference = Some("missing x".into());
+            f.error = Some("nft gone".into());
+            let got = findings(&r, &status());
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert_eq!(
+                (
+                    got[0].severity,
+                    got[0].check.as_str(),
+                    got[0].subject.as_str()
+                ),
+                (Severity::Error, check, "inet mesh")
+            );
+            assert!(got[0].message.contains(words), "{}", got[0].message);
+        }
+        // A report without the filter (an older meshd's) has no finding about it.
+        let mut r = healthy();
+        r.filter = None;
+        assert_eq!(findings(&r, &status()), vec![]);
     }
 
     fn checks(r: &DebugReport, s: &Status) -> Vec<(Severity, String, String)> {
