@@ -175,8 +175,9 @@ struct Pending {
     queries: Vec<UpstreamQuery>,
 }
 
-/// What an answer to one upstream query must match.
-#[derive(Clone, Debug)]
+/// What an answer to one upstream query must match. Its `Debug` leaves out the ID and
+/// the name's case: a forger's missing bits while the query is open.
+#[derive(Clone)]
 struct Sent {
     /// The [`Pending`] it belongs to.
     question: u64,
@@ -185,6 +186,15 @@ struct Sent {
     id: u16,
     /// The name as sent, in its random letter case.
     name: Name,
+}
+
+impl std::fmt::Debug for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sent")
+            .field("question", &self.question)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What became of a send.
