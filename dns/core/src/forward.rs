@@ -1,8 +1,8 @@
 //! Forwarding names outside the cluster zone to upstream resolvers: which upstream gets
 //! the query when, matching their answers, the cache, and the reply to each waiting
 //! client. A state machine in the style of quinn-proto: `handle_*(now, …)`, then drain
-//! [`Forwarder::poll_transmit`] and [`Forwarder::poll_event`], and sleep until
-//! [`Forwarder::poll_timeout`].
+//! [`Forwarder::poll_transmit`], [`Forwarder::poll_event`] and [`Forwarder::poll_close`],
+//! and sleep until [`Forwarder::poll_timeout`].
 //!
 //! Failover: a query goes to one upstream (the one that answered first last time); if no
 //! answer came after [`ForwarderConfig::failover_delay`] (200 ms) it also goes to the next,
@@ -10,14 +10,30 @@
 //! [`ForwarderConfig::round_gap`]; the first acceptable answer wins. A dead upstream
 //! therefore costs a few hundred milliseconds once, not 5 s per query as in weaveDNS, and
 //! afterwards the live one is asked first. An upstream's SERVFAIL, REFUSED or NOTIMP moves
-//! on to the next one at once. Identical questions in flight share one upstream query.
+//! on to the next one at once. Identical questions in flight share one question upstream.
+//!
+//! Spoofing (RFC 5452). Every datagram sent upstream is an [`UpstreamQuery`] of its own:
+//! a fresh 16-bit ID and a fresh letter case of the name ("0x20", see `case.rs`), both
+//! drawn from a ChaCha20 CSPRNG that the caller seeds (from the OS in production; a
+//! fixed seed keeps tests exact), and the shell sends it from a socket of its own on a
+//! random ephemeral port, handing back what that socket receives with the query's
+//! token. An answer counts only if it comes from the address *and* port that query went
+//! to, is a response, carries the query's ID, and asks exactly the same question (type,
+//! class, and the name with the same letter case, compared byte for byte). Anything else
+//! is ignored, counted ([`ForwarderStats::mismatched`]), and the real answer is still
+//! awaited. An off-path forger must hit port, ID and case at once (about 15 + 16 bits,
+//! plus one per letter) within one round trip to the upstream. When a question ends,
+//! [`Forwarder::poll_close`] names its queries so the shell closes their sockets: a
+//! late answer then finds no socket at all.
 
 use crate::answer::ForwardQuery;
 use crate::cache::{Cache, CacheConfig, CacheKey};
 use crate::config::DEFAULT_MAX_UDP_PAYLOAD;
 use crate::reply::{Transport, encode_within, our_edns, response_to};
-use crate::rng::XorShift;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, Record};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -30,8 +46,12 @@ pub const DEFAULT_ROUND_GAP: Duration = Duration::from_millis(800);
 pub const DEFAULT_ROUNDS: u32 = 2;
 /// How long after the last send we wait before answering SERVFAIL.
 pub const DEFAULT_FINAL_WAIT: Duration = Duration::from_millis(1000);
-/// Upstream queries in flight at most; beyond it new questions get SERVFAIL at once.
+/// Questions in flight upstream at most; beyond it new questions get SERVFAIL at once.
 pub const DEFAULT_MAX_PENDING: usize = 4096;
+/// Upstream queries open at most, each holding a socket (a file descriptor) in the shell
+/// until its question ends. Beyond it new questions get SERVFAIL at once and due resends
+/// are skipped. Kept well under the 1024 descriptors a service gets by default.
+pub const DEFAULT_MAX_UPSTREAM_QUERIES: usize = 512;
 
 /// Configuration of the forwarder. [`Default`] has no upstreams.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +68,8 @@ pub struct ForwarderConfig {
     pub final_wait: Duration,
     /// Default [`DEFAULT_MAX_PENDING`].
     pub max_pending: usize,
+    /// Default [`DEFAULT_MAX_UPSTREAM_QUERIES`].
+    pub max_upstream_queries: usize,
     /// The cache's bounds.
     pub cache: CacheConfig,
     /// The UDP payload size we advertise upstream and to clients. Default 1232.
@@ -63,15 +85,26 @@ impl Default for ForwarderConfig {
             rounds: DEFAULT_ROUNDS,
             final_wait: DEFAULT_FINAL_WAIT,
             max_pending: DEFAULT_MAX_PENDING,
+            max_upstream_queries: DEFAULT_MAX_UPSTREAM_QUERIES,
             cache: CacheConfig::default(),
             max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD,
         }
     }
 }
 
+/// One query sent upstream, as a token between the forwarder and its shell: the shell
+/// sends the [`Transmit`] from a socket of its own (a fresh ephemeral port), passes this
+/// token with every datagram that socket receives ([`Forwarder::handle_response`]), and
+/// closes the socket when [`Forwarder::poll_close`] returns the token. Not secret and
+/// never on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UpstreamQuery(u64);
+
 /// Bytes to send to an upstream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
+    /// Which upstream query this is; see [`UpstreamQuery`] for what the shell owes it.
+    pub query: UpstreamQuery,
     /// The upstream.
     pub to: SocketAddr,
     /// UDP normally; TCP (one query per connection, length-prefixed by the shell) when
@@ -109,28 +142,69 @@ pub struct ForwarderStats {
     pub upstream_answers: u64,
     /// Upstream answers that were errors (SERVFAIL, REFUSED, NOTIMP).
     pub upstream_errors: u64,
-    /// Datagrams that matched nothing we asked (late, duplicate or spoofed).
+    /// Datagrams for an upstream query that waits for nothing any more (a late one, in
+    /// the moment before the shell closed its socket).
     pub ignored: u64,
+    /// Datagrams for an upstream query still waiting that failed a check: not from the
+    /// address and port asked, unreadable, not a response, another ID, another question,
+    /// or the name in another letter case. Spoofing attempts land here (so would the
+    /// answers of an upstream that does not echo the question as asked).
+    pub mismatched: u64,
     /// Questions that got SERVFAIL because no upstream answered in time.
     pub timeouts: u64,
-    /// Questions refused because too many were in flight, or no upstream is configured.
+    /// Questions refused because too many were in flight or no upstream is configured,
+    /// and resends skipped because [`ForwarderConfig::max_upstream_queries`] were open.
     pub overloaded: u64,
 }
 
+/// A question waiting for an upstream, shared by every client that asked it.
 #[derive(Clone, Debug)]
 struct Pending {
     key: CacheKey,
+    /// The first client's question (the template of every upstream query).
     question: Query,
     clients: Vec<(u64, ForwardQuery)>,
     started: Instant,
     /// Upstream indexes in the order they are asked (starting at the preferred one).
     order: Vec<usize>,
     sends: usize,
-    sent_to: Vec<bool>,
     failed: Vec<bool>,
     tcp_retried: bool,
-    payload: Vec<u8>,
     last_send: Instant,
+    /// Its upstream queries still open.
+    queries: Vec<UpstreamQuery>,
+}
+
+/// What an answer to one upstream query must match. Its `Debug` leaves out the ID and
+/// the name's case: a forger's missing bits while the query is open.
+#[derive(Clone)]
+struct Sent {
+    /// The [`Pending`] it belongs to.
+    question: u64,
+    /// Index of the upstream it went to.
+    upstream: usize,
+    id: u16,
+    /// The name as sent, in its random letter case.
+    name: Name,
+}
+
+impl std::fmt::Debug for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sent")
+            .field("question", &self.question)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What became of a send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sending {
+    Sent,
+    /// Not due, already failed upstream, or too many queries open.
+    Skipped,
+    /// The question cannot be encoded (FORMERR for the client).
+    Unencodable,
 }
 
 /// The forwarder and its cache. See the module docs.
@@ -138,28 +212,37 @@ struct Pending {
 pub struct Forwarder {
     config: ForwarderConfig,
     cache: Cache,
-    rng: XorShift,
-    pending: BTreeMap<u16, Pending>,
-    in_flight: BTreeMap<CacheKey, u16>,
+    rng: ChaCha20Rng,
+    pending: BTreeMap<u64, Pending>,
+    in_flight: BTreeMap<CacheKey, u64>,
+    sent: BTreeMap<UpstreamQuery, Sent>,
+    next_question: u64,
+    next_query: u64,
     preferred: usize,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    closed: VecDeque<UpstreamQuery>,
     stats: ForwarderStats,
 }
 
 impl Forwarder {
-    /// A forwarder with an empty cache. `rng_seed` drives the upstream transaction IDs:
-    /// the shell seeds it from the OS so that off-path spoofing needs to guess them.
-    pub fn new(config: ForwarderConfig, rng_seed: u64) -> Self {
+    /// A forwarder with an empty cache. `rng_seed` seeds the ChaCha20 CSPRNG that draws
+    /// every upstream query's ID and letter case: the shell takes it from the OS, so that
+    /// an off-path forger has to guess them; tests pass a constant.
+    pub fn new(config: ForwarderConfig, rng_seed: [u8; 32]) -> Self {
         Self {
             cache: Cache::new(config.cache),
             config,
-            rng: XorShift::new(rng_seed),
+            rng: ChaCha20Rng::from_seed(rng_seed),
             pending: BTreeMap::new(),
             in_flight: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            next_question: 0,
+            next_query: 0,
             preferred: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            closed: VecDeque::new(),
             stats: ForwarderStats::default(),
         }
     }
@@ -184,6 +267,11 @@ impl Forwarder {
         self.pending.len()
     }
 
+    /// Upstream queries open (each one a socket in the shell).
+    pub fn open_queries(&self) -> usize {
+        self.sent.len()
+    }
+
     /// A client's question that [`crate::answer`] handed over. Returns the reply at once
     /// on a cache hit (or SERVFAIL when there is no upstream or too much in flight);
     /// otherwise `None`, and the reply comes later as an [`Event::Reply`] for `client`.
@@ -206,33 +294,23 @@ impl Forwarder {
             return Some(self.client_reply(&query, &cached));
         }
         self.stats.cache_misses += 1;
-        if let Some(id) = self.in_flight.get(&key)
-            && let Some(p) = self.pending.get_mut(id)
+        if let Some(q) = self.in_flight.get(&key)
+            && let Some(p) = self.pending.get_mut(q)
         {
             self.stats.coalesced += 1;
             p.clients.push((client, query));
             return None;
         }
         let n = self.config.upstreams.len();
-        if n == 0 || self.pending.len() >= self.config.max_pending {
+        if n == 0
+            || self.pending.len() >= self.config.max_pending
+            || self.sent.len() >= self.config.max_upstream_queries
+        {
             self.stats.overloaded += 1;
             return self.immediate(&query, ResponseCode::ServFail);
         }
-        let id = loop {
-            let id = self.rng.next_u64() as u16;
-            if !self.pending.contains_key(&id) {
-                break id;
-            }
-        };
-        let mut upstream = Message::new(id, MessageType::Query, OpCode::Query);
-        upstream.metadata.recursion_desired = true;
-        let mut q = question.clone();
-        q.set_name(key.name.clone());
-        upstream.queries.push(q);
-        upstream.edns = Some(our_edns(self.config.max_udp_payload));
-        let Ok(payload) = upstream.to_vec() else {
-            return self.immediate(&query, ResponseCode::FormErr);
-        };
+        let q = self.next_question;
+        self.next_question += 1;
         let order = (0..n).map(|i| (self.preferred + i) % n).collect();
         let pending = Pending {
             key: key.clone(),
@@ -241,44 +319,56 @@ impl Forwarder {
             started: now,
             order,
             sends: 0,
-            sent_to: vec![false; n],
             failed: vec![false; n],
             tcp_retried: false,
-            payload,
             last_send: now,
+            queries: Vec::new(),
         };
-        self.pending.insert(id, pending);
-        self.in_flight.insert(key, id);
-        self.send_due(now, id);
+        self.pending.insert(q, pending);
+        self.in_flight.insert(key, q);
+        if self.send_next(now, q) == Sending::Unencodable {
+            let p = self.pending.remove(&q)?;
+            self.in_flight.remove(&p.key);
+            let (_, query) = p.clients.into_iter().next()?;
+            return self.immediate(&query, ResponseCode::FormErr);
+        }
+        self.send_due(now, q);
         None
     }
 
-    /// A datagram (or TCP reply) from `from`. Anything that does not answer a question we
-    /// asked that upstream is ignored and counted.
-    pub fn handle_response(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        let Ok(msg) = Message::from_vec(bytes) else {
+    /// A datagram (or TCP reply) that the socket of upstream query `query` received from
+    /// `from`. It counts only if it is the answer to that query (see the module docs);
+    /// anything else is ignored and counted, and the question keeps waiting.
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        query: UpstreamQuery,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
+        let Some((sent, p)) = self
+            .sent
+            .get(&query)
+            .and_then(|s| Some((s, self.pending.get(&s.question)?)))
+        else {
             self.stats.ignored += 1;
             return;
         };
-        let id = msg.metadata.id;
-        let Some(p) = self.pending.get_mut(&id) else {
-            self.stats.ignored += 1;
+        let from_upstream = self.config.upstreams.get(sent.upstream) == Some(&from);
+        let Some(mut msg) = from_upstream
+            .then(|| Message::from_vec(bytes).ok())
+            .flatten()
+            .filter(|m| answers(m, sent, &p.question))
+        else {
+            self.stats.mismatched += 1;
             return;
         };
-        let Some(idx) = self.config.upstreams.iter().position(|u| *u == from) else {
-            self.stats.ignored += 1;
+        let (q, idx) = (sent.question, sent.upstream);
+        // Answered: this query's socket can go.
+        self.close(query);
+        let Some(p) = self.pending.get_mut(&q) else {
             return;
         };
-        let same_question = msg.queries.len() == 1 && {
-            let q = &msg.queries[0];
-            q.name() == p.question.name()
-                && q.query_type() == p.question.query_type()
-                && q.query_class() == p.question.query_class()
-        };
-        if !p.sent_to[idx] || msg.metadata.message_type != MessageType::Response || !same_question {
-            self.stats.ignored += 1;
-            return;
-        }
         let rcode = msg.metadata.response_code;
         if matches!(
             rcode,
@@ -287,45 +377,48 @@ impl Forwarder {
             self.stats.upstream_errors += 1;
             p.failed[idx] = true;
             if p.failed.iter().all(|&f| f) {
-                self.finish(id, None);
+                self.finish(q, None);
             } else if p.sends < p.order.len() {
                 // Do not wait for the failover delay: ask the next one now.
-                self.send_next(now, id);
+                self.send_next(now, q);
             }
             return;
         }
         if msg.metadata.truncation {
             if !p.tcp_retried {
                 p.tcp_retried = true;
-                let payload = p.payload.clone();
-                self.stats.upstream_sends += 1;
-                self.transmits.push_back(Transmit {
-                    to: from,
-                    transport: Transport::Tcp,
-                    payload,
-                });
+                self.send_to(now, q, idx, Transport::Tcp);
             }
             return;
         }
         self.stats.upstream_answers += 1;
         self.preferred = idx;
         let key = p.key.clone();
+        // The cache and the clients get the name as it was before 0x20.
+        for record in msg
+            .answers
+            .iter_mut()
+            .chain(msg.authorities.iter_mut())
+            .chain(msg.additionals.iter_mut())
+        {
+            respell(record, &key.name);
+        }
         self.cache.insert(now, key, &msg);
-        self.finish(id, Some(&msg));
+        self.finish(q, Some(&msg));
     }
 
     /// Sends what is due and gives up on questions past their deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let ids: Vec<u16> = self.pending.keys().copied().collect();
-        for id in ids {
-            let Some(p) = self.pending.get(&id) else {
+        let qs: Vec<u64> = self.pending.keys().copied().collect();
+        for q in qs {
+            let Some(p) = self.pending.get(&q) else {
                 continue;
             };
             if now >= self.deadline(p) {
                 self.stats.timeouts += 1;
-                self.finish(id, None);
+                self.finish(q, None);
             } else {
-                self.send_due(now, id);
+                self.send_due(now, q);
             }
         }
     }
@@ -349,6 +442,12 @@ impl Forwarder {
     /// The next reply for a client.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// The next upstream query that waits for nothing any more: the shell closes its
+    /// socket (or abandons its TCP exchange).
+    pub fn poll_close(&mut self) -> Option<UpstreamQuery> {
+        self.closed.pop_front()
     }
 
     /// The schedule: when send number `k` (0-based) is due, relative to the question's
@@ -376,47 +475,102 @@ impl Forwarder {
         (p.started + last).max(p.last_send) + self.config.final_wait
     }
 
-    fn send_due(&mut self, now: Instant, id: u16) {
-        while let Some(p) = self.pending.get(&id) {
+    fn send_due(&mut self, now: Instant, q: u64) {
+        while let Some(p) = self.pending.get(&q) {
             match self.next_send_at(p) {
-                Some(t) if t <= now => self.send_next(now, id),
+                Some(t) if t <= now => {
+                    self.send_next(now, q);
+                }
                 _ => break,
             }
         }
     }
 
-    fn send_next(&mut self, now: Instant, id: u16) {
+    /// Takes question `q`'s next slot in the schedule and sends it over UDP, unless that
+    /// upstream already failed or too many queries are open.
+    fn send_next(&mut self, now: Instant, q: u64) -> Sending {
         let total = self.total_sends();
-        let Some(p) = self.pending.get_mut(&id) else {
-            return;
+        let Some(p) = self.pending.get_mut(&q) else {
+            return Sending::Skipped;
         };
         if p.sends >= total || p.order.is_empty() {
-            return;
+            return Sending::Skipped;
         }
         let idx = p.order[p.sends % p.order.len()];
         p.sends += 1;
         // An upstream that already said SERVFAIL is not asked again; its slot passes.
         if p.failed[idx] {
-            return;
+            return Sending::Skipped;
         }
-        p.sent_to[idx] = true;
-        p.last_send = now;
-        let payload = p.payload.clone();
-        let to = self.config.upstreams[idx];
-        self.stats.upstream_sends += 1;
-        self.transmits.push_back(Transmit {
-            to,
-            transport: Transport::Udp,
-            payload,
-        });
+        if self.sent.len() >= self.config.max_upstream_queries {
+            self.stats.overloaded += 1;
+            return Sending::Skipped;
+        }
+        self.send_to(now, q, idx, Transport::Udp)
     }
 
-    /// Replies to every client of `id`: from `response`, or SERVFAIL.
-    fn finish(&mut self, id: u16, response: Option<&Message>) {
-        let Some(p) = self.pending.remove(&id) else {
+    /// A new upstream query for question `q` to upstream `idx`, under a fresh ID and
+    /// letter case from the CSPRNG.
+    fn send_to(&mut self, now: Instant, q: u64, idx: usize, transport: Transport) -> Sending {
+        let (Some(p), Some(&to)) = (self.pending.get_mut(&q), self.config.upstreams.get(idx))
+        else {
+            return Sending::Skipped;
+        };
+        let id = (self.rng.next_u32() & 0xffff) as u16;
+        let name = crate::case::randomise(&p.key.name, &mut self.rng);
+        let mut upstream = Message::new(id, MessageType::Query, OpCode::Query);
+        upstream.metadata.recursion_desired = true;
+        let mut question = p.question.clone();
+        question.set_name(name.clone());
+        upstream.queries.push(question);
+        upstream.edns = Some(our_edns(self.config.max_udp_payload));
+        let Ok(payload) = upstream.to_vec() else {
+            return Sending::Unencodable;
+        };
+        let query = UpstreamQuery(self.next_query);
+        self.next_query += 1;
+        p.queries.push(query);
+        p.last_send = now;
+        self.sent.insert(
+            query,
+            Sent {
+                question: q,
+                upstream: idx,
+                id,
+                name,
+            },
+        );
+        self.stats.upstream_sends += 1;
+        self.transmits.push_back(Transmit {
+            query,
+            to,
+            transport,
+            payload,
+        });
+        Sending::Sent
+    }
+
+    /// Forgets upstream query `query` and tells the shell to close its socket.
+    fn close(&mut self, query: UpstreamQuery) {
+        if let Some(sent) = self.sent.remove(&query) {
+            if let Some(p) = self.pending.get_mut(&sent.question) {
+                p.queries.retain(|x| *x != query);
+            }
+            self.closed.push_back(query);
+        }
+    }
+
+    /// Replies to every client of question `q`, from `response` or with SERVFAIL, and
+    /// closes its upstream queries.
+    fn finish(&mut self, q: u64, response: Option<&Message>) {
+        let Some(p) = self.pending.remove(&q) else {
             return;
         };
         self.in_flight.remove(&p.key);
+        for query in p.queries {
+            self.sent.remove(&query);
+            self.closed.push_back(query);
+        }
         for (client, query) in p.clients {
             let bytes = match response {
                 Some(r) => self.client_reply(&query, r),
@@ -451,5 +605,26 @@ impl Forwarder {
         resp.authorities = upstream.authorities.clone();
         resp.additionals = upstream.additionals.clone();
         encode_within(&resp, query.max_reply_len).unwrap_or_default()
+    }
+}
+
+/// Whether `msg` is the answer to upstream query `sent` of `question`: a response to a
+/// standard query under its ID, with exactly one question, of the same type and class,
+/// whose name has the same bytes, letter case included.
+fn answers(msg: &Message, sent: &Sent, question: &Query) -> bool {
+    msg.metadata.message_type == MessageType::Response
+        && msg.metadata.op_code == OpCode::Query
+        && msg.metadata.id == sent.id
+        && msg.queries.len() == 1
+        && msg.queries[0].name().eq_case(&sent.name)
+        && msg.queries[0].query_type() == question.query_type()
+        && msg.queries[0].query_class() == question.query_class()
+}
+
+/// A record under the question's name gets the name's plain spelling back (upstreams
+/// copy the 0x20 case into their records).
+fn respell(record: &mut Record, plain: &Name) {
+    if record.name == *plain && !record.name.eq_case(plain) {
+        record.name = plain.clone();
     }
 }

@@ -12,15 +12,17 @@
 //!   under a name come in an order shuffled from the caller's seed, optionally only a subset
 //!   with the querying node's own first ([`ZoneConfig::subset`]).
 //! - [`Forwarder`]: which upstream gets a forwarded question when (fast failover), matching
-//!   upstream answers, and a bounded [`Cache`] honouring TTLs and negative answers
-//!   (RFC 2308). [`parse_resolv_conf`] reads upstreams out of resolv.conf text.
+//!   upstream answers against spoofing (RFC 5452: a fresh ID, name case and socket per
+//!   upstream query; address, port, ID, question and case must all match), and a bounded
+//!   [`Cache`] honouring TTLs and negative answers (RFC 2308). [`parse_resolv_conf`]
+//!   reads upstreams out of resolv.conf text.
 //!
 //! Every message type and the wire codec come from `hickory-proto`; nothing here encodes or
 //! decodes DNS by hand.
 //!
 //! It does not read clocks, sockets, files or the OS RNG: callers pass `now` (an
 //! [`std::time::Instant`] for the forwarder, wall-clock milliseconds for record versions)
-//! and seeds. It does not gossip: it hands out [`Entry`] values, turns them into gossip
+//! and seeds (the forwarder's seeds a ChaCha20 CSPRNG, which the shell takes from the OS). It does not gossip: it hands out [`Entry`] values, turns them into gossip
 //! records and back ([`to_gossip`], [`from_gossip`]) and merges them. It does not
 //! detect dead nodes (it is told), and does not validate DNSSEC. Tombstones are kept until
 //! gossip gains a way to agree they can go. See `mesh-dns-server` for the UDP/TCP shell.
@@ -28,6 +30,7 @@
 
 mod answer;
 mod cache;
+mod case;
 mod config;
 mod forward;
 mod gossip;
@@ -43,8 +46,9 @@ pub use config::{
     MAX_QUERY_LEN, NameError, ZoneConfig,
 };
 pub use forward::{
-    DEFAULT_FAILOVER_DELAY, DEFAULT_FINAL_WAIT, DEFAULT_MAX_PENDING, DEFAULT_ROUND_GAP,
-    DEFAULT_ROUNDS, Event, Forwarder, ForwarderConfig, ForwarderStats, Transmit,
+    DEFAULT_FAILOVER_DELAY, DEFAULT_FINAL_WAIT, DEFAULT_MAX_PENDING, DEFAULT_MAX_UPSTREAM_QUERIES,
+    DEFAULT_ROUND_GAP, DEFAULT_ROUNDS, Event, Forwarder, ForwarderConfig, ForwarderStats, Transmit,
+    UpstreamQuery,
 };
 pub use gossip::{
     BODY_FORMAT, GossipError, GossipRecord, MAX_BODY_LEN, body_id, from_gossip, record_id,

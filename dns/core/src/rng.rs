@@ -1,6 +1,6 @@
-//! A tiny seeded PRNG (xorshift64*, seeded through splitmix64): shuffles and transaction
-//! IDs. Not cryptographic; the forwarder's IDs are unpredictable only as far as its seed
-//! is (the server seeds it from the OS once, outside this crate).
+//! A tiny seeded PRNG (xorshift64*, seeded through splitmix64) for shuffling answers.
+//! Not cryptographic, and used for nothing that must be unpredictable: the forwarder's
+//! IDs and name case come from a ChaCha20 CSPRNG (`forward.rs`).
 
 #[derive(Clone, Debug)]
 pub(crate) struct XorShift(u64);

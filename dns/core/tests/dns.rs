@@ -7,7 +7,7 @@ use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use mesh_dns::{
     Answer, DropReason, Event, ForwardQuery, Forwarder, ForwarderConfig, Owner, QueryCtx, Server,
-    Transport, ZoneConfig,
+    Transmit, Transport, ZoneConfig,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -513,7 +513,7 @@ fn forwarder(n: u16) -> Forwarder {
             upstreams: upstreams(n),
             ..ForwarderConfig::default()
         },
-        99,
+        [99; 32],
     )
 }
 
@@ -618,9 +618,11 @@ fn the_first_answer_wins_and_its_upstream_is_asked_first_next_time() {
     f.handle_timeout(t0 + Duration::from_millis(200));
     let second = f.poll_transmit().unwrap();
     assert_eq!(second.to, u[1]);
-    assert_eq!(first.payload, second.payload, "same transaction to both");
+    assert_ne!(first.query, second.query, "an upstream query of its own");
+    assert_ne!(first.payload, second.payload, "its own ID and name case");
     f.handle_response(
         t0 + Duration::from_millis(210),
+        second.query,
         u[1],
         &upstream_answer(&second.payload, 60),
     );
@@ -629,9 +631,14 @@ fn the_first_answer_wins_and_its_upstream_is_asked_first_next_time() {
     assert_eq!(r.queries[0].name(), &name("example.com."));
     assert!(r.metadata.recursion_available && !r.metadata.authoritative);
     assert_eq!(addrs(&r), vec![IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))]);
-    // A late answer from the first is ignored.
+    // Both queries are closed; a late answer from the first (if its socket still lived)
+    // is ignored.
+    let mut closed: Vec<_> = std::iter::from_fn(|| f.poll_close()).collect();
+    closed.sort();
+    assert_eq!(closed, vec![first.query, second.query]);
     f.handle_response(
         t0 + Duration::from_millis(300),
+        first.query,
         u[0],
         &upstream_answer(&first.payload, 60),
     );
@@ -648,7 +655,7 @@ fn answers_are_cached_per_ttl_with_the_id_rewritten() {
     let t0 = Instant::now();
     f.handle_query(t0, 1, fq(7, "example.com."));
     let t = f.poll_transmit().unwrap();
-    f.handle_response(t0, t.to, &upstream_answer(&t.payload, 60));
+    f.handle_response(t0, t.query, t.to, &upstream_answer(&t.payload, 60));
     reply_of(&mut f, 1);
     // Cached: answered at once, new ID, the client's spelling, TTL aged.
     let hit = f
@@ -676,6 +683,7 @@ fn negative_answers_are_cached_for_the_soa_minimum() {
     let t = f.poll_transmit().unwrap();
     f.handle_response(
         t0,
+        t.query,
         t.to,
         &upstream_error(&t.payload, ResponseCode::NXDomain, Some((3600, 30))),
     );
@@ -699,6 +707,7 @@ fn negative_answers_are_cached_for_the_soa_minimum() {
     let t = f.poll_transmit().unwrap();
     f.handle_response(
         t0 + Duration::from_secs(30),
+        t.query,
         t.to,
         &upstream_error(&t.payload, ResponseCode::NXDomain, None),
     );
@@ -718,6 +727,7 @@ fn servfail_moves_on_at_once_and_all_failing_ends_early() {
     let t = f.poll_transmit().unwrap();
     f.handle_response(
         t0 + Duration::from_millis(5),
+        t.query,
         u[0],
         &upstream_error(&t.payload, ResponseCode::ServFail, None),
     );
@@ -728,8 +738,9 @@ fn servfail_moves_on_at_once_and_all_failing_ends_early() {
     assert!(f.poll_event().is_none());
     f.handle_response(
         t0 + Duration::from_millis(9),
+        next.query,
         u[1],
-        &upstream_error(&t.payload, ResponseCode::Refused, None),
+        &upstream_error(&next.payload, ResponseCode::Refused, None),
     );
     let r = reply_of(&mut f, 1);
     assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
@@ -744,7 +755,7 @@ fn identical_questions_in_flight_share_one_upstream_query() {
     f.handle_query(t0, 2, fq(8, "Example.COM."));
     let t = f.poll_transmit().unwrap();
     assert!(f.poll_transmit().is_none());
-    f.handle_response(t0, t.to, &upstream_answer(&t.payload, 60));
+    f.handle_response(t0, t.query, t.to, &upstream_answer(&t.payload, 60));
     let a = reply_of(&mut f, 1);
     let b = reply_of(&mut f, 2);
     assert_eq!((a.metadata.id, b.metadata.id), (7, 8));
@@ -752,25 +763,267 @@ fn identical_questions_in_flight_share_one_upstream_query() {
     assert_eq!(f.stats().coalesced, 1);
 }
 
-#[test]
-fn spoofed_or_mismatched_responses_are_ignored() {
+const REAL: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+const FORGED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 66);
+
+/// A question forwarded to one upstream: the forwarder and its upstream query.
+fn asked(n: &str) -> (Forwarder, Transmit) {
     let mut f = forwarder(1);
+    assert_eq!(f.handle_query(Instant::now(), 1, fq(7, n)), None);
+    let t = f.poll_transmit().unwrap();
+    (f, t)
+}
+
+/// The real answer to `t` with the forged address in it, then `tweak`ed.
+fn forged(t: &Transmit, tweak: impl FnOnce(&mut Message)) -> Vec<u8> {
+    let mut m = Message::from_vec(&upstream_answer(&t.payload, 86_400)).unwrap();
+    m.answers[0].data = RData::A(A(FORGED));
+    tweak(&mut m);
+    m.to_vec().unwrap()
+}
+
+/// `bytes` arriving from `from` on `t`'s socket is ignored: no reply, nothing cached,
+/// the query stays open, counted as a mismatch; and the real answer still counts after it.
+fn is_rejected(mut f: Forwarder, t: &Transmit, from: SocketAddr, bytes: &[u8]) {
+    let t0 = Instant::now();
+    f.handle_response(t0, t.query, from, bytes);
+    assert!(f.poll_event().is_none(), "the forgery reached the client");
+    assert!(f.cache().is_empty(), "the forgery was cached");
+    assert_eq!(f.poll_close(), None, "the query was closed by a forgery");
+    assert_eq!(f.stats().mismatched, 1);
+    assert_eq!(f.stats().upstream_answers, 0);
+    assert_eq!(f.pending_len(), 1);
+    f.handle_response(t0, t.query, t.to, &upstream_answer(&t.payload, 60));
+    assert_eq!(addrs(&reply_of(&mut f, 1)), vec![REAL]);
+    assert_eq!(f.stats().upstream_answers, 1);
+    assert_eq!(f.poll_close(), Some(t.query));
+    let asked = Message::from_vec(&t.payload).unwrap().queries[0]
+        .name()
+        .to_lowercase();
+    let hit = f
+        .handle_query(t0, 2, fq(8, &asked.to_string()))
+        .expect("cached");
+    assert_eq!(addrs(&Message::from_vec(&hit).unwrap()), vec![REAL]);
+}
+
+#[test]
+fn an_answer_under_another_id_is_ignored() {
+    let (f, t) = asked("example.com.");
+    let bytes = forged(&t, |m| m.metadata.id = m.metadata.id.wrapping_add(1));
+    is_rejected(f, &t, t.to, &bytes);
+}
+
+#[test]
+fn an_answer_to_another_question_is_ignored() {
+    let tweaks: [fn(&mut Message); 4] = [
+        |m| {
+            m.queries[0].set_name(name("evil.example."));
+        },
+        |m| {
+            m.queries[0].set_query_type(RecordType::AAAA);
+        },
+        |m| {
+            m.queries[0].set_query_class(DNSClass::CH);
+        },
+        |m| {
+            let q = m.queries[0].clone();
+            m.queries.push(q);
+        },
+    ];
+    for tweak in tweaks {
+        let (f, t) = asked("example.com.");
+        is_rejected(f, &t, t.to, &forged(&t, tweak));
+    }
+}
+
+#[test]
+fn an_answer_with_the_name_in_another_letter_case_is_ignored() {
+    let (f, t) = asked("www.example.com.");
+    let sent = Message::from_vec(&t.payload).unwrap().queries[0]
+        .name()
+        .to_string();
+    assert_ne!(sent, sent.to_lowercase(), "0x20: some letters upper case");
+    assert_ne!(sent, sent.to_uppercase(), "0x20: some letters lower case");
+    // As the client asked (all lower case), as a forger would guess.
+    is_rejected(
+        f,
+        &t,
+        t.to,
+        &forged(&t, |m| {
+            m.queries[0].set_name(name("www.example.com."));
+        }),
+    );
+    // One letter flipped is enough.
+    let (f, t) = asked("www.example.com.");
+    let sent = Message::from_vec(&t.payload).unwrap().queries[0]
+        .name()
+        .to_string();
+    let i = sent.find(|c: char| c.is_ascii_alphabetic()).unwrap();
+    let mut one_off = sent.clone().into_bytes();
+    one_off[i] ^= 0x20;
+    let one_off = String::from_utf8(one_off).unwrap();
+    is_rejected(
+        f,
+        &t,
+        t.to,
+        &forged(&t, |m| {
+            m.queries[0].set_name(name(&one_off));
+        }),
+    );
+}
+
+#[test]
+fn an_answer_from_another_address_is_ignored() {
+    let (f, t) = asked("example.com.");
+    let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), t.to.port());
+    is_rejected(f, &t, from, &forged(&t, |_| {}));
+}
+
+#[test]
+fn an_answer_from_another_port_is_ignored() {
+    let (f, t) = asked("example.com.");
+    let from = SocketAddr::new(t.to.ip(), 5353);
+    is_rejected(f, &t, from, &forged(&t, |_| {}));
+}
+
+#[test]
+fn a_query_garbage_or_another_opcode_is_ignored() {
+    let tweaks: [fn(&mut Message); 2] = [
+        |m| m.metadata.message_type = MessageType::Query,
+        |m| m.metadata.op_code = OpCode::Notify,
+    ];
+    for tweak in tweaks {
+        let (f, t) = asked("example.com.");
+        is_rejected(f, &t, t.to, &forged(&t, tweak));
+    }
+    let (f, t) = asked("example.com.");
+    is_rejected(f, &t, t.to, &[1, 2, 3]);
+}
+
+#[test]
+fn an_answer_to_one_upstream_query_does_not_count_for_another() {
+    // Two upstreams asked: each answer must come back on its own query's socket.
+    let mut f = forwarder(2);
+    let u = upstreams(2);
     let t0 = Instant::now();
     f.handle_query(t0, 1, fq(7, "example.com."));
-    let t = f.poll_transmit().unwrap();
-    let good = upstream_answer(&t.payload, 60);
-    // From an address we did not ask.
-    f.handle_response(t0, SocketAddr::from(([198, 51, 100, 1], 53)), &good);
-    // Another question under the right ID.
-    let mut other = Message::from_vec(&good).unwrap();
-    other.queries[0].set_name(name("evil.example."));
-    f.handle_response(t0, t.to, &other.to_vec().unwrap());
-    // Garbage.
-    f.handle_response(t0, t.to, &[1, 2, 3]);
+    let first = f.poll_transmit().unwrap();
+    f.handle_timeout(t0 + Duration::from_millis(200));
+    let second = f.poll_transmit().unwrap();
+    // The second upstream's real answer, arriving on the first query's socket.
+    f.handle_response(t0, first.query, u[1], &upstream_answer(&second.payload, 60));
+    // The first upstream's answer under the second query's ID and case.
+    f.handle_response(t0, first.query, u[0], &upstream_answer(&second.payload, 60));
     assert!(f.poll_event().is_none());
-    assert_eq!(f.stats().ignored, 3);
-    f.handle_response(t0, t.to, &good);
-    reply_of(&mut f, 1);
+    assert_eq!(f.stats().mismatched, 2);
+    f.handle_response(
+        t0,
+        second.query,
+        u[1],
+        &upstream_answer(&second.payload, 60),
+    );
+    assert_eq!(addrs(&reply_of(&mut f, 1)), vec![REAL]);
+}
+
+#[test]
+fn every_upstream_query_gets_its_own_id_and_case_from_the_seed() {
+    let run = |seed: [u8; 32]| {
+        let mut f = Forwarder::new(
+            ForwarderConfig {
+                upstreams: upstreams(1),
+                ..ForwarderConfig::default()
+            },
+            seed,
+        );
+        let t0 = Instant::now();
+        let mut sent = Vec::new();
+        for i in 0..200u16 {
+            // Distinct names (identical ones would share one query), each 24 letters.
+            let n = format!("q{i:03}bcdefghijklmnop.example.");
+            f.handle_query(t0, u64::from(i), fq(i, &n));
+            let t = f.poll_transmit().unwrap();
+            let m = Message::from_vec(&t.payload).unwrap();
+            let case: String = m.queries[0]
+                .name()
+                .to_string()
+                .chars()
+                .filter(char::is_ascii_alphabetic)
+                .map(|c| if c.is_ascii_uppercase() { 'U' } else { 'l' })
+                .collect();
+            sent.push((m.metadata.id, case));
+        }
+        sent
+    };
+    let a = run([1; 32]);
+    assert_eq!(a, run([1; 32]), "the same seed draws the same values");
+    assert_ne!(a, run([2; 32]));
+    let ids: std::collections::BTreeSet<u16> = a.iter().map(|(id, _)| *id).collect();
+    let cases: std::collections::BTreeSet<&str> = a.iter().map(|(_, n)| n.as_str()).collect();
+    // 200 draws of 16 bits, and of 2^24 spellings: a repeat or two at most.
+    assert!(ids.len() >= 195, "IDs repeat: {}", ids.len());
+    assert!(cases.len() >= 199, "cases repeat: {}", cases.len());
+    // Not a counter.
+    assert!(a.windows(2).any(|w| w[1].0 != w[0].0.wrapping_add(1)));
+}
+
+#[test]
+fn answers_reach_the_client_and_the_cache_without_the_random_case() {
+    let (mut f, t) = asked("www.example.com.");
+    let t0 = Instant::now();
+    f.handle_response(t0, t.query, t.to, &upstream_answer(&t.payload, 60));
+    let r = reply_of(&mut f, 1);
+    assert_eq!(r.answers[0].name.to_string(), "www.example.com.");
+    let hit = f.handle_query(t0, 2, fq(8, "WWW.example.com.")).unwrap();
+    let r = Message::from_vec(&hit).unwrap();
+    assert_eq!(r.queries[0].name().to_string(), "WWW.example.com.");
+    assert_eq!(r.answers[0].name.to_string(), "www.example.com.");
+}
+
+#[test]
+fn a_questions_queries_close_when_it_ends() {
+    let mut f = forwarder(3);
+    let t0 = Instant::now();
+    f.handle_query(t0, 1, fq(7, "example.com."));
+    let mut sent = Vec::new();
+    let mut now = t0;
+    while f.pending_len() > 0 {
+        sent.extend(std::iter::from_fn(|| f.poll_transmit()).map(|t| t.query));
+        assert_eq!(f.open_queries(), sent.len(), "each send is an open query");
+        now = f.poll_timeout().unwrap();
+        f.handle_timeout(now);
+    }
+    assert_eq!(sent.len(), 6);
+    let mut closed: Vec<_> = std::iter::from_fn(|| f.poll_close()).collect();
+    closed.sort();
+    assert_eq!(closed, sent);
+    assert_eq!(f.open_queries(), 0);
+    // A datagram for a closed query is merely late.
+    f.handle_response(now, sent[0], upstreams(3)[0], &[1, 2, 3]);
+    assert_eq!((f.stats().ignored, f.stats().mismatched), (1, 0));
+}
+
+#[test]
+fn open_upstream_queries_are_bounded() {
+    let mut f = Forwarder::new(
+        ForwarderConfig {
+            upstreams: upstreams(2),
+            max_upstream_queries: 2,
+            ..ForwarderConfig::default()
+        },
+        [3; 32],
+    );
+    let t0 = Instant::now();
+    assert_eq!(f.handle_query(t0, 1, fq(1, "one.example.")), None);
+    assert_eq!(f.handle_query(t0, 2, fq(2, "two.example.")), None);
+    let full = f.handle_query(t0, 3, fq(3, "three.example.")).unwrap();
+    assert_eq!(
+        Message::from_vec(&full).unwrap().metadata.response_code,
+        ResponseCode::ServFail
+    );
+    // The failover sends are skipped too, and counted.
+    f.handle_timeout(t0 + Duration::from_millis(200));
+    assert_eq!(f.open_queries(), 2);
+    assert_eq!(f.stats().overloaded, 3);
 }
 
 #[test]
@@ -782,12 +1035,14 @@ fn a_truncated_upstream_answer_is_retried_over_tcp() {
     let mut tc = Message::from_vec(&upstream_answer(&t.payload, 60)).unwrap();
     tc.metadata.truncation = true;
     tc.answers.clear();
-    f.handle_response(t0, t.to, &tc.to_vec().unwrap());
+    f.handle_response(t0, t.query, t.to, &tc.to_vec().unwrap());
     let retry = f.poll_transmit().unwrap();
     assert_eq!(retry.transport, Transport::Tcp);
     assert_eq!(retry.to, t.to);
     assert!(f.poll_event().is_none());
-    f.handle_response(t0, t.to, &upstream_answer(&retry.payload, 60));
+    assert_ne!(retry.query, t.query, "a new upstream query");
+    assert_eq!(f.poll_close(), Some(t.query), "the UDP query is answered");
+    f.handle_response(t0, retry.query, t.to, &upstream_answer(&retry.payload, 60));
     assert_eq!(addrs(&reply_of(&mut f, 1)).len(), 1);
 }
 
@@ -818,7 +1073,7 @@ fn forwarded_replies_respect_the_clients_size() {
             RData::A(A(Ipv4Addr::new(203, 0, 113, i))),
         ));
     }
-    f.handle_response(t0, t.to, &big.to_vec().unwrap());
+    f.handle_response(t0, t.query, t.to, &big.to_vec().unwrap());
     let Some(Event::Reply { bytes, .. }) = f.poll_event() else {
         panic!()
     };

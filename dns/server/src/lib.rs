@@ -6,8 +6,28 @@
 //! store and zone configuration behind a lock that the local API and gossip update, and the
 //! forwarder's configuration. Queries for the cluster zone are answered from the store;
 //! everything else goes to one task that owns the [`mesh_dns::Forwarder`] (cache, failover
-//! timers, upstream sockets) and replies when an upstream answers. Large upstream answers
-//! that come back truncated over UDP are fetched again over TCP.
+//! timers) and replies when an upstream answers. Large upstream answers that come back
+//! truncated over UDP are fetched again over TCP.
+//!
+//! **Upstream sockets: a fresh one per upstream query (RFC 5452).** Each
+//! [`mesh_dns::Transmit`] is sent from a UDP socket bound for it alone to port 0, so the
+//! kernel picks a random port of the ephemeral range (Linux draws it at random on every
+//! bind: about 15 bits with the default 32768–60999); a small task receives on it and hands
+//! every datagram, with the query's token and the sender's address and port, to the
+//! forwarder, which checks them (see `mesh_dns`'s `forward.rs`). The socket is closed when
+//! the forwarder says the query waits for nothing more ([`mesh_dns::Forwarder::poll_close`]),
+//! so a port lives for one round trip and then is gone. Chosen over a pool of long-lived
+//! sockets because a pool's ports can be learnt: an attacker who makes a pod look up names
+//! of its own domain sees the ports arrive at its server, and after enough lookups it knows
+//! the whole pool, leaving only the ID and the name's case to guess; a port drawn per query
+//! and closed after it tells it nothing about the next. The price is a `socket`, `bind`,
+//! `close` and an epoll registration per cache miss: about 7 µs more than sending on a
+//! shared socket on loopback (docs/performance.md has the measurement), next to an upstream
+//! round trip of a millisecond or more. The number open at once is bounded
+//! ([`mesh_dns::ForwarderConfig::max_upstream_queries`]) so that a burst of misses cannot
+//! run `meshd` out of file descriptors. The sockets are not `connect`ed: the kernel would
+//! then drop datagrams from other addresses and ports before anyone counted them, and the
+//! forwarder counts them (`mismatched`) so that an attempt shows in the metrics.
 //!
 //! **Why not hickory-server.** Its `ServerFuture` + `RequestHandler` would parse every
 //! request into its own `Request` type and write replies through its own
@@ -18,17 +38,19 @@
 //! encodes DNS itself), with one dependency less. A deviation from DESIGN.md's "server +
 //! proto crates", for those reasons.
 //!
-//! It does not read the OS RNG (the caller passes the seed for transaction IDs and
-//! shuffles), does not read resolv.conf (the caller parses it with
-//! [`mesh_dns::parse_resolv_conf`]), does not gossip, and does not bind sockets for
-//! clients. Upstream sockets are bound to the unspecified address on an ephemeral port, or
-//! to loopback when the upstream is on loopback.
+//! It reads the OS RNG once, in [`serve`], for the 256-bit seed of the forwarder's CSPRNG
+//! (upstream IDs and name case); the answer shuffles use the caller's seed. It does not
+//! read resolv.conf (the caller parses it with [`mesh_dns::parse_resolv_conf`]), does not
+//! gossip, and does not bind sockets for clients. Upstream sockets are bound to the
+//! unspecified address on an ephemeral port, or to loopback when the upstream is on
+//! loopback.
 #![forbid(unsafe_code)]
 
 use mesh_dns::{
     Answer, DropReason, Event, ForwardQuery, Forwarder, ForwarderConfig, ForwarderStats, Owner,
-    QueryCtx, Server, Transmit, Transport, ZoneConfig,
+    QueryCtx, Server, Transmit, Transport, UpstreamQuery, ZoneConfig,
 };
+use rand_core::{OsRng, RngCore};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -38,7 +60,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 /// A TCP client connection is closed after this long without a complete query.
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +70,13 @@ pub const MAX_TCP_CLIENTS: usize = 128;
 pub const UPSTREAM_TCP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Client questions waiting for the forwarder task at most; beyond it they are dropped.
 pub const FORWARD_QUEUE: usize = 1024;
+/// Upstream datagrams waiting for the forwarder task at most; beyond it the upstream
+/// sockets' tasks wait (and the kernel drops what overflows their receive buffers).
+pub const UPSTREAM_QUEUE: usize = 1024;
+/// Largest upstream UDP datagram read whole: the larger of this and the payload size we
+/// advertise (1232 by default); an upstream that sends more than it was told to is cut
+/// here, its answer fails to parse and counts as `mismatched`.
+pub const UPSTREAM_UDP_BUFFER: usize = 4096;
 
 /// Upper bounds, in seconds, of the reply-time histogram's buckets (a last one, +Inf,
 /// follows): from a query's arrival to its reply leaving.
@@ -135,8 +164,8 @@ pub struct DnsState {
 impl DnsState {
     /// State for a server answering `zone` (records start empty), forwarding with
     /// `forwarder`. `local_node` is this node's owner id, whose records come first when
-    /// [`ZoneConfig::subset`] is set. `seed` must come from the OS RNG in production: it
-    /// drives upstream transaction IDs (spoofing resistance) and answer shuffles.
+    /// [`ZoneConfig::subset`] is set. `seed` drives the answer shuffles (the upstream IDs
+    /// and name case come from a CSPRNG that [`serve`] seeds from the OS).
     pub fn new(
         zone: ZoneConfig,
         forwarder: ForwarderConfig,
@@ -254,7 +283,10 @@ struct Request {
 pub async fn serve(udp: UdpSocket, tcp: TcpListener, state: Arc<DnsState>) -> io::Result<()> {
     let udp = Arc::new(udp);
     let (fwd_tx, fwd_rx) = mpsc::channel(FORWARD_QUEUE);
-    let upstreams = UpstreamSockets::bind(&state.forwarder.upstreams).await?;
+    let mut rng_seed = [0u8; 32];
+    OsRng
+        .try_fill_bytes(&mut rng_seed)
+        .map_err(|e| io::Error::other(format!("the OS RNG failed: {e}")))?;
     tracing::debug!(
         udp = ?udp.local_addr().ok(),
         tcp = ?tcp.local_addr().ok(),
@@ -262,7 +294,8 @@ pub async fn serve(udp: UdpSocket, tcp: TcpListener, state: Arc<DnsState>) -> io
         "dns server started"
     );
     let mut tasks = JoinSet::new();
-    tasks.spawn(run_forwarder(state.clone(), fwd_rx, udp.clone(), upstreams));
+    let fwd = Forwarder::new(state.forwarder.clone(), rng_seed);
+    tasks.spawn(run_forwarder(state.clone(), fwd_rx, udp.clone(), fwd));
     tasks.spawn(run_tcp(tcp, state.clone(), fwd_tx.clone()));
     tasks.spawn(run_udp(udp, state, fwd_tx));
     // The loops only return on a fatal error; the first one ends the server.
@@ -423,72 +456,20 @@ async fn tcp_client(
     }
 }
 
-/// One UDP socket per address family of the upstreams.
-#[derive(Debug)]
-struct UpstreamSockets {
-    v4: Option<UdpSocket>,
-    v6: Option<UdpSocket>,
-}
-
-impl UpstreamSockets {
-    async fn bind(upstreams: &[SocketAddr]) -> io::Result<Self> {
-        let bind = |loopback: bool, v6: bool| -> SocketAddr {
-            let ip = match (v6, loopback) {
-                (false, false) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                (false, true) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                (true, false) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                (true, true) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            };
-            SocketAddr::new(ip, 0)
-        };
-        let mut out = Self { v4: None, v6: None };
-        for v6 in [false, true] {
-            let family: Vec<&SocketAddr> = upstreams.iter().filter(|u| u.is_ipv6() == v6).collect();
-            if family.is_empty() {
-                continue;
-            }
-            let loopback = family.iter().all(|u| u.ip().is_loopback());
-            let sock = UdpSocket::bind(bind(loopback, v6)).await?;
-            if v6 {
-                out.v6 = Some(sock);
-            } else {
-                out.v4 = Some(sock);
-            }
-        }
-        Ok(out)
-    }
-
-    fn for_addr(&self, to: SocketAddr) -> Option<&UdpSocket> {
-        if to.is_ipv6() {
-            self.v6.as_ref()
-        } else {
-            self.v4.as_ref()
-        }
-    }
-}
-
-async fn recv_opt(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    match sock {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The task that owns the forwarder: client questions in, upstream datagrams in, timers;
 /// upstream queries and client replies out.
 async fn run_forwarder(
     state: Arc<DnsState>,
     mut requests: mpsc::Receiver<Request>,
     client_udp: Arc<UdpSocket>,
-    upstreams: UpstreamSockets,
+    mut fwd: Forwarder,
 ) -> io::Result<()> {
-    let mut fwd = Forwarder::new(state.forwarder.clone(), state.seed.rotate_left(17) ^ 0xD45);
     let mut routes: HashMap<u64, (Route, Instant)> = HashMap::new();
     let mut next_client = 0u64;
-    let (tcp_tx, mut tcp_rx) = mpsc::channel::<(SocketAddr, Vec<u8>)>(64);
-    let mut tcp_tasks = JoinSet::new();
-    let mut buf4 = vec![0u8; 65_535];
-    let mut buf6 = vec![0u8; 65_535];
+    let (up_tx, mut up_rx) = mpsc::channel::<Received>(UPSTREAM_QUEUE);
+    let mut upstream_tasks = JoinSet::new();
+    let mut open: HashMap<UpstreamQuery, AbortHandle> = HashMap::new();
+    let udp_buffer = UPSTREAM_UDP_BUFFER.max(usize::from(state.forwarder.max_udp_payload));
     loop {
         let wake = fwd.poll_timeout();
         let sleep = async {
@@ -509,24 +490,23 @@ async fn run_forwarder(
                     }
                 }
             }
-            r = recv_opt(upstreams.v4.as_ref(), &mut buf4) => {
-                if let Ok((n, from)) = r {
-                    fwd.handle_response(Instant::now(), from, &buf4[..n]);
-                }
-            }
-            r = recv_opt(upstreams.v6.as_ref(), &mut buf6) => {
-                if let Ok((n, from)) = r {
-                    fwd.handle_response(Instant::now(), from, &buf6[..n]);
-                }
-            }
-            Some((from, bytes)) = tcp_rx.recv() => {
-                fwd.handle_response(Instant::now(), from, &bytes);
-            }
-            Some(_) = tcp_tasks.join_next(), if !tcp_tasks.is_empty() => {}
+            Some(r) = up_rx.recv() => fwd.handle_response(Instant::now(), r.query, r.from, &r.bytes),
+            Some(_) = upstream_tasks.join_next(), if !upstream_tasks.is_empty() => {}
             () = sleep => fwd.handle_timeout(Instant::now()),
         }
+        // Sockets open before any closes: a query opened and closed in one turn goes too.
         while let Some(t) = fwd.poll_transmit() {
-            send_upstream(&upstreams, t, &tcp_tx, &mut tcp_tasks).await;
+            let query = t.query;
+            let task = match t.transport {
+                Transport::Udp => upstream_tasks.spawn(udp_exchange(t, udp_buffer, up_tx.clone())),
+                Transport::Tcp => upstream_tasks.spawn(tcp_exchange(t, up_tx.clone())),
+            };
+            open.insert(query, task);
+        }
+        while let Some(query) = fwd.poll_close() {
+            if let Some(task) = open.remove(&query) {
+                task.abort();
+            }
         }
         while let Some(Event::Reply { client, bytes }) = fwd.poll_event() {
             if let Some(route) = routes.remove(&client) {
@@ -537,6 +517,84 @@ async fn run_forwarder(
             .forwarder_stats
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = fwd.stats();
+    }
+}
+
+/// A datagram (or TCP reply) that an upstream query's socket received.
+#[derive(Debug)]
+struct Received {
+    query: UpstreamQuery,
+    from: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// Where an upstream query's socket is bound: loopback for an upstream on loopback, else
+/// the unspecified address; port 0, so the kernel draws an ephemeral port at random.
+fn upstream_bind_addr(to: SocketAddr) -> SocketAddr {
+    let ip = match (to.is_ipv6(), to.ip().is_loopback()) {
+        (false, false) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (false, true) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        (true, false) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        (true, true) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    };
+    SocketAddr::new(ip, 0)
+}
+
+/// One upstream query over UDP: a socket of its own, the query sent from it, and every
+/// datagram it receives, from anyone, passed on until the task is aborted (which closes the
+/// socket).
+async fn udp_exchange(t: Transmit, buffer: usize, tx: mpsc::Sender<Received>) {
+    let sock = match UdpSocket::bind(upstream_bind_addr(t.to)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::trace!(to = %t.to, error = %e, "upstream socket not bound");
+            return;
+        }
+    };
+    if let Err(e) = sock.send_to(&t.payload, t.to).await {
+        tracing::trace!(to = %t.to, error = %e, "upstream query not sent");
+        return;
+    }
+    let mut buf = vec![0u8; buffer];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                let r = Received {
+                    query: t.query,
+                    from,
+                    bytes: buf[..n].to_vec(),
+                };
+                if tx.send(r).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) if is_transient(&e) => {}
+            Err(e) => {
+                tracing::trace!(to = %t.to, error = %e, "upstream socket failed");
+                return;
+            }
+        }
+    }
+}
+
+/// One upstream query over TCP: connect, send, read one reply, pass it on.
+async fn tcp_exchange(t: Transmit, tx: mpsc::Sender<Received>) {
+    let exchange = async {
+        let mut s = TcpStream::connect(t.to).await?;
+        write_frame(&mut s, &t.payload).await?;
+        read_frame(&mut s).await
+    };
+    match tokio::time::timeout(UPSTREAM_TCP_TIMEOUT, exchange).await {
+        Ok(Ok(Some(bytes))) => {
+            let r = Received {
+                query: t.query,
+                from: t.to,
+                bytes,
+            };
+            let _ = tx.send(r).await;
+        }
+        Ok(Ok(None)) | Err(_) => {}
+        Ok(Err(e)) => tracing::trace!(to = %t.to, error = %e, "upstream tcp failed"),
     }
 }
 
@@ -553,40 +611,6 @@ async fn deliver(
         Route::Tcp(tx) => {
             // The client may have gone; nothing to do then.
             let _ = tx.send(bytes);
-        }
-    }
-}
-
-async fn send_upstream(
-    sockets: &UpstreamSockets,
-    t: Transmit,
-    tcp_tx: &mpsc::Sender<(SocketAddr, Vec<u8>)>,
-    tcp_tasks: &mut JoinSet<()>,
-) {
-    match t.transport {
-        Transport::Udp => {
-            if let Some(sock) = sockets.for_addr(t.to)
-                && let Err(e) = sock.send_to(&t.payload, t.to).await
-            {
-                tracing::trace!(to = %t.to, error = %e, "upstream query not sent");
-            }
-        }
-        Transport::Tcp => {
-            let tx = tcp_tx.clone();
-            tcp_tasks.spawn(async move {
-                let exchange = async {
-                    let mut s = TcpStream::connect(t.to).await?;
-                    write_frame(&mut s, &t.payload).await?;
-                    read_frame(&mut s).await
-                };
-                match tokio::time::timeout(UPSTREAM_TCP_TIMEOUT, exchange).await {
-                    Ok(Ok(Some(bytes))) => {
-                        let _ = tx.send((t.to, bytes)).await;
-                    }
-                    Ok(Ok(None)) | Err(_) => {}
-                    Ok(Err(e)) => tracing::trace!(to = %t.to, error = %e, "upstream tcp failed"),
-                }
-            });
         }
     }
 }

@@ -349,3 +349,208 @@ async fn garbage_is_survived() {
     assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
     assert!(s.state.stats().dropped >= 2);
 }
+
+/// The forged address an off-path attacker wants in the cache (TEST-NET-2).
+const FORGED_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 66);
+/// A long name: the more letters, the more bits of 0x20 case the attacker must guess.
+const TARGET: &str = "accounts.examplebank.test.";
+
+/// An answer to `TARGET` A with `addr`, under `id`, spelling the name `qname`.
+fn answer_for(id: u16, qname: &Name, addr: Ipv4Addr, ttl: u32) -> Vec<u8> {
+    let mut r = Message::new(id, MessageType::Response, OpCode::Query);
+    r.metadata.recursion_desired = true;
+    r.metadata.recursion_available = true;
+    r.queries.push(Query::query(qname.clone(), RecordType::A));
+    r.answers
+        .push(Record::from_rdata(qname.clone(), ttl, RData::A(A(addr))));
+    r.to_vec().unwrap()
+}
+
+/// Datagrams from upstream sockets the forwarder has dealt with: accepted, rejected by a
+/// check, or arriving for nothing it waits for.
+fn upstream_datagrams_seen(s: &Running) -> u64 {
+    let f = s.state.stats().forwarder;
+    f.upstream_answers + f.upstream_errors + f.ignored + f.mismatched
+}
+
+/// Waits until the forwarder has dealt with `n` upstream datagrams: flow control for the
+/// attacker, so that the kernel drops none of its flood for a full socket buffer (a
+/// dropped forged datagram would make the attack fail for a reason other than the
+/// defence). Returns `false` at once when the question has ended (answered, or failed):
+/// its port may be closed then, and nothing more would be seen. A hang guard, not a
+/// timing assertion.
+async fn until_seen(s: &Running, n: u64) -> bool {
+    let guard = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let f = s.state.stats().forwarder;
+        if f.upstream_answers + f.upstream_errors + f.timeouts > 0 {
+            return false;
+        }
+        if upstream_datagrams_seen(s) >= n {
+            return true;
+        }
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "forwarder stuck at {} of {n} upstream datagrams",
+            upstream_datagrams_seen(s)
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// RFC 5452's attack, off path: the attacker knows the upstream's address and port, the
+/// name being asked (it made a pod ask it), and, more than a real off-path attacker, the
+/// port the forwarder's query left from. It floods that port with a forged answer under
+/// every one of the 65,536 IDs, each from the upstream's exact address and port (it sends
+/// through the upstream's own socket: on the wire that is a perfectly spoofed source).
+/// It does not see the query itself, so it cannot know the 0x20 letter case. Then the
+/// real upstream answers, slowly, after the whole flood; and two copies of the real
+/// answer arrive first from the upstream's address on another port and from another
+/// address on the upstream's port (those test the source check alone). The client must
+/// get the real address, the cache must hold it, and every forgery must be counted.
+#[tokio::test]
+async fn spoofed_answer_is_ignored() {
+    let upstream = Arc::new(UdpSocket::bind((LOOPBACK, 0)).await.unwrap());
+    let up_addr = upstream.local_addr().unwrap();
+    let s = {
+        let udp = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        let tcp = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+        let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+        let state = Arc::new(DnsState::new(
+            ZoneConfig::default(),
+            ForwarderConfig {
+                upstreams: vec![up_addr],
+                // One send, and time for the whole flood before SERVFAIL.
+                rounds: 1,
+                final_wait: Duration::from_secs(120),
+                ..ForwarderConfig::default()
+            },
+            Some(Owner([1; 32])),
+            12345,
+        ));
+        let task = tokio::spawn(serve(udp, tcp, state.clone()));
+        Running {
+            udp: udp_addr,
+            tcp: tcp_addr,
+            state,
+            task,
+        }
+    };
+    let client = {
+        let server = s.udp;
+        tokio::spawn(async move {
+            let sock = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+            sock.send_to(&query(51, TARGET, RecordType::A), server)
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; 4096];
+            let (n, _) = tokio::time::timeout(Duration::from_secs(120), sock.recv_from(&mut buf))
+                .await
+                .expect("no reply to the client")
+                .unwrap();
+            Message::from_vec(&buf[..n]).unwrap()
+        })
+    };
+    // The upstream receives the forwarder's query; only the port it came from is passed
+    // to the attacker.
+    let mut buf = vec![0u8; 4096];
+    let (n, fwd_port) = tokio::time::timeout(CLIENT_WAIT, upstream.recv_from(&mut buf))
+        .await
+        .expect("the forwarder asked nobody")
+        .unwrap();
+    let real_query = Message::from_vec(&buf[..n]).unwrap();
+
+    // The attacker.
+    let seen_before = upstream_datagrams_seen(&s);
+    let target = name(TARGET);
+    let mut sent = 0u64;
+    for id in 0..=u16::MAX {
+        let forged = answer_for(id, &target, FORGED_ADDR, 86_400);
+        upstream.send_to(&forged, fwd_port).await.unwrap();
+        sent += 1;
+        if sent.is_multiple_of(128) && !until_seen(&s, seen_before + sent).await {
+            break; // A forgery was taken: the question is over.
+        }
+    }
+    until_seen(&s, seen_before + sent).await;
+
+    // The real answer, byte for byte, from the wrong port and then the wrong address.
+    let (id, qname) = (real_query.metadata.id, real_query.queries[0].name().clone());
+    let real = answer_for(id, &qname, EXTERNAL_ADDR, 60);
+    let other_port = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    other_port.send_to(&real, fwd_port).await.unwrap();
+    let other_addr = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 2), up_addr.port()))
+        .await
+        .unwrap();
+    other_addr.send_to(&real, fwd_port).await.unwrap();
+    until_seen(&s, seen_before + sent + 2).await;
+    // And from the upstream itself.
+    upstream.send_to(&real, fwd_port).await.unwrap();
+
+    let got = client.await.unwrap();
+    assert_eq!(
+        addrs(&got),
+        vec![IpAddr::V4(EXTERNAL_ADDR)],
+        "the client got a forged answer"
+    );
+    // The cache holds the real answer: asked again, nobody is asked.
+    let again = ask_udp(
+        s.udp,
+        &query(52, "Accounts.ExampleBank.test.", RecordType::A),
+    )
+    .await;
+    assert_eq!(addrs(&again), vec![IpAddr::V4(EXTERNAL_ADDR)]);
+    let f = s.state.stats().forwarder;
+    assert_eq!(f.cache_hits, 1, "the second question came from the cache");
+    assert_eq!(f.upstream_sends, 1);
+    assert_eq!(f.upstream_answers, 1);
+    assert_eq!(f.mismatched, sent + 2, "every forgery counted");
+}
+
+/// RFC 5452's random source port: each upstream query leaves from a port of its own, and
+/// that port is closed once its answer is in (a late forgery then finds nothing listening:
+/// the kernel answers it with ICMP port unreachable).
+#[tokio::test]
+async fn each_upstream_query_has_a_port_of_its_own_closed_after_its_answer() {
+    let upstream = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let s = start(vec![upstream.local_addr().unwrap()]).await;
+    let mut ports = std::collections::BTreeSet::new();
+    for i in 0..4u16 {
+        let n = format!("host{i}.test.");
+        let server = s.udp;
+        let client =
+            tokio::spawn(async move { ask_udp(server, &query(60 + i, &n, RecordType::A)).await });
+        let mut buf = vec![0u8; 4096];
+        let (len, from) = tokio::time::timeout(CLIENT_WAIT, upstream.recv_from(&mut buf))
+            .await
+            .expect("no upstream query")
+            .unwrap();
+        upstream
+            .send_to(&stub_answer(&buf[..len], false), from)
+            .await
+            .unwrap();
+        assert_eq!(
+            addrs(&client.await.unwrap()),
+            vec![IpAddr::V4(EXTERNAL_ADDR)]
+        );
+        ports.insert(from.port());
+        // The port is closed: a datagram to it is refused (once the socket's task is gone).
+        let probe = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+        probe.connect(from).await.unwrap();
+        let guard = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(
+                tokio::time::Instant::now() < guard,
+                "port {from} still open"
+            );
+            probe.send(b"late").await.unwrap();
+            let mut b = [0u8; 16];
+            match tokio::time::timeout(Duration::from_millis(20), probe.recv(&mut b)).await {
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                _ => {}
+            }
+        }
+    }
+    // Four draws from ~28,000 ports: a fixed port gives one.
+    assert!(ports.len() >= 3, "ports reused: {ports:?}");
+}

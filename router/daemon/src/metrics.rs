@@ -745,6 +745,7 @@ fn encode_dns(e: &mut DescriptorEncoder<'_>, dns: &DnsSnapshot) -> Result<(), st
             ("upstream_answer", f.upstream_answers),
             ("upstream_error", f.upstream_errors),
             ("ignored", f.ignored),
+            ("upstream_mismatch", f.mismatched),
             ("timeout", f.timeouts),
             ("overloaded", f.overloaded),
         ]
@@ -946,6 +947,7 @@ mod tests {
                     forwarder: mesh_dns::ForwarderStats {
                         cache_hits: 2,
                         timeouts: 1,
+                        mismatched: 4,
                         ..Default::default()
                     },
                     replies: mesh_dns_server::ReplyStats {
@@ -1087,6 +1089,7 @@ mod tests {
             "mesh_dns_dropped_total 1",
             "mesh_dns_forwarder_events_total{event=\"cache_hit\"} 2",
             "mesh_dns_forwarder_events_total{event=\"timeout\"} 1",
+            "mesh_dns_forwarder_events_total{event=\"upstream_mismatch\"} 4",
             "mesh_dns_records{served=\"yes\"} 3",
             "mesh_dns_records{served=\"no\"} 1",
             "# TYPE mesh_dns_reply_duration_seconds histogram",
