@@ -212,7 +212,9 @@ fn run(args: Args) -> Result<(), String> {
     let mut sent: u64 = 0;
     let mut errors: u64 = 0;
     loop {
-        if args.count.is_some_and(|c| sent + errors >= c) || deadline.is_some_and(|d| Instant::now() >= d) {
+        if args.count.is_some_and(|c| sent + errors >= c)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+        {
             break;
         }
         if let Some(rate) = args.rate {

@@ -1,0 +1,186 @@
+//! Handshake floods and replays from a host on the underlay that has no secret (`mesh-flood`,
+//! spoofing source addresses through a raw socket), against real meshd binaries.
+//!
+//! - A spoofed-source flood of junk initiations does not stop a real peer's handshake: the
+//!   peer's meshd is restarted during the flood and its pod traffic resumes; the target
+//!   counts the junk as `handshake_mac` and does no handshake work for it.
+//! - A genuine initiation captured on the wire and sent again (from the real sender's address
+//!   and from others) costs no public-key operation: the target's `handshakes.responded`
+//!   does not move, and the copies are counted as `handshake_replay`.
+//!
+//! The rates here are small (CI runs debug builds on 2 CPUs); the throughput under a flood is
+//! measured by `scripts/bench-flood.sh`, not here.
+#![allow(clippy::expect_used)] // helpers of tests fail by panicking, like the tests
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use common::{full_mesh, wait_established, wait_ping};
+use mesh_api::Status;
+use mesh_integration::{Host, Topology, text};
+
+/// How long a restarted node may take to carry pod traffic again, flood or not.
+const BOUND: Duration = Duration::from_secs(30);
+
+fn drops(status: &Status, reason: &str) -> u64 {
+    status
+        .drops
+        .iter()
+        .find(|d| d.reason == reason)
+        .map_or(0, |d| d.packets)
+}
+
+/// Addresses of the underlay subnet nobody uses: spoofed sources reach the target whatever
+/// its reverse-path filter says.
+fn spoof_range(host: &Host) -> String {
+    let [a, b, c, _] = host.underlay_ip.octets();
+    format!("{}/25", Ipv4Addr::new(a, b, c, 128))
+}
+
+/// Runs `mesh-flood ARGS` in `from`'s namespace and waits for it.
+fn flood(topo: &Topology, from: &Host, args: &[&str]) -> String {
+    let bin = topo.bin_dir().join("mesh-flood");
+    let bin = bin.to_str().expect("utf-8 path");
+    let mut argv = vec![bin];
+    argv.extend_from_slice(args);
+    let out = from.exec(&argv).expect("run mesh-flood");
+    assert!(
+        out.status.success(),
+        "mesh-flood failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn a_spoofed_flood_does_not_stop_a_real_peers_handshake() {
+    let (mut topo, hosts, pods, started) =
+        full_mesh("a_spoofed_flood_does_not_stop_a_real_peers_handshake", 2);
+    let (a, b) = (&hosts[0], &hosts[1]);
+    wait_established(&topo, a, b, BOUND);
+    wait_ping(&pods[0], &pods[1], started + BOUND).expect("pods reach each other");
+    let x = topo.add_host("x").expect("attacker host");
+    let before = topo.status(b).expect("status of b");
+
+    // The flood runs in the background for the whole restart.
+    let bin = topo.bin_dir().join("mesh-flood");
+    let target = b.peer_addr();
+    let spoof = spoof_range(b);
+    let mut attacker = x
+        .spawn(&[
+            bin.to_str().expect("utf-8 path"),
+            "--target",
+            &target,
+            "--spoof",
+            &spoof,
+            "--rate",
+            "5000",
+            "--seconds",
+            "25",
+        ])
+        .expect("start mesh-flood");
+    std::thread::sleep(Duration::from_secs(2));
+    topo.restart_meshd(a).expect("restart meshd on a");
+    let restarted = Instant::now();
+    wait_established(&topo, a, b, BOUND);
+    wait_ping(&pods[0], &pods[1], restarted + BOUND).expect("pod traffic after the restart");
+    wait_ping(&pods[1], &pods[0], restarted + BOUND).expect("and back");
+    let during = topo.status(b).expect("status of b");
+    assert!(
+        attacker.is_running(),
+        "the flood ended before the peer was back: the test proves nothing"
+    );
+    attacker.terminate(Duration::from_secs(5));
+
+    let junk = drops(&during, "handshake_mac") - drops(&before, "handshake_mac");
+    assert!(
+        junk > 1000,
+        "the junk reached meshd and was refused at mac1 ({junk})"
+    );
+    // The restarted peer's handshakes were the only work: a few, not thousands.
+    let work = during.handshakes.responded - before.handshakes.responded;
+    assert!(work < 20, "handshake work during the flood: {work}");
+}
+
+/// Extracts the first handshake initiation from `from` to `to` in a capture.
+fn captured_init(packets: &[mesh_integration::CapturedPacket], from: &Host, to: &Host) -> Vec<u8> {
+    packets
+        .iter()
+        .filter_map(|p| p.udp())
+        .find(|u| {
+            *u.src.ip() == from.underlay_ip
+                && *u.dst.ip() == to.underlay_ip
+                && u.payload.first() == Some(&1)
+        })
+        .map(|u| u.payload.clone())
+        .expect("an initiation on the wire")
+}
+
+#[test]
+fn a_replayed_initiation_costs_no_public_key_operation() {
+    mesh_integration::require_root();
+    let mut topo =
+        Topology::new("a_replayed_initiation_costs_no_public_key_operation").expect("topology");
+    let a = topo.add_host("a").expect("host a");
+    let b = topo.add_host("b").expect("host b");
+    let x = topo.add_host("x").expect("attacker host");
+    let capture = topo.capture_underlay(&b).expect("capture on b");
+    topo.start_meshd(&b, mesh_integration::MeshdOpts::new("10.32.2.0/24"))
+        .expect("meshd b");
+    topo.start_meshd(
+        &a,
+        mesh_integration::MeshdOpts::new("10.32.1.0/24").peers([&b]),
+    )
+    .expect("meshd a");
+    wait_established(&topo, &a, &b, BOUND);
+    let packets = capture.stop().expect("capture");
+    let init = captured_init(&packets, &a, &b);
+    let file = topo.dir().join("init.bin");
+    std::fs::write(&file, &init).expect("write the capture");
+    let file = file.to_str().expect("utf-8 path").to_owned();
+
+    let before = topo.status(&b).expect("status");
+    let target = b.peer_addr();
+    let real = format!("{}:6788", a.underlay_ip);
+    // From the real sender's address, then from spoofed ones.
+    flood(
+        &topo,
+        &x,
+        &[
+            "--target", &target, "--source", &real, "--replay", &file, "--count", "50", "--rate",
+            "500",
+        ],
+    );
+    let spoof = spoof_range(&b);
+    flood(
+        &topo,
+        &x,
+        &[
+            "--target", &target, "--spoof", &spoof, "--replay", &file, "--count", "50", "--rate",
+            "500",
+        ],
+    );
+    let after = mesh_integration::wait_until(
+        "b to count the replays",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            let s = topo.status(&b)?;
+            if drops(&s, "handshake_replay") >= drops(&before, "handshake_replay") + 100 {
+                Ok(s)
+            } else {
+                Err(format!("{:?}", s.drops))
+            }
+        },
+    )
+    .expect("replays counted");
+    assert_eq!(
+        after.handshakes.responded, before.handshakes.responded,
+        "a replayed initiation cost handshake work"
+    );
+    // The session the replays aimed at is untouched.
+    wait_established(&topo, &b, &a, BOUND);
+}
