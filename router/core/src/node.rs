@@ -23,8 +23,8 @@ use crate::peer::Peer;
 use crate::route::RouteTable;
 use ipnet::Ipv4Net;
 use mesh_crypto::timers::{
-    KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT,
-    RESPONDER_REKEY_AFTER_TIME, handshake_retry_delay,
+    HANDSHAKE_RETRY_MAX, KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME,
+    REKEY_ATTEMPT_TIME, REKEY_TIMEOUT, RESPONDER_REKEY_AFTER_TIME, handshake_retry_delay,
 };
 use mesh_crypto::{
     COOKIE_LEN, COOKIE_USE_LIFETIME, Cipher, CipherSet, ClusterPsk, CookieKey,
@@ -281,6 +281,8 @@ struct Bootstrap {
     forgotten: bool,
     /// First attempt of the current round of unanswered attempts.
     round_started: Option<Instant>,
+    /// The last attempt.
+    attempted_at: Option<Instant>,
     /// The round ran out ([`REKEY_ATTEMPT_TIME`]): no retries until needed again.
     gave_up: bool,
 }
@@ -1681,6 +1683,15 @@ impl Node {
                     return;
                 };
                 let old = peer.handshake.replace(index);
+                // A round is attempts that follow each other (at most the retry cap apart):
+                // after a longer pause (the peer was not wanted, the clock jumped) a new one
+                // starts.
+                let pause = peer
+                    .handshake_started
+                    .is_none_or(|t| now.saturating_duration_since(t) > 2 * HANDSHAKE_RETRY_MAX);
+                if pause {
+                    peer.round_started = None;
+                }
                 peer.handshake_started = Some(now);
                 peer.round_started.get_or_insert(now);
                 let a = peer.attempts;
@@ -1698,6 +1709,13 @@ impl Node {
             Target::Bootstrap(i) => {
                 let b = &mut self.bootstrap[i];
                 let old = b.handshake.replace(index);
+                // As for peers: a pause longer than the retry cap starts a new round.
+                if b.attempted_at
+                    .is_none_or(|t| now.saturating_duration_since(t) > 2 * HANDSHAKE_RETRY_MAX)
+                {
+                    b.round_started = None;
+                }
+                b.attempted_at = Some(now);
                 b.round_started.get_or_insert(now);
                 let a = b.attempts;
                 b.attempts = b.attempts.saturating_add(1);
@@ -1987,12 +2005,10 @@ impl Node {
         });
 
         let gave_up = peer.gave_up;
-        let round_over = peer
-            .round_started
-            .is_some_and(|t| now.saturating_duration_since(t) >= REKEY_ATTEMPT_TIME);
+        let round_over = round_over(now, peer.round_started, peer.handshake_started);
         if gave_up {
             // Retries stopped; the next need for the peer starts a new round.
-        } else if handshake_due && round_over {
+        } else if handshake_due && round_over && self.has_a_session() {
             self.give_up(key);
         } else if handshake_due {
             if silent && has_session {
@@ -2192,9 +2208,7 @@ impl Node {
         }
         // A round that ran out stops, unless this node has no session at all: then reaching
         // the cluster is a standing need, and the bootstrap addresses are all it has.
-        let round_over = b
-            .round_started
-            .is_some_and(|t| now.saturating_duration_since(t) >= REKEY_ATTEMPT_TIME);
+        let round_over = round_over(now, b.round_started, b.attempted_at);
         if b.gave_up || round_over {
             if !self.has_a_session() {
                 let b = &mut self.bootstrap[i];
@@ -2326,6 +2340,14 @@ impl Node {
     pub fn established_peers(&self) -> usize {
         self.peers.values().filter(|p| p.current.is_some()).count()
     }
+}
+
+/// Whether a round of handshake attempts that began at `started` has run out: it is
+/// [`REKEY_ATTEMPT_TIME`] old and still going (its last attempt, `last`, is at most two retry
+/// intervals ago; after a longer pause the next attempt starts a new round).
+fn round_over(now: Instant, started: Option<Instant>, last: Option<Instant>) -> bool {
+    started.is_some_and(|t| now.saturating_duration_since(t) >= REKEY_ATTEMPT_TIME)
+        && last.is_some_and(|t| now.saturating_duration_since(t) <= 2 * HANDSHAKE_RETRY_MAX)
 }
 
 fn needs_rekey(session: &Session, now: Instant) -> bool {

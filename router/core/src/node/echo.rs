@@ -143,6 +143,7 @@ impl Node {
                 is_self: false,
                 forgotten: false,
                 round_started: None,
+                attempted_at: None,
                 gave_up: false,
             });
         }
