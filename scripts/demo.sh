@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # shellcheck source=scripts/deps.sh
 . scripts/deps.sh
-ensure_deps
+ensure_deps demo
 
 step "cargo build --workspace --locked"
 cargo build --workspace --locked

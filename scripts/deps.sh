@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
-# Sourced by demo.sh and test.sh: makes sure the commands the demo and the tests run are
-# installed (Debian/Ubuntu packages, installed with apt-get when missing) and that a Rust
-# toolchain is there.
+# Sourced by demo.sh and test.sh: makes sure the commands the demo (`ensure_deps demo`) or the
+# tests (`ensure_deps`) run are installed (Debian/Ubuntu packages, installed with apt-get when
+# missing) and that a Rust toolchain is there. The demo gets only what it runs.
 
 step() { printf '\n==> %s\n' "$*"; }
 
 ensure_deps() {
+    local mode=${1:-test}
     if [ "$(id -u)" -ne 0 ]; then
         echo "$0: mesh creates network namespaces and devices: run it as root" >&2
         exit 1
     fi
     local missing=()
     command -v ip >/dev/null || missing+=(iproute2)
-    command -v tcpdump >/dev/null || missing+=(tcpdump)
-    command -v socat >/dev/null || missing+=(socat)
     command -v ping >/dev/null || missing+=(iputils-ping)
     command -v sysctl >/dev/null || missing+=(procps)
     { [ -x /usr/bin/kill ] || [ -x /bin/kill ]; } || missing+=(procps)
     [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+    # meshd puts its filter (table inet mesh) in place with the nft command.
+    command -v nft >/dev/null || missing+=(nftables)
+    # The demo resolves every pod's name with dig; the DNS tests query meshd with it too.
+    command -v dig >/dev/null || missing+=(bind9-dnsutils)
+    if [ "$mode" = demo ]; then
+        install_missing "${missing[@]}"
+        ensure_rust
+        return
+    fi
+    command -v tcpdump >/dev/null || missing+=(tcpdump)
+    command -v socat >/dev/null || missing+=(socat)
     # The CNI tests chain Debian's portmap plugin after mesh-cni; portmap drives iptables.
     [ -x /usr/lib/cni/portmap ] || missing+=(containernetworking-plugins)
     command -v iptables >/dev/null || missing+=(iptables)
-    # meshd puts its filter (table inet mesh) in place with the nft command.
-    command -v nft >/dev/null || missing+=(nftables)
     # The podman tests run real containers (podman 4.x with its CNI backend, runc, conmon)
     # from an image made of Debian's static busybox; nsenter (util-linux) enters the hosts.
     command -v podman >/dev/null || missing+=(podman)
@@ -32,18 +40,12 @@ ensure_deps() {
     command -v nsenter >/dev/null || missing+=(util-linux)
     # The metrics test scrapes /metrics from inside a host namespace.
     command -v curl >/dev/null || missing+=(curl)
-    # The DNS test queries meshd with dig and runs dnsmasq as a stub upstream (inside a
-    # test namespace; dnsmasq-base is the binary without the system service).
-    command -v dig >/dev/null || missing+=(bind9-dnsutils)
+    # The DNS test runs dnsmasq as a stub upstream (inside a test namespace; dnsmasq-base is
+    # the binary without the system service).
     command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        step "installing ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
-    else
-        step "system packages present (iproute2 tcpdump socat iputils-ping procps ca-certificates containernetworking-plugins iptables nftables podman runc conmon busybox-static curl bind9-dnsutils dnsmasq-base)"
-    fi
+    # The handshake-flood benchmark measures pod-to-pod throughput with iperf3.
+    command -v iperf3 >/dev/null || missing+=(iperf3)
+    install_missing "${missing[@]}"
     # The metrics test validates /metrics with promtool. Only promtool is taken out of Debian's
     # prometheus package: installing the package would start a Prometheus server on this
     # machine (its postinst), which the tests must not do.
@@ -58,6 +60,22 @@ ensure_deps() {
         install -m 0755 "$tmp/x/usr/bin/promtool" /usr/local/bin/promtool
         rm -rf "$tmp"
     fi
+    ensure_rust
+}
+
+# apt-get install of the packages named, if any are.
+install_missing() {
+    if [ "$#" -gt 0 ]; then
+        step "installing $*"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "$@"
+    else
+        step "system packages present"
+    fi
+}
+
+ensure_rust() {
     if ! command -v cargo >/dev/null; then
         echo "$0: no cargo on PATH: install a Rust toolchain >= 1.89 (kube 5 needs it) (https://rustup.rs) first" >&2
         exit 1
