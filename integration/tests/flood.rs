@@ -6,7 +6,8 @@
 //!   counts the junk as `handshake_mac` and does no handshake work for it.
 //! - A genuine initiation captured on the wire and sent again (from the real sender's address
 //!   and from others) costs no public-key operation: the target's `handshakes.responded`
-//!   does not move, and the copies are counted as `handshake_replay`.
+//!   does not move, and the copies are counted as `handshake_replay`. A version-1 initiation
+//!   is refused with a log line naming the version (`handshake_version`).
 //!
 //! The rates here are small (CI runs debug builds on 2 CPUs); the throughput under a flood is
 //! measured by `scripts/bench-flood.sh`, not here.
@@ -183,4 +184,34 @@ fn a_replayed_initiation_costs_no_public_key_operation() {
     );
     // The session the replays aimed at is untouched.
     wait_established(&topo, &b, &a, BOUND);
+
+    // A node of protocol version 1 is refused with a log line naming the version.
+    flood(
+        &topo,
+        &x,
+        &[
+            "--target", &target, "--source", &real, "--shape", "v1", "--count", "3", "--rate",
+            "100",
+        ],
+    );
+    let log = mesh_integration::wait_until(
+        "b to log the version-1 handshake",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            let log = topo.meshd_log(&b);
+            if log.contains("refused a handshake of mesh protocol version 1") {
+                Ok(log)
+            } else {
+                Err("not logged yet".to_owned())
+            }
+        },
+    )
+    .expect("version-1 handshake logged");
+    assert!(
+        log.contains(&a.underlay_ip.to_string()),
+        "the log names the sender"
+    );
+    let s = topo.status(&b).expect("status");
+    assert!(drops(&s, "handshake_version") >= 3, "{:?}", s.drops);
 }
