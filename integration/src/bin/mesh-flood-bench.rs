@@ -12,7 +12,10 @@
 //!
 //! ```text
 //! mesh-flood-bench [--bin-dir DIR] [--seconds S] [--rates 20000,max] [--shape v2|v1]
+//!                  [--spoof CIDR]
 //! ```
+//! `--spoof`: the range the junk's sources are drawn from (default 198.19.0.0/16: 65,536
+//! sources outside the underlay subnet; test namespaces have no reverse-path filter).
 //! `--bin-dir`: where meshd and meshctl are (default: beside this program; point it at an
 //! older build to measure that version, with `--shape v1` for the junk it parses).
 
@@ -26,6 +29,7 @@ struct Args {
     seconds: u64,
     rates: Vec<String>,
     shape: String,
+    spoof: String,
 }
 
 fn parse() -> Result<Args, String> {
@@ -38,6 +42,7 @@ fn parse() -> Result<Args, String> {
         seconds: 10,
         rates: vec!["20000".into(), "max".into()],
         shape: "v2".into(),
+        spoof: "198.19.0.0/16".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,10 +55,11 @@ fn parse() -> Result<Args, String> {
             }
             "--rates" => args.rates = value()?.split(',').map(str::to_owned).collect(),
             "--shape" => args.shape = value()?,
+            "--spoof" => args.spoof = value()?,
             other => {
                 return Err(format!(
                     "unknown argument {other}; usage: mesh-flood-bench [--bin-dir DIR] \
-                     [--seconds S] [--rates 20000,max] [--shape v2|v1]"
+                     [--seconds S] [--rates 20000,max] [--shape v2|v1] [--spoof CIDR]"
                 ));
             }
         }
@@ -88,6 +94,7 @@ struct Bench {
     flood_bin: PathBuf,
     seconds: u64,
     shape: String,
+    spoof: String,
 }
 
 /// One measured run.
@@ -98,11 +105,6 @@ struct Run {
 }
 
 impl Bench {
-    fn spoof(&self) -> String {
-        let [a, b, c, _] = self.b.underlay_ip.octets();
-        format!("{a}.{b}.{c}.128/25")
-    }
-
     fn run(&mut self, rate: Option<&str>, iperf: bool) -> Result<Run, String> {
         let pid = self
             .topo
@@ -111,7 +113,7 @@ impl Bench {
         let flood = match rate {
             Some(rate) => {
                 let target = self.b.peer_addr();
-                let spoof = self.spoof();
+                let spoof = self.spoof.clone();
                 let seconds = (self.seconds + 1).to_string();
                 Some(self.x.spawn(&[
                     self.flood_bin.to_str().ok_or("path")?,
@@ -199,11 +201,13 @@ fn bench(args: Args) -> Result<(), String> {
         flood_bin,
         seconds: args.seconds,
         shape: args.shape.clone(),
+        spoof: args.spoof.clone(),
     };
     println!(
-        "meshd from {}, junk shape {}, {} s per run",
+        "meshd from {}, junk shape {}, sources spoofed from {}, {} s per run",
         args.bin_dir.display(),
         args.shape,
+        args.spoof,
         args.seconds
     );
     println!();

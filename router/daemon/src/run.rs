@@ -966,6 +966,8 @@ async fn udp_to_tun(
     // Without offloads the device takes bare packets, no virtio header.
     let skip = if offload { 0 } else { VNET_HDR_LEN };
     let mut pending = Vec::new();
+    // When a receive last brought a datagram the node delivered or used.
+    let mut last_useful = Instant::now();
     loop {
         let n = {
             let mut slices: Vec<IoSliceMut<'_>> =
@@ -981,6 +983,8 @@ async fn udp_to_tun(
             }
         };
         shared.count(&shared.counters.udp_recvs, 1);
+        // Whether anything of this receive was delivered or used by the node.
+        let mut useful = false;
         // Where the next round starts: (buffer, byte offset in it).
         let mut at = (0, 0);
         while at.0 < n {
@@ -1010,10 +1014,15 @@ async fn udp_to_tun(
                         }
                         at.1 = end;
                         datagrams += 1;
-                        if let Decap::Deliver { start, len } = node.decapsulate(now, from, dg) {
-                            // Not full (checked above), so the packet is taken.
-                            out.push(&dg[start..start + len]);
-                            packets += 1;
+                        match node.decapsulate(now, from, dg) {
+                            Decap::Deliver { start, len } => {
+                                // Not full (checked above), so the packet is taken.
+                                out.push(&dg[start..start + len]);
+                                packets += 1;
+                                useful = true;
+                            }
+                            Decap::Consumed => useful = true,
+                            Decap::Dropped(_) => {}
                         }
                     }
                     at = (at.0 + 1, 0);
@@ -1040,8 +1049,25 @@ async fn udp_to_tun(
                 tokio::task::yield_now().await;
             }
         }
+        let now = Instant::now();
+        if useful {
+            last_useful = now;
+        } else if now.saturating_duration_since(last_useful) >= JUNK_QUIET {
+            // Only dropped datagrams (junk: a flood) for a while, and this receive too: wait a
+            // little so the next receive takes what came meanwhile in one call. At a high
+            // flood rate that turns a system call per datagram into one per millisecond. While
+            // anything useful arrives, nothing waits: a session's traffic is never delayed by
+            // it, only a first datagram after a junk-only spell (by up to about a millisecond).
+            tokio::time::sleep(JUNK_PAUSE).await;
+        }
     }
 }
+
+/// How long `udp_to_tun` waits after a receive whose datagrams were all dropped, when
+/// nothing useful came for [`JUNK_QUIET`].
+const JUNK_PAUSE: Duration = Duration::from_millis(1);
+/// See [`JUNK_PAUSE`].
+const JUNK_QUIET: Duration = Duration::from_millis(50);
 
 /// Handshake messages `udp_to_tun` hands the node per lock hold (see there).
 const HANDSHAKES_PER_LOCK: usize = 16;
