@@ -198,6 +198,9 @@ pub struct Handshake {
     /// handshake.
     recipe: Recipe,
     steps: Vec<Step>,
+    /// A read failed: `state` must be rebuilt before the next step (lazily, so a handshake
+    /// dropped after a failed read never pays for it).
+    stale: bool,
 }
 
 #[derive(Clone)]
@@ -269,6 +272,7 @@ impl Handshake {
             failed: false,
             recipe,
             steps: Vec::new(),
+            stale: false,
         })
     }
 
@@ -299,6 +303,7 @@ impl Handshake {
     /// The state as it was before the read that just failed: a new snow state taken
     /// through the same steps (same seed, so the same ephemeral keys and messages).
     fn rebuild(&mut self) -> Result<(), HandshakeError> {
+        self.stale = false;
         let mut state = Self::snow_state(self.pattern, &self.recipe)?;
         let mut scratch = vec![0_u8; MAX_HANDSHAKE_MSG];
         for step in &self.steps {
@@ -408,10 +413,8 @@ impl Handshake {
                 Ok(len)
             }
             Err(e) => {
-                // Left as it was; should the rebuild itself fail, the handshake is dead.
-                if self.rebuild().is_err() {
-                    self.failed = true;
-                }
+                // Left as it was: rebuilt before the next step.
+                self.stale = true;
                 Err(match e {
                     snow::Error::Decrypt | snow::Error::Dh => {
                         HandshakeError::Authentication { message }
@@ -426,7 +429,11 @@ impl Handshake {
         }
     }
 
-    fn ready(&self, writing: bool) -> Result<(), HandshakeError> {
+    fn ready(&mut self, writing: bool) -> Result<(), HandshakeError> {
+        // Should the rebuild after a failed read itself fail, the handshake is dead.
+        if self.stale && self.rebuild().is_err() {
+            self.failed = true;
+        }
         if self.failed {
             Err(HandshakeError::Failed)
         } else if self.is_finished() {
