@@ -8,6 +8,9 @@
 //!   and from others) costs no public-key operation: the target's `handshakes.responded`
 //!   does not move, and the copies are counted as `handshake_replay`. A version-1 initiation
 //!   is refused with a log line naming the version (`handshake_version`).
+//! - A hostile member's flood (initiations that pass mac1) puts the node under load: it says
+//!   so, answers with cookies, keeps its handshake work within the budget, and a restarted
+//!   real peer gets in with a cookie.
 //!
 //! The rates here are small (CI runs debug builds on 2 CPUs); the throughput under a flood is
 //! measured by `scripts/bench-flood.sh`, not here.
@@ -214,4 +217,94 @@ fn a_replayed_initiation_costs_no_public_key_operation() {
     );
     let s = topo.status(&b).expect("status");
     assert!(drops(&s, "handshake_version") >= 3, "{:?}", s.drops);
+}
+
+/// A hostile member (it holds the cluster secret) floods `b` from spoofed sources with
+/// initiations that pass mac1, the timestamp and the replay checks: past the handshake budget
+/// `b` is under load, says so in its status, and answers unproven initiations with cookies
+/// instead of handshakes, so its handshake work stays within the budget; a real peer
+/// restarted during the flood still gets its session (with a cookie if it needs one) and its
+/// pods reach each other.
+#[test]
+fn a_members_spoofed_flood_gets_cookies_and_a_real_peer_still_gets_in() {
+    let (mut topo, hosts, pods, started) = full_mesh(
+        "a_members_spoofed_flood_gets_cookies_and_a_real_peer_still_gets_in",
+        2,
+    );
+    let (a, b) = (&hosts[0], &hosts[1]);
+    wait_established(&topo, a, b, BOUND);
+    wait_ping(&pods[0], &pods[1], started + BOUND).expect("pods reach each other");
+    let x = topo.add_host("x").expect("attacker host");
+    let before = topo.status(b).expect("status of b");
+    let bin = topo.bin_dir().join("mesh-flood");
+    let secret = topo.secret_file();
+    let target = b.peer_addr();
+    let flood_started = Instant::now();
+    let mut attacker = x
+        .spawn(&[
+            bin.to_str().expect("utf-8 path"),
+            "--target",
+            &target,
+            "--spoof",
+            "198.19.0.0/16",
+            "--member",
+            secret.to_str().expect("utf-8 path"),
+            "--to-key",
+            &before.node.public_key,
+            "--rate",
+            "2000",
+            "--seconds",
+            "40",
+        ])
+        .expect("start mesh-flood");
+    let loaded = mesh_integration::wait_until(
+        "b to be under handshake load",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || {
+            let s = topo.status(b)?;
+            if s.handshakes.under_load && s.handshakes.cookies_sent > 0 {
+                Ok(s)
+            } else {
+                Err(format!("{:?}", s.handshakes))
+            }
+        },
+    )
+    .expect("under load");
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("handshake load")),
+        "status says so: {:?}",
+        loaded.warnings
+    );
+    topo.restart_meshd(a).expect("restart meshd on a");
+    let restarted = Instant::now();
+    wait_established(&topo, a, b, BOUND);
+    wait_ping(&pods[0], &pods[1], restarted + BOUND).expect("pod traffic after the restart");
+    let during = topo.status(b).expect("status of b");
+    assert!(
+        attacker.is_running(),
+        "the flood ended before the peer was back: the test proves nothing"
+    );
+    attacker.terminate(Duration::from_secs(5));
+    let cookies = drops(&during, "handshake_cookie") - drops(&before, "handshake_cookie");
+    assert!(
+        cookies > 100,
+        "unproven initiations got cookies ({cookies})"
+    );
+    // Work within the budget: the burst plus the rate over the flood's time, and the real
+    // peer's few handshakes.
+    let work = during.handshakes.responded - before.handshakes.responded;
+    let budget = 200.0 + 200.0 * flood_started.elapsed().as_secs_f64() + 20.0;
+    let a_side = topo.status(a).expect("status of a").handshakes;
+    eprintln!(
+        "b: handshake work {work}, budget {budget:.0}, cookies {cookies}, {:?}; a: {a_side:?}",
+        during.handshakes
+    );
+    assert!(
+        (work as f64) <= budget,
+        "handshake work {work} over the budget {budget:.0}"
+    );
 }

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! mesh-flood --target IP:PORT [--rate N|max] [--seconds S | --count N]
-//!            [--spoof CIDR | --source IP:PORT] [--shape v2|v1 | --replay FILE]
+//!            [--spoof CIDR | --source IP:PORT]
+//!            [--shape v2|v1 | --replay FILE | --member SECRET_FILE --to-key KEY]
 //! ```
 //!
 //! - `--shape v2` (default): junk handshake initiations of protocol version 2 (a valid
@@ -14,6 +15,10 @@
 //!   the MAC check.
 //! - `--shape v1`: junk initiations as version 1 had them (type 1, IK, 104 bytes).
 //! - `--replay FILE`: the bytes of FILE (a captured datagram), again and again.
+//! - `--member SECRET_FILE --to-key KEY`: a hostile member: version-2 IK initiations to the
+//!   node whose public key is KEY, each with a fresh timestamp and random Noise bytes, their
+//!   mac1 sealed with the cluster secret, so they pass the MAC, timestamp and replay checks
+//!   and reach the handshake budget (and fail the Noise read).
 //! - `--spoof CIDR` (default 198.19.0.0/16): each datagram from a random address and port
 //!   of the range; `--source IP:PORT`: all from one address.
 //!
@@ -27,12 +32,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: mesh-flood --target IP:PORT [--rate N|max] [--seconds S | --count N] \
-                     [--spoof CIDR | --source IP:PORT] [--shape v2|v1 | --replay FILE]";
+                     [--spoof CIDR | --source IP:PORT] \
+                     [--shape v2|v1 | --replay FILE | --member SECRET_FILE --to-key KEY]";
 
 enum Payload {
     V2,
     V1,
     Replay(Vec<u8>),
+    Member(mesh_crypto::Mac1Key),
 }
 
 enum Source {
@@ -59,6 +66,8 @@ fn parse() -> Result<Args, String> {
         mask: 0xffff_0000,
     };
     let mut payload = Payload::V2;
+    let mut member_secret: Option<String> = None;
+    let mut to_key: Option<mesh_crypto::PublicKey> = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -118,11 +127,25 @@ fn parse() -> Result<Args, String> {
                 let bytes = std::fs::read(&v).map_err(|e| format!("--replay {v}: {e}"))?;
                 payload = Payload::Replay(bytes);
             }
+            "--member" => member_secret = Some(value()?),
+            "--to-key" => {
+                let v = value()?;
+                to_key = Some(v.parse().map_err(|e| format!("--to-key {v}: {e}"))?);
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
     let target = target.ok_or(format!("--target is required\n{USAGE}"))?;
+    match (member_secret, to_key) {
+        (Some(file), Some(key)) => {
+            let secret = std::fs::read(&file).map_err(|e| format!("--member {file}: {e}"))?;
+            let psk = mesh_crypto::ClusterPsk::derive(secret.trim_ascii());
+            payload = Payload::Member(mesh_crypto::Mac1Key::for_receiver(&psk, &key));
+        }
+        (None, None) => {}
+        _ => return Err(format!("--member and --to-key go together\n{USAGE}")),
+    }
     if seconds.is_none() && count.is_none() {
         return Err(format!("give --seconds or --count\n{USAGE}"));
     }
@@ -205,6 +228,7 @@ fn run(args: Args) -> Result<(), String> {
         Payload::V2 => vec![0u8; 146],
         Payload::V1 => vec![0u8; 104],
         Payload::Replay(b) => b.clone(),
+        Payload::Member(_) => vec![0u8; 146],
     };
     let mut buf = Vec::with_capacity(payload.len() + 28);
     let start = Instant::now();
@@ -235,6 +259,24 @@ fn run(args: Args) -> Result<(), String> {
                 payload[..4].copy_from_slice(&[1, 1, 0, 0]);
             }
             Payload::Replay(_) => {}
+            Payload::Member(key) => {
+                rng.fill(&mut payload);
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let sender = rng.next() as u32;
+                let header: &mut [u8; mesh_proto::datagram::INIT_HEADER_LEN] = (&mut payload
+                    [..mesh_proto::datagram::INIT_HEADER_LEN])
+                    .try_into()
+                    .map_err(|_| "init header")?;
+                mesh_proto::datagram::emit_init_header(
+                    header,
+                    mesh_proto::datagram::Pattern::Ik,
+                    sender,
+                    now_ms,
+                );
+                mesh_crypto::seal_macs(&mut payload, key, None);
+            }
         }
         let src = match args.source {
             Source::Fixed(a) => a,

@@ -335,6 +335,15 @@ impl Shared {
             ));
         }
         let node = self.node();
+        let handshakes = node.handshake_status(now);
+        if handshakes.under_load {
+            warnings.push(
+                "handshake load: more than 200 initiations a second, so senders must prove \
+                 their address with a cookie first (one round trip more); a flood? see the \
+                 handshake_cookie and handshake_mac drops"
+                    .to_owned(),
+            );
+        }
         let mut drops = node.drops().to_api();
         for (reason, counter) in [
             ("tun_write", &self.tun_write_errors),
@@ -373,7 +382,7 @@ impl Shared {
             datapath: self.datapath_status(),
             members: node.members(now),
             gossip: node.gossip_status(now),
-            handshakes: node.handshake_status(now),
+            handshakes,
             warnings,
             dns: self.dns.as_deref().map(|d| {
                 let (zone, (records, served)) =
