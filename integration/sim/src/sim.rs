@@ -856,7 +856,8 @@ impl Sim {
                 Event::ForeignRing { .. } => n.stats.foreign_rings += 1,
                 Event::MemberDead { .. }
                 | Event::MemberAlive { .. }
-                | Event::RecordChanged { .. } => {}
+                | Event::RecordChanged { .. }
+                | Event::EchoAnswered { .. } => {}
             }
         }
         let wake = n

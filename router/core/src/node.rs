@@ -207,6 +207,13 @@ pub enum Event {
         /// Its key.
         key: PublicKey,
     },
+    /// The reply to echo probe `id` ([`Node::ping`]) came, `rtt` after the probe left.
+    EchoAnswered {
+        /// The probe's id.
+        id: u64,
+        /// Its round trip.
+        rtt: Duration,
+    },
     /// A peer announced a block that overlaps one already routed; it was not routed.
     BlockConflict {
         /// The peer.

@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 const SMALL_PROBE: usize = 16;
 /// How long the last probe's answer is waited for.
 const LAST_ANSWER_WAIT: Duration = Duration::from_secs(1);
-/// How often answers are looked for while waiting.
-const POLL: Duration = Duration::from_millis(5);
 
 /// Who `target` names: a member's public key, its name, or an address inside a routed
 /// block (the block's owner). `own` is this node's key.
@@ -124,9 +122,11 @@ pub(crate) async fn ping(shared: &Shared, req: &PingRequest) -> Result<PingResul
     let base = OsRng.next_u64() >> 1;
     // Probe ids: base..base+count, then the MTU probe.
     let mut sent: Vec<(u64, bool)> = Vec::new();
+    let mut answers = Vec::new();
     for i in 0..=req.count {
         let id = base + u64::from(i);
         let len = if i == req.count { mtu } else { SMALL_PROBE };
+        answers.push(shared.await_echo(id));
         let ok = {
             let mut node = shared.node();
             let ok = node.ping(Instant::now(), key, id, len).is_ok();
@@ -139,29 +139,15 @@ pub(crate) async fn ping(shared: &Shared, req: &PingRequest) -> Result<PingResul
             tokio::time::sleep(interval).await;
         }
     }
-    // Answers arrive while we slept; wait a little for the last ones.
-    let deadline = Instant::now() + LAST_ANSWER_WAIT;
+    // Answers came while we slept (the node reports each as an event); wait a little for
+    // the last ones.
+    let deadline = tokio::time::Instant::now() + LAST_ANSWER_WAIT;
     let mut rtts: Vec<Option<u64>> = vec![None; sent.len()];
-    loop {
-        {
-            let mut node = shared.node();
-            for (i, (id, ok)) in sent.iter().enumerate() {
-                if *ok
-                    && rtts[i].is_none()
-                    && let Some(d) = node.ping_result(*id)
-                {
-                    rtts[i] = Some(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-                }
-            }
+    for (i, ((id, ok), rx)) in sent.iter().zip(answers).enumerate() {
+        if *ok && let Ok(Ok(d)) = tokio::time::timeout_at(deadline, rx).await {
+            rtts[i] = Some(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         }
-        let missing = sent
-            .iter()
-            .zip(&rtts)
-            .any(|((_, ok), r)| *ok && r.is_none());
-        if !missing || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(POLL).await;
+        shared.forget_echo(*id);
     }
     let now = Instant::now();
     let node_key = key.to_string();

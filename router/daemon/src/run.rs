@@ -216,6 +216,7 @@ pub(crate) async fn run(config: Config) -> Result<()> {
         dns_listen: OnceLock::new(),
         events: events_tx,
         held_events: Mutex::new(Vec::new()),
+        pings: Mutex::new(std::collections::HashMap::new()),
         ring_unsaved: AtomicBool::new(false),
         ring_held_datagrams: AtomicU64::new(0),
         warnings: Mutex::new(Vec::new()),

@@ -1,18 +1,18 @@
 //! The node's side of `meshctl ping`: echo requests sent inside a peer's session (so they
 //! take the path data takes, direct or through a relay), replies as long as the request,
-//! and the round trip of each answered probe, kept until the caller takes it.
+//! and the round trip of each answered probe, reported as an [`Event::EchoAnswered`].
 //!
 //! Also the bootstrap endpoints added and forgotten at run time (`meshctl connect` and
 //! `forget`).
 
-use super::{Bootstrap, Node};
+use super::{Bootstrap, Event, Node};
 use mesh_crypto::PublicKey;
 use mesh_proto::echo::{ECHO_HEADER_LEN, Echo};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Probes waiting for an answer, and answers waiting to be taken, at most (oldest go first).
+/// Probes waiting for an answer, at most (oldest go first).
 const MAX_PROBES: usize = 256;
 /// Largest echo message: a full 64 KB datagram less the sealing overhead.
 pub const MAX_ECHO_LEN: usize = 65_535 - crate::DATA_OVERHEAD - 28;
@@ -28,19 +28,17 @@ pub enum PingError {
     NoSession,
 }
 
-/// Probes in flight and answers not yet taken.
+/// Probes in flight.
 #[derive(Debug, Default)]
 pub(super) struct Probes {
     /// id -> (peer, sent at).
     pending: BTreeMap<u64, (PublicKey, Instant)>,
-    /// id -> round trip.
-    answered: BTreeMap<u64, Duration>,
 }
 
 impl Node {
     /// Sends echo request `id`, `len` bytes of plaintext (clamped to 10..=[`MAX_ECHO_LEN`]),
-    /// to peer `key` over its session; [`Node::ping_result`] gives its round trip once the
-    /// reply came. Without a session it starts a handshake and fails with
+    /// to peer `key` over its session; its round trip comes as [`Event::EchoAnswered`] once
+    /// the reply came. Without a session it starts a handshake and fails with
     /// [`PingError::NoSession`].
     pub fn ping(
         &mut self,
@@ -73,15 +71,9 @@ impl Node {
         Ok(())
     }
 
-    /// The round trip of probe `id` if its reply came; taken out (a second call says `None`).
-    pub fn ping_result(&mut self, id: u64) -> Option<Duration> {
-        self.probes.answered.remove(&id)
-    }
-
     /// Stops waiting for probe `id` (the caller gave up on it).
     pub fn forget_ping(&mut self, id: u64) {
         self.probes.pending.remove(&id);
-        self.probes.answered.remove(&id);
     }
 
     /// An echo message from peer `key`: a request is answered with a reply of the same
@@ -106,11 +98,10 @@ impl Node {
         if p.pending.get(&echo.id).is_some_and(|(k, _)| *k == key)
             && let Some((_, sent)) = p.pending.remove(&echo.id)
         {
-            p.answered
-                .insert(echo.id, now.saturating_duration_since(sent));
-            while p.answered.len() > MAX_PROBES {
-                p.answered.pop_first();
-            }
+            self.events.push_back(Event::EchoAnswered {
+                id: echo.id,
+                rtt: now.saturating_duration_since(sent),
+            });
         }
         true
     }

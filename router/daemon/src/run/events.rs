@@ -44,7 +44,10 @@ pub(super) async fn events(
             }
             Event::MemberDead { key } => names::member_liveness(&shared, &key, false),
             Event::MemberAlive { key } => names::member_liveness(&shared, &key, true),
-            Event::RingChanged | Event::BlockConflict { .. } | Event::RecordChanged { .. } => {}
+            Event::RingChanged
+            | Event::EchoAnswered { .. }
+            | Event::BlockConflict { .. }
+            | Event::RecordChanged { .. } => {}
         }
     }
     // Shared holds the sender: the channel closes only when meshd stops.

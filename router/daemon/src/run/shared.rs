@@ -23,8 +23,11 @@ pub(crate) struct Shared {
     /// Where the DNS server listens, once it does (with automatic IPAM and no `--dns`, only
     /// once the node has a block).
     pub(crate) dns_listen: OnceLock<SocketAddr>,
-    /// The node's events for the events task (all but `RingChanged`, handled in `drain`).
+    /// The node's events for the events task (all but `RingChanged`, handled in `drain`,
+    /// and `EchoAnswered`, handed to the waiting ping there).
     pub(super) events: mpsc::UnboundedSender<Event>,
+    /// `meshctl ping`s waiting for their probes' answers, by probe id.
+    pub(super) pings: Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<Duration>>>,
     /// Events held back while the ring could not be persisted (a block the ring gave this
     /// node is used only once the ring says so on disk).
     pub(super) held_events: Mutex<Vec<Event>>,
@@ -89,6 +92,25 @@ impl Shared {
         self.node.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A receiver of probe `id`'s round trip, which [`Shared::settle`] sends when the node
+    /// reports the answer. Register before sending the probe.
+    pub(crate) fn await_echo(&self, id: u64) -> tokio::sync::oneshot::Receiver<Duration> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        rx
+    }
+
+    /// Stops waiting for probe `id` (answered or given up).
+    pub(crate) fn forget_echo(&self, id: u64) {
+        self.pings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
     /// Whether blocks come from the cluster's address ring (no `--block`).
     pub(crate) fn automatic(&self) -> bool {
         self.config.block.is_none()
@@ -103,6 +125,17 @@ impl Shared {
         while let Some(ev) = node.poll_event() {
             match ev {
                 Event::RingChanged => ring_changed = true,
+                Event::EchoAnswered { id, rtt } => {
+                    let waiting = self
+                        .pings
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    if let Some(tx) = waiting {
+                        // The ping may have given up on it already.
+                        let _ = tx.send(rtt);
+                    }
+                }
                 ev => held.push(ev),
             }
         }
