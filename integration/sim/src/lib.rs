@@ -49,6 +49,11 @@
 //! No sockets, threads or OS clock: the simulator never touches the network of the machine.
 //! It does not model bandwidth or queueing (a link delays every datagram independently),
 //! IPv6 underlays, NAT, or MTU; and it models only what a node does, not meshd's batching.
+//!
+//! Files: `sim.rs` (the nodes and the virtual clock), `network.rs` (the seeded underlay:
+//! latency, jitter, loss, partitions, one-way blocks), `chaos.rs` (crashes, clock jumps, the
+//! random fault schedule and bootstrap topologies), `ledger.rs` (the data-path invariants),
+//! `properties.rs` (the convergence checks).
 #![forbid(unsafe_code)]
 
 mod addressing;
