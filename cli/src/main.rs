@@ -1,9 +1,15 @@
 //! `meshctl`: shows and steers a running `meshd` over its local API (HTTP/1.1 +
 //! JSON on a unix socket). Tables for people, `-o json` for scripts.
 //!
+//! Files: [`render`] (`status`), [`views`] (`peers`, `connections`, `members`, `routes`,
+//! `ipam` with the address ring, `dns`), [`client`] (the API calls, over `mesh-api-client`),
+//! [`diagnose`] (`debug`, `ping`, `connect`, `forget`), [`escape`] (every string printed
+//! for people escaped for the terminal); `keygen`, `completions bash|zsh|fish`, `man` and
+//! `version` are here.
+//!
 //! It holds no state and never sees secrets: everything it prints comes from
 //! the API. Tables and lines for people show control and bidi characters escaped
-//! (`escape.rs`), whoever sent the value; `-o json` is the API's JSON as it is.
+//! ([`escape`]), whoever sent the value; `-o json` is the API's JSON as it is.
 //! Errors are one line on stderr, escaped too, and exit code 1; bad arguments exit 2;
 //! `debug` exits 3 when it found a problem of severity `error` (after printing the
 //! report), `ping` exits 1 when no probe was answered.

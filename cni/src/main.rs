@@ -7,7 +7,11 @@
 //! frees the address; CHECK, STATUS, GC and VERSION are as the spec says. Errors are the
 //! spec's error object on stdout with a non-zero exit. See docs/cni.md.
 //!
-//! It does not choose addresses (meshd does), run a DNS server (meshd will, at the bridge
+//! Files: [`config`] (configuration and environment parsing), [`error`] (the spec's error
+//! codes), [`result`] (results per version, and chaining), [`meshd`] (the client of meshd's
+//! API), [`commands`] (ADD, DEL, CHECK, GC, STATUS).
+//!
+//! It does not choose addresses (meshd does), run a DNS server (meshd does, at the bridge
 //! address it hands out as nameserver), or touch iptables (chain `portmap` for that).
 #![forbid(unsafe_code)]
 

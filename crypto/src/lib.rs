@@ -7,6 +7,13 @@
 //! Nothing here reads a clock, the OS RNG, a file or a socket: callers pass `now` and 32-byte
 //! random seeds, and move the bytes. This crate does not define packet framing (`mesh-proto`),
 //! choose peers or sessions, rate-limit handshakes, or store keys on disk.
+//!
+//! Files: `handshake.rs` (Noise IK/XX through snow, with the cluster PSK; a handshake whose
+//! read failed is rebuilt from its own steps), `session.rs` (in-place seal/open with ring,
+//! counters, key lifetimes), `cipher.rs` (which cipher, and its offer and choice in the
+//! handshake payloads), `replay.rs` (the 8,192-packet replay window), `keys.rs` (keys and the
+//! PSK derivation), `cookie.rs` (handshake MACs, cookie secrets, sealed cookies) and
+//! `timers.rs` (every timer constant).
 
 #![forbid(unsafe_code)]
 

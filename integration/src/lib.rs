@@ -9,6 +9,14 @@
 //! It never touches the machine's own namespace: every link is created inside a namespace
 //! of its own. It needs root, `ip` (iproute2), `tcpdump`, `socat`, `ping` and `kill`.
 //! It does not build the binaries: `cargo build --workspace` first (or set `MESH_BIN_DIR`).
+//!
+//! Files: `topology.rs` (hosts, pods, links), `capture.rs` (underlay captures), `process.rs`
+//! (processes started and ended by PID), `podman.rs`, `cni.rs` (running `mesh-cni` as a
+//! runtime does), `fake_apiserver.rs` (a fake Kubernetes API server for `--kube` tests: Nodes
+//! with list/watch, bookmarks, 410, merge patch; controlled over a Unix socket). Binaries:
+//! `mesh-demo` (`scripts/demo.sh`), `mesh-flood` (the spoofed-source handshake flooder of
+//! `tests/flood.rs`), `mesh-flood-bench` (`scripts/bench-flood.sh`) and `fake-apiserver`.
+//! Each file under `tests/` says in its `//!` what it proves.
 #![forbid(unsafe_code)]
 
 pub mod api;

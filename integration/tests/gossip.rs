@@ -1,6 +1,8 @@
 //! Gossip with real `meshd`s: five hosts where every host but the first is given only the
 //! first as `--peer`; every pod reaches every pod, every host lists every member alive, and
-//! a killed host is marked dead by the others within `--dead-after` plus detection time.
+//! a killed host is marked dead by the others within `--dead-after` plus detection time. An
+//! iptables cut between two hosts moves their pings through a relay (full-size packets
+//! included), and the heal brings the path back to direct.
 #![allow(clippy::expect_used)]
 
 mod common;

@@ -26,6 +26,11 @@
 //! records and back ([`to_gossip`], [`from_gossip`]) and merges them. It does not
 //! detect dead nodes (it is told), and does not validate DNSSEC. Tombstones are kept until
 //! gossip gains a way to agree they can go. See `mesh-dns-server` for the UDP/TCP shell.
+//!
+//! Files: `store.rs` (the record store), `gossip.rs` (records as gossip records and back),
+//! `answer.rs` (answering the zone), `forward.rs`, `case.rs` and `cache.rs` (the forwarder,
+//! its 0x20 name case and its cache), `config.rs` (the fixed defaults), `resolv.rs`
+//! (resolv.conf).
 #![forbid(unsafe_code)]
 
 mod answer;

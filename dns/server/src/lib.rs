@@ -21,9 +21,9 @@
 //! of its own domain sees the ports arrive at its server, and after enough lookups it knows
 //! the whole pool, leaving only the ID and the name's case to guess; a port drawn per query
 //! and closed after it tells it nothing about the next. The price is a `socket`, `bind`,
-//! `close` and an epoll registration per cache miss: about 7 µs more than sending on a
-//! shared socket on loopback (docs/performance.md has the measurement), next to an upstream
-//! round trip of a millisecond or more. The number open at once is bounded
+//! `close` and an epoll registration per cache miss: a few microseconds more than sending on
+//! a shared socket (docs/performance.md, "DNS forwarder", has the measurement), next to an
+//! upstream round trip of a millisecond or more. The number open at once is bounded
 //! ([`mesh_dns::ForwarderConfig::max_upstream_queries`]) so that a burst of misses cannot
 //! run `meshd` out of file descriptors. The sockets are not `connect`ed: the kernel would
 //! then drop datagrams from other addresses and ports before anyone counted them, and the

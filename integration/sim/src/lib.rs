@@ -20,11 +20,10 @@
 //! by a node whose block holds its source. A node panicking fails the run (and prints the
 //! seed). [`properties`] holds the convergence checks run once the faults are over, and
 //! [`Chaos`] the random fault schedule. The property tests (`tests/properties.rs`) run a
-//! CI-sized number of seeds (64 for the fault schedule; about 15 s in a debug build);
-//! `MESH_SIM_SEEDS=200 cargo test --release -p mesh-sim` runs 200 seeds of every test (about
-//! 8 minutes on 2 vCPUs; it found the late-bootstrap island of `tests/membership.rs`) and
-//! `MESH_SIM_SEED=17` replays one; `MESH_SIM_LOG=mesh_core=debug,mesh_sim=info` added to a
-//! replay prints the nodes' log lines, each with the virtual time and the node (and the
+//! CI-sized number of seeds (64 for the fault schedule); `MESH_SIM_SEEDS=200 cargo test
+//! --release -p mesh-sim` runs 200 seeds of every test (how long both take:
+//! `docs/performance.md`) and `MESH_SIM_SEED=17` replays one;
+//! `MESH_SIM_LOG=mesh_core=debug,mesh_sim=info` added to a replay prints the nodes' log lines, each with the virtual time and the node (and the
 //! sender of the datagram it handled). `sim-scale` (`cargo run --release -p mesh-sim --bin
 //! sim-scale -- --nodes 1000 --topology random`) measures how gossip membership scales: the
 //! virtual time until every node knows every other alive and routes its block after a cold
@@ -49,6 +48,11 @@
 //! No sockets, threads or OS clock: the simulator never touches the network of the machine.
 //! It does not model bandwidth or queueing (a link delays every datagram independently),
 //! IPv6 underlays, NAT, or MTU; and it models only what a node does, not meshd's batching.
+//!
+//! Files: `sim.rs` (the nodes and the virtual clock), `network.rs` (the seeded underlay:
+//! latency, jitter, loss, partitions, one-way blocks), `chaos.rs` (crashes, clock jumps, the
+//! random fault schedule and bootstrap topologies), `ledger.rs` (the data-path invariants),
+//! `properties.rs` (the convergence checks).
 #![forbid(unsafe_code)]
 
 mod addressing;

@@ -1,6 +1,13 @@
-//! Gossip membership in the simulator, each over many seeds: everyone learns everyone from a
-//! single bootstrap peer, a join reaches every node, a crashed node is marked dead within the
-//! bound, and comes back alive when it restarts.
+//! Gossip membership in the simulator, each over many seeds: from one bootstrap peer every
+//! node learns every member and routes its block (20–60 nodes, star or random); node 0
+//! (everybody's bootstrap peer in a star) keeps fewer than N−1 sessions and nodes hold fewer
+//! than 3/4 of N−1 on average; a crashed node is dead everywhere within the bound and alive
+//! again after its restart; a join reaches all of 100 nodes, and whoever counts a newcomer
+//! alive has its blocks. A settled cluster publishes no new record (random digests make no
+//! neighbours); a short cut between two neighbours republishes no adjacency (not even when a
+//! maintenance tick falls inside the failover); two sides of a healed partition that took
+//! each other for dead with no session left between them meet again, with gossip neighbours
+//! across the old cut.
 //!
 //! `MESH_SIM_SEEDS=N` runs N seeds, `MESH_SIM_SEED=S` replays seed S alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

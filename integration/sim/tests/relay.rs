@@ -1,6 +1,7 @@
 //! Relays in the simulator: when the underlay between two members is cut, their traffic
-//! moves to a path through a third member within the failover bound, and comes back to
-//! direct after the heal; the relay never delivers (it cannot open) their packets.
+//! moves to a path through a third member within 3 s, and comes back to direct within 10 s of
+//! the heal; the relay never delivers (it cannot open) their packets. 5 % loss is not taken
+//! for a cut: at most 2 moves to a relay in 300 s of one-way traffic.
 //!
 //! `MESH_SIM_SEEDS=N` runs N seeds, `MESH_SIM_SEED=S` replays seed S alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,6 +1,12 @@
 //! Types of `meshd`'s local API: HTTP/1.1 + JSON over a unix socket (default
 //! `/run/mesh/meshd.sock`, mode 0600), used by `meshctl` and `mesh-cni`.
 //!
+//! Endpoints: `GET /v1/status`, `/v1/ready`, `/v1/ipam`, `/v1/routes`, `/v1/dns`,
+//! `/v1/debug`; `POST /v1/ipam/{allocate,release,gc}`, `/v1/members/remove`, `/v1/dns/{add,remove}`,
+//! `/v1/ping`, `/v1/peers/{connect,forget}` (the `PATH_*` constants). Also the `meshctl
+//! peers` and `connections` views built from a status ([`PeersView`], [`ConnectionsView`]) and
+//! [`key_fingerprint`].
+//!
 //! This crate only holds the wire types and the endpoint paths; it does no I/O.
 //! Field names are a public interface: add fields, never rename or remove them.
 #![forbid(unsafe_code)]

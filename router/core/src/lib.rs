@@ -12,8 +12,26 @@
 //! with about log2(N) gossip neighbours plus the peers it exchanges packets with, and marks
 //! members dead when the gossiped adjacency no longer reaches them (`node/membership.rs`).
 //!
-//! It does not know about tokio, TUN devices or netlink (see `mesh-datapath` and `meshd`),
-//! nor about automatic address allocation yet: each node announces the blocks it is given.
+//! Files:
+//! - `node.rs`: the `Node`: encapsulate and decapsulate, handshake state, sessions, rekeys,
+//!   keepalives, path choice and failover, forwarding relayed datagrams, the timer walk;
+//! - `peer.rs`: a peer's state (known peers can also be added at run time: `add_known_peer`);
+//! - `route.rs`: the route table (read-only to callers through `Node::routes`);
+//! - `gate.rs`: the handshake gate in front of every initiation (mac1, timestamp and replay
+//!   cache, global budget and cookie replies under load, per-source limit of proven sources);
+//! - `drops.rs`: the drop counters; `member.rs`: members;
+//! - `node/membership.rs`: the node's side of gossip: its member and adjacency records,
+//!   applying others', choosing gossip neighbours, which sessions to keep, liveness, relay
+//!   choice;
+//! - `node/ipam.rs`: automatic IPAM: the ring replica (founded at start or by `found_ring`),
+//!   active blocks, donations asked and given, reclaims;
+//! - `node/echo.rs`: echo probes for `meshctl ping`, and bootstrap endpoints added or
+//!   forgotten at run time (`add_bootstrap`, `forget_bootstrap`, used by `meshctl
+//!   connect`/`forget` and `--kube`).
+//!
+//! It does not know about tokio, TUN devices or netlink (see `mesh-datapath` and `meshd`). The
+//! gossip protocol itself is `mesh-gossip`'s, block ownership and address allocation
+//! `mesh-ipam`'s.
 #![forbid(unsafe_code)]
 
 mod drops;

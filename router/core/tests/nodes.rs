@@ -1,5 +1,9 @@
-//! Several real `Node`s on a virtual clock and a lossless in-memory network: handshakes,
-//! data both ways, replays, tampering, wrong secrets, rekeys and restarts.
+//! Several real `Node`s on a virtual clock and a lossless in-memory network: bootstrap, queued
+//! packets, a three-node mesh, a wrong secret (refused at mac1, no handshake work),
+//! replays and tampering, a replayed initiation (no work), a forged response (the handshake
+//! survives it), a member's spoofed flood (cookies; a real peer still gets in), retries
+//! stopping after 90 s, a spoofed source, rekeys over 10 minutes, keepalives and expiry,
+//! restarts, and determinism (the same seeds give the same datagrams).
 #![allow(clippy::unwrap_used)]
 
 use mesh_core::{Decap, DropReason, Encap, Node, NodeConfig};

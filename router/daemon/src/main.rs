@@ -1,9 +1,18 @@
 //! `meshd`: the mesh router daemon. See `meshd --help` and README.md.
 //!
 //! This binary only wires things together: configuration ([`config`]), the state directory
-//! ([`state`]), the runtime loop ([`run`]), the local API ([`api`]), the pod address pool
-//! ([`ipam`]), the Prometheus metrics endpoint ([`metrics`]) and `meshd reset` ([`reset`]). Protocol logic lives in `mesh-core` and
-//! `mesh-ipam`, OS plumbing in `mesh-datapath`.
+//! ([`state`]: `node.key`, `peers.json`, `ipam.json`, and with automatic IPAM `ring.json` and
+//! `blocks.json`), the runtime loop ([`run`], which also starts the DNS server of
+//! `mesh-dns-server` on `--dns`), the local API ([`api`]), the pod address pool ([`ipam`]),
+//! the Prometheus metrics endpoint ([`metrics`]: a collector over the status and pool
+//! snapshot, taken at scrape time), its side of the nftables filter ([`filter`]), DNS records
+//! between the API, gossip and the DNS store ([`names`]), `meshctl ping`'s probing ([`ping`]),
+//! `meshctl debug`'s report ([`debug`]: read through rtnetlink, ethtool's netlink family,
+//! `/proc` and `/sys`; its findings are pure functions in `debug/checks.rs`), Kubernetes mode
+//! ([`kube`]: kube-runtime's Node watcher; peers and known keys into the core, `mesh/*`
+//! annotations by merge patch, founding the ring, reclaiming deleted Nodes' members;
+//! `kube-nodes.json`) and `meshd reset` / `meshd gen-secret` ([`reset`]). Protocol logic lives
+//! in `mesh-core` and `mesh-ipam`, OS plumbing in `mesh-datapath`.
 #![forbid(unsafe_code)]
 
 mod api;

@@ -1,17 +1,56 @@
 //! `meshd` running: sets up the host (bridge, TUN, routes, UDP socket), then moves bytes
 //! between the TUN device, the UDP socket and the sans-I/O [`Node`], and serves the API.
 //!
-//! Two tasks move packets, one per direction, so reading the TUN device and reading the
-//! socket proceed in parallel; both work in batches (a TUN read yields up to 128 segments of
-//! a TCP super-packet, a UDP receive up to 32 buffers of GRO-coalesced datagrams) and take
-//! the node's mutex once per batch, only for the in-place seals or opens. A third task runs
-//! the node's timers, a fourth acts on the node's events (persists peers and blocks, puts
-//! gateways on the bridge, gives the pool its blocks).
+//! [`run`] checks privileges and `/dev/net/tun`, binds the UDP socket and the API socket,
+//! replaces its nftables table `inet mesh` (`filter.rs`; the table outlives meshd, as the
+//! bridge does, and `meshd reset` removes it), loads or creates the node key, creates (or
+//! reuses) the bridge with the block's first address, enables IPv4 forwarding, opens the TUN
+//! device and routes the cluster range into it. Then it runs these tasks:
+//!
+//! - `tun_to_udp`: one read of the TUN device: with offloads on, a TCP super-packet of up to
+//!   64 KB split into MTU-sized segments (up to 128), each in its own fixed-size slot of one
+//!   reused buffer, 16 bytes in; lock the node once, `encapsulate` each in place, unlock;
+//!   `pack_run` moves each run of equal-sized datagrams to one peer back to back, and the run
+//!   leaves in one UDP GSO send; then send whatever the node queued (handshakes, flushed
+//!   packets).
+//! - `udp_to_tun`: one batched receive (up to 32 buffers, each holding up to 64 datagrams
+//!   coalesced by UDP GRO); lock once, `decapsulate` every datagram in place (handshakes are
+//!   answered here too, at most 16 handshake messages per lock hold, after which the loop
+//!   unlocks, writes, sends and yields before going on), push each delivered packet into the
+//!   `Coalescer` (one copy: consecutive TCP segments of a flow are appended into one 64 KB
+//!   super-packet with a virtio GSO header when offloads are on); unlock; one `write` to the
+//!   TUN per coalescer buffer (in rounds of at most 128 buffers); send queued transmits.
+//! - `timers`: sleep until the node's `poll_timeout` (at most 50 ms) or until an API handler
+//!   wakes it (a ping probe queued), lock, `handle_timeout`, drain transmits.
+//! - `events`: the node's events: `peers.json` when a peer is established at a new endpoint
+//!   (not at an endpoint `meshctl forget` named); with automatic IPAM `blocks.json`, the
+//!   bridge's gateways, the route source and the pool's blocks on `BlocksChanged`; the
+//!   foreign-ring warning; gossiped DNS records (`RecordChanged` of kind 4) merged into the
+//!   DNS store, and `MemberDead`/`MemberAlive` turning a member's records unserved/served
+//!   (`names.rs`).
+//! - the API: axum on the unix socket; `GET /v1/status` locks the node to build the answer;
+//!   `POST /v1/ping` queues each probe in the node and wakes the timers task to send it.
+//! - metrics: axum on `--metrics` (TCP, bound in `main` before anything is set up); each
+//!   scrape takes the same status and pool answer as the API; the packet loops count nothing
+//!   extra.
+//! - kube, with `--kube` only (the client is made before anything is set up: no in-cluster
+//!   config and no kubeconfig stops the start): the Node watcher's events and a 2 s tick;
+//!   locks the node briefly (peers, ring id, members, founding, reclaims), never across an
+//!   `await`; API errors are logged once per streak and never end the task.
+//! - the DNS server on `--dns` (`mesh-dns-server`), and the rtnetlink connection.
 //!
 //! Every path that takes datagrams out of the node goes through [`Shared::drain`], which
-//! first persists the node's address ring when it changed (automatic IPAM): a datagram may
-//! carry ring entries this node just wrote (a donation, a reclaim), and docs/ipam.md's
-//! contract (P) lets them leave only once the ring is on disk.
+//! first persists the node's address ring to `ring.json` when it changed (automatic IPAM),
+//! under the node lock: a datagram may carry ring entries this node just wrote (a donation, a
+//! reclaim), and docs/ipam.md's contract (P) lets them leave only once the ring is on disk.
+//!
+//! The `Node` sits behind one `std::sync::Mutex`, held for the seals or opens of one batch (or
+//! one handshake step), never across an `await`. `--offload off` turns the offloads off: the
+//! same loops then move one packet per read and write (the fallback when the kernel refuses
+//! them, too). `meshctl status -o json` shows the counters of both loops under `datapath`.
+//! SIGTERM or SIGINT aborts the tasks and drops the TUN device (the kernel removes it and its
+//! routes); the bridge and its address stay. If any task ends, meshd shuts down the same way
+//! and exits with an error.
 
 use crate::config::Config;
 use crate::names;

@@ -1,24 +1,30 @@
 //! The operating-system side of mesh's data path, on Linux.
 //!
 //! This crate is the only place in mesh that talks to the kernel about networking, and the only
-//! crate allowed `unsafe` code (a few `setsockopt`/`setns` calls). It:
+//! crate allowed `unsafe` code (`setsockopt`, `getsockopt` and `setns` calls, each with a
+//! SAFETY comment). It:
 //!
-//! - checks that meshd may create network devices ([`check_prerequisites`]);
-//! - binds the underlay UDP socket ([`bind_udp`]) and enables IP forwarding
-//!   ([`enable_ip_forwarding`]);
-//! - through rtnetlink ([`HostNetwork`]), creates the `mesh0` bridge with the node's gateway
-//!   address, opens the TUN device (tun-rs) and routes the cluster range into it.
-//!
+//! - checks that meshd may create network devices ([`check_prerequisites`]), enables IP
+//!   forwarding ([`enable_ip_forwarding`]) and enters a network namespace ([`enter_netns`])
+//!   (`host_checks.rs`);
+//! - binds the underlay UDP socket with large buffers ([`bind_udp`], `udp.rs`);
+//! - through rtnetlink and tun-rs ([`HostNetwork`], `host.rs`), creates the `mesh0` bridge
+//!   with the node's gateway address, opens the TUN device (with kernel offloads:
+//!   `create_tun_offload`) and routes the cluster range into it;
+//! - batches: the batched UDP socket ([`BatchUdp`], `batch.rs`: recvmmsg with UDP GRO,
+//!   sendmsg with UDP GSO, through quinn-udp) and the receive-side TCP coalescer
+//!   ([`Coalescer`], `gro.rs`, sans-I/O) that turns decrypted segments into TUN super-packets
+//!   with a virtio GSO header;
 //! - for `mesh-cni`, attaches pods: a veth pair from a pod's namespace to the bridge with the
-//!   pod's address, MTU and routes ([`HostNetwork::attach_pod`], [`PodSpec`]).
+//!   pod's address, MTU and routes ([`HostNetwork::attach_pod`], [`PodSpec`], `pod.rs`);
+//! - keeps plaintext from the underlay off the pods: meshd's own nftables table `inet mesh`
+//!   ([`install_filter`], `filter.rs`: the rule set as a pure function, replaced in one `nft`
+//!   transaction through the `nftables` crate, listed back, removed).
 //!
 //! It does **not** move packets, seal them, decide where they go, or allocate addresses: the
 //! daemon reads and writes the TUN device and the UDP socket it gets from here, and the sans-I/O
 //! crates decide. It does not decide a pod's address or routes (the CNI plugin and meshd do).
-//! Of nftables it touches only meshd's own table, `inet mesh` ([`install_filter`]: the filter
-//! that keeps plaintext from the underlay off the pods), and never iptables. Batching and offloads live here too: the batched UDP socket
-//! ([`BatchUdp`]: recvmmsg/GRO, sendmsg/GSO) and the receive-side TCP coalescer
-//! ([`Coalescer`]) that hands the TUN device super-packets.
+//! Of nftables it touches only the table `inet mesh`, and never iptables.
 //!
 //! Everything acts on the network namespace of the calling thread. The bridge outlives meshd;
 //! the TUN device is not persistent, so when meshd exits the kernel removes it and its routes.

@@ -3,44 +3,39 @@
 //! Three mechanisms, all over the sealed sessions the caller owns:
 //!
 //! - **Push**: a record written here is sent to every neighbour at once. A record that is new
-//!   here because a neighbour pushed it is passed on to every other neighbour after
-//!   `relay_delay` (jittered, 0.5 to 1.5 times), packed with whatever else arrived meanwhile;
-//!   a neighbour that pushed or announced us the same record in the meantime is skipped, as
-//!   it has it. "Every other neighbour" means those of the relay round, not those of the
-//!   record's arrival: a node that got records before it had chosen its neighbours (from its
-//!   bootstrap peer, in a cold start) passes them on to the neighbours it chose since. With
-//!   this, a 1,000-node cold start took 3 s of virtual time instead of 6, and the 300-node
-//!   star's 2 s instead of 7 (`docs/performance.md`). A
-//!   change therefore floods the neighbour graph in about its diameter times `relay_delay`,
-//!   and crosses most links once instead of once each way: each node receives it about half
-//!   as many times as it has neighbours, where it received it once per neighbour when
-//!   received changes were passed on at once. It goes to every outbound neighbour and to
-//!   every inbound one that may have no other source, but to inbound neighbours the caller
-//!   says are well linked ([`Gossip::set_well_linked`]: they list several other neighbours)
-//!   only while the total stays within `relay_fanout`, drawn at random. The node every
-//!   joiner was given as `--peer` is the inbound neighbour of all of them for a while (until
-//!   they let their bootstrap peer go); passing it every change of a cold start made its
-//!   traffic grow with the square of the cluster (389 MB in a 1,000-node star cold start,
-//!   101 MB with the limit). Well-linked
-//!   nodes still get each change from the nodes that chose them, which pass it to all their
-//!   outbound neighbours.
+//!   here because a neighbour pushed it is passed on after `relay_delay` (jittered, 0.5 to 1.5
+//!   times), packed with whatever else arrived meanwhile, to the neighbours of that relay
+//!   round, skipping those that pushed or announced the same record in the meantime (they
+//!   have it). The round's neighbours, not those of the record's arrival: a node that got
+//!   records before it had chosen its neighbours (from its bootstrap peer, in a cold start)
+//!   still passes them on to the neighbours it chose since. Waiting `relay_delay` instead of
+//!   passing a change on at once lets it cross most links once instead of once each way: a
+//!   change floods the neighbour graph in about its diameter times `relay_delay`. It goes to
+//!   every outbound neighbour and to every inbound one that may have no other source; inbound
+//!   neighbours the caller says are well linked ([`Gossip::set_well_linked`]: they list
+//!   several other neighbours) get it only while the total stays within `relay_fanout`, drawn
+//!   at random. Why: the node every joiner was given as `--peer` is the inbound neighbour of
+//!   all of them for a while, and passing it every change of a cold start made its traffic
+//!   grow with the square of the cluster; well-linked nodes still get each change from the
+//!   nodes that chose them.
 //! - **Lazy push** (as in Plumtree, without its tree): of the neighbours a received change
 //!   goes on to, only the first `eager_fanout` in the round's random order get its body; the
 //!   others get a *have*, its key and version in 17 bytes. A node that lacks a record a have
 //!   names waits `pull_delay` for a push of it (one usually comes: every node that gets the
 //!   body passes it on to `eager_fanout` others), then pulls it from the node that announced
-//!   it, then from the next one. Each node passes a change's body to `eager_fanout`
-//!   neighbours instead of to all (each node received it eight to ten times at 300 to 2,000
-//!   nodes, which was most of the cost of a flood for the nodes and for the simulator); at
-//!   1,000 nodes that took 40 % off a node's bytes in a cold start. A change still reaches a
-//!   node by a push or a pull on every path
-//!   a flood of bodies would take, only up to `pull_delay` later on the paths with no body.
+//!   it, then from the next one. Why: a flood of bodies delivers each record to each node
+//!   about as many times as it has neighbours, which was most of the cost of a flood. A
+//!   change still reaches a node by a push or a pull on every path a flood of bodies would
+//!   take, only up to `pull_delay` later on the paths with no body.
 //! - **Anti-entropy**: every `anti_entropy_interval` (jittered) the node sends its digest
 //!   (256 bucket hashes, about 1 KB) to its next outbound neighbour in turn. The receiver
 //!   answers each differing bucket with its listing of that bucket; the listing's receiver
 //!   pushes what the other lacks and pulls what it lacks itself. Pushes lost on the way, a
 //!   node back from a partition, and a newcomer are all repaired this way. The cost per node
 //!   is one digest per interval, whatever the cluster's size, plus the differences.
+//!
+//! What each choice gained, measured in the simulator: `docs/performance.md`, "Gossip in the
+//! simulator".
 //!
 //! Neighbours are the *outbound* ones the caller picks ([`Gossip::set_outbound`]) and the
 //! *inbound* ones: nodes that sent us a neighbour's digest within `inbound_ttl`. Each node's

@@ -8,11 +8,13 @@
 //! - [`gossip`]: the gossip messages (push, digest, listing, pull) and the record bodies
 //!   they carry (members, adjacency), control type `0x02`.
 //! - [`relay`]: the 12-byte framing of datagrams forwarded through a relay node.
+//! - [`echo`]: the echo probes of `meshctl ping`.
 //! - [`inner`]: the little we read of the tunnelled IP packets (version, source, destination).
 //!
 //! This crate does no I/O and no cryptography: it only says where the bytes are. Every
-//! parser checks lengths once, after which its accessors cannot panic. All integers on the
-//! wire are little-endian.
+//! parser checks lengths once, after which its accessors cannot panic; each has a fuzz target
+//! (`integration/fuzz/`). Integers on the wire are little-endian, except the echo probe's id
+//! (big-endian) and the IP headers [`inner`] reads (network byte order).
 #![forbid(unsafe_code)]
 
 pub mod control;
