@@ -5,7 +5,10 @@
 //! replaces its nftables table `inet mesh` (`filter.rs`; the table outlives meshd, as the
 //! bridge does, and `meshd reset` removes it), loads or creates the node key, creates (or
 //! reuses) the bridge with the block's first address, enables IPv4 forwarding, opens the TUN
-//! device and routes the cluster range into it. Then it runs these tasks:
+//! device and routes the cluster range into it. Then it runs these tasks (the packet loops
+//! and timers in `run/loops.rs`, events in `run/events.rs`; what they share, and the lock
+//! rules, in `run/shared.rs`; `meshctl status` in `run/status.rs`; `meshctl connect`/`forget`
+//! in `run/peer_book.rs`):
 //!
 //! - `tun_to_udp`: one read of the TUN device: with offloads on, a TCP super-packet of up to
 //!   64 KB split into MTU-sized segments (up to 128), each in its own fixed-size slot of one
@@ -20,6 +23,8 @@
 //!   `Coalescer` (one copy: consecutive TCP segments of a flow are appended into one 64 KB
 //!   super-packet with a virtio GSO header when offloads are on); unlock; one `write` to the
 //!   TUN per coalescer buffer (in rounds of at most 128 buffers); send queued transmits.
+//!   After 50 ms in which every datagram was dropped (a junk flood), a receive that brings
+//!   only dropped datagrams is followed by a 1 ms pause, so the next one reads a batch.
 //! - `timers`: sleep until the node's `poll_timeout` (at most 50 ms) or until an API handler
 //!   wakes it (a ping probe queued), lock, `handle_timeout`, drain transmits.
 //! - `events`: the node's events: `peers.json` when a peer is established at a new endpoint
@@ -29,7 +34,9 @@
 //!   DNS store, and `MemberDead`/`MemberAlive` turning a member's records unserved/served
 //!   (`names.rs`).
 //! - the API: axum on the unix socket; `GET /v1/status` locks the node to build the answer;
-//!   `POST /v1/ping` queues each probe in the node and wakes the timers task to send it.
+//!   `POST /v1/ping` queues each probe in the node and wakes the timers task to send it; the
+//!   node reports each answer as an event (`EchoAnswered`), which `Shared::settle` hands to
+//!   the waiting ping.
 //! - metrics: axum on `--metrics` (TCP, bound in `main` before anything is set up); each
 //!   scrape takes the same status and pool answer as the API; the packet loops count nothing
 //!   extra.
