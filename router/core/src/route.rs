@@ -63,8 +63,18 @@ impl<T: Clone> RouteTable<T> {
                 if let Some((b, _)) = blocks.get(&key) {
                     return Some(*b);
                 }
-            } else if let Some((b, _)) = blocks.values().find(|(b, _)| net.contains(b)) {
-                return Some(*b);
+            } else {
+                // Longer blocks inside net: the lowest, so the answer does not depend on the
+                // map's order.
+                #[allow(clippy::disallowed_methods)] // order-free: the lowest
+                let inside = blocks
+                    .values()
+                    .map(|(b, _)| *b)
+                    .filter(|b| net.contains(b))
+                    .min();
+                if inside.is_some() {
+                    return inside;
+                }
             }
         }
         None
@@ -90,7 +100,9 @@ impl<T: Clone> RouteTable<T> {
         self.len() == 0
     }
 
-    /// Every block and owner, longest prefixes first.
+    /// Every block and owner, longest prefixes first, the blocks of one length in no set order
+    /// (sort them to show them, as `Node::routes` does).
+    #[allow(clippy::disallowed_methods)] // order-free: the order is left to the caller
     pub fn iter(&self) -> impl Iterator<Item = (&Ipv4Net, &T)> {
         self.by_len
             .iter()
