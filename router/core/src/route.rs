@@ -141,6 +141,27 @@ mod tests {
         assert_eq!(t.len(), 4);
     }
 
+    /// A shorter block over many longer ones is refused naming the lowest of them, whatever
+    /// order the blocks came in (not the first the hash map happens to visit).
+    #[test]
+    fn a_refusal_names_the_lowest_overlapping_block() {
+        for reversed in [false, true] {
+            let mut t = RouteTable::new();
+            let mut thirds: Vec<u8> = (1..=64).collect();
+            if reversed {
+                thirds.reverse();
+            }
+            for i in thirds {
+                t.insert(net(&format!("10.32.{i}.0/24")), i).unwrap();
+            }
+            assert_eq!(t.insert(net("10.32.0.0/16"), 0), Err(net("10.32.1.0/24")));
+            assert_eq!(
+                t.overlapping(net("10.32.32.0/19")),
+                Some(net("10.32.32.0/24"))
+            );
+        }
+    }
+
     #[test]
     fn overlapping_blocks_are_refused_both_ways() {
         let mut t = RouteTable::new();
