@@ -87,3 +87,13 @@ ensure_rust() {
         exit 1
     fi
 }
+
+# cargo-deny (scripts/deny.sh), when missing. It is not packaged by Debian, so it is built from
+# crates.io: once per machine, about 4 minutes on 2 cores. The version is pinned so that a new
+# release cannot reject deny.toml and fail a run that changed nothing.
+ensure_cargo_deny() {
+    if ! cargo deny --version >/dev/null 2>&1; then
+        step "installing cargo-deny 0.20.2 (cargo install, once per machine: about 4 minutes)"
+        cargo install --locked cargo-deny --version 0.20.2
+    fi
+}

@@ -11,8 +11,14 @@ ensure_deps
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
+step "every crate's clippy.toml keeps the root clippy.toml's settings"
+./scripts/clippy-config-check.sh
+
 step "cargo clippy --workspace --all-targets --locked -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo deny (licenses, advisories, duplicate versions, sources)"
+./scripts/deny.sh
 
 step "cargo build --workspace --locked"
 cargo build --workspace --locked

@@ -768,6 +768,7 @@ impl Node {
 
     /// The peer with a live session at `addr`, reached directly.
     fn session_peer_at(&self, addr: SocketAddr) -> Option<PublicKey> {
+        #[allow(clippy::disallowed_methods)] // order-free: sorted below
         let mut found: Vec<PublicKey> = self
             .peers
             .values()
@@ -1144,6 +1145,7 @@ impl Node {
             let _ = table.insert(*b, own);
         }
         let mut claims: Vec<(bool, bool, Option<Instant>, PublicKey, Ipv4Net)> = Vec::new();
+        #[allow(clippy::disallowed_methods)] // order-free: the claims are sorted below
         for p in self.members.values() {
             let live = !p.dead && !p.left;
             for b in &p.blocks {
@@ -1883,6 +1885,7 @@ impl Node {
                 "a peer with a session, a relay or recent packets is missing from the timer walk"
             );
         }
+        #[allow(clippy::disallowed_methods)] // order-free: the keys are sorted below
         keys.extend(
             self.gossip
                 .neighbours_iter(now)
@@ -1940,6 +1943,8 @@ impl Node {
         }
         for (index, owner) in expired {
             self.slots.remove(&index);
+            #[allow(clippy::disallowed_methods)]
+            // order-free: each peer lets go of the slot by itself
             let peers: &mut dyn Iterator<Item = &mut Peer> = match owner {
                 Some(key) => &mut self.peers.get_mut(&key).into_iter(),
                 None => &mut self.peers.values_mut(),
@@ -1959,6 +1964,7 @@ impl Node {
             }
         }
         let mut due: Option<Instant> = None;
+        #[allow(clippy::disallowed_methods)] // order-free: the earliest due time
         for slot in self.slots.values() {
             let at = match slot {
                 Slot::Initiating { .. } => continue,
@@ -2106,12 +2112,16 @@ impl Node {
         };
         self.cookies_received += 1;
         if self.cookies.len() >= MAX_COOKIES && !self.cookies.contains_key(&from) {
+            #[allow(clippy::disallowed_methods)]
+            // order-free: each cookie is kept or dropped by itself
             self.cookies
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < COOKIE_USE_LIFETIME);
+            #[allow(clippy::disallowed_methods)]
+            // order-free: the oldest, ties to the lowest address
             let oldest = self
                 .cookies
                 .iter()
-                .min_by_key(|(_, (_, at))| *at)
+                .min_by_key(|(a, (_, at))| (*at, **a))
                 .map(|(a, _)| *a);
             if self.cookies.len() >= MAX_COOKIES
                 && let Some(a) = oldest
@@ -2255,6 +2265,7 @@ impl Node {
 
     /// Every peer (and every bootstrap address nobody answered yet) in API form.
     pub fn peer_status(&self, now: Instant) -> Vec<mesh_api::PeerStatus> {
+        #[allow(clippy::disallowed_methods)] // order-free: sorted below
         let mut out: Vec<mesh_api::PeerStatus> = self
             .peers
             .values()
@@ -2310,7 +2321,9 @@ impl Node {
                 state,
             ));
         }
-        out.sort_by(|a, b| (&a.name, &a.endpoint).cmp(&(&b.name, &b.endpoint)));
+        out.sort_by(|a, b| {
+            (&a.name, &a.endpoint, &a.public_key).cmp(&(&b.name, &b.endpoint, &b.public_key))
+        });
         out
     }
 
@@ -2320,6 +2333,7 @@ impl Node {
     }
 
     /// The count of `reason` over the node and all peers.
+    #[allow(clippy::disallowed_methods)] // order-free: a sum
     pub fn total_drops(&self, reason: DropReason) -> u64 {
         self.drops.get(reason)
             + self
@@ -2344,6 +2358,7 @@ impl Node {
     }
 
     /// Peers with an established session.
+    #[allow(clippy::disallowed_methods)] // order-free: a count
     pub fn established_peers(&self) -> usize {
         self.peers.values().filter(|p| p.current.is_some()).count()
     }

@@ -63,8 +63,18 @@ impl<T: Clone> RouteTable<T> {
                 if let Some((b, _)) = blocks.get(&key) {
                     return Some(*b);
                 }
-            } else if let Some((b, _)) = blocks.values().find(|(b, _)| net.contains(b)) {
-                return Some(*b);
+            } else {
+                // Longer blocks inside net: the lowest, so the answer does not depend on the
+                // map's order.
+                #[allow(clippy::disallowed_methods)] // order-free: the lowest
+                let inside = blocks
+                    .values()
+                    .map(|(b, _)| *b)
+                    .filter(|b| net.contains(b))
+                    .min();
+                if inside.is_some() {
+                    return inside;
+                }
             }
         }
         None
@@ -90,7 +100,9 @@ impl<T: Clone> RouteTable<T> {
         self.len() == 0
     }
 
-    /// Every block and owner, longest prefixes first.
+    /// Every block and owner, longest prefixes first, the blocks of one length in no set order
+    /// (sort them to show them, as `Node::routes` does).
+    #[allow(clippy::disallowed_methods)] // order-free: the order is left to the caller
     pub fn iter(&self) -> impl Iterator<Item = (&Ipv4Net, &T)> {
         self.by_len
             .iter()
@@ -127,6 +139,27 @@ mod tests {
         );
         assert_eq!(t.lookup("10.32.3.1".parse().unwrap()), None);
         assert_eq!(t.len(), 4);
+    }
+
+    /// A shorter block over many longer ones is refused naming the lowest of them, whatever
+    /// order the blocks came in (not the first the hash map happens to visit).
+    #[test]
+    fn a_refusal_names_the_lowest_overlapping_block() {
+        for reversed in [false, true] {
+            let mut t = RouteTable::new();
+            let mut thirds: Vec<u8> = (1..=64).collect();
+            if reversed {
+                thirds.reverse();
+            }
+            for i in thirds {
+                t.insert(net(&format!("10.32.{i}.0/24")), i).unwrap();
+            }
+            assert_eq!(t.insert(net("10.32.0.0/16"), 0), Err(net("10.32.1.0/24")));
+            assert_eq!(
+                t.overlapping(net("10.32.32.0/19")),
+                Some(net("10.32.32.0/24"))
+            );
+        }
     }
 
     #[test]

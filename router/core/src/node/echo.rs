@@ -120,11 +120,14 @@ impl Node {
             b.attempts = 0;
             b.next_attempt = now;
         } else {
+            #[allow(clippy::disallowed_methods)]
+            // order-free: the lowest key among the peers at that address
             let resolved = self
                 .peers
                 .values()
-                .find(|p| p.endpoint == addr)
-                .map(|p| p.key);
+                .filter(|p| p.endpoint == addr)
+                .map(|p| p.key)
+                .min();
             self.bootstrap.push(Bootstrap {
                 addr,
                 handshake: None,

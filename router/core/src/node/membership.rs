@@ -442,6 +442,7 @@ impl Node {
         let own_prefix = prefix(own.as_bytes());
         let lists = |m: &Member, p: &[u8; 8]| has_prefix(&m.adjacency, p);
         // From us: members with a live session, and neighbours we list that list us.
+        #[allow(clippy::disallowed_methods)] // order-free: sorted below
         let mut seeds: Vec<PublicKey> = self
             .peers
             .iter()
@@ -473,6 +474,8 @@ impl Node {
         // looking members up by key (hashing 32 bytes, then a large entry) cost several
         // cache misses per edge. It runs at every node whenever an adjacency changes
         // anywhere, over members × neighbours edges.
+        #[allow(clippy::disallowed_methods)]
+        // hash order: who is reached does not depend on it; only the order of MemberDead/MemberAlive events among members in one walk does, and no consumer reads that order
         let nodes: Vec<(&PublicKey, &Member)> = self.members.iter().collect();
         let index: foldhash::HashMap<[u8; 8], u32> = nodes
             .iter()
@@ -505,7 +508,7 @@ impl Node {
                 }
             }
         }
-        // In key order (the map's), each with whether the walk reached it.
+        // In the map's (hash) order, each with whether the walk reached it.
         let outcome: Vec<(PublicKey, bool)> = nodes
             .iter()
             .zip(reached)
@@ -574,6 +577,7 @@ impl Node {
             !m.dead && !m.left && (m.endpoint.is_some() || self.peers.contains_key(&m.key))
         };
         let is_candidate = |k: &PublicKey| self.members.get(k).is_some_and(candidate);
+        #[allow(clippy::disallowed_methods)] // order-free: a count
         let n = self.members.values().filter(|m| candidate(m)).count();
         let log2 = (usize::BITS - n.leading_zeros()) as usize;
         let target = log2.clamp(MIN_NEIGHBOURS, MAX_NEIGHBOURS).min(n);
@@ -589,6 +593,7 @@ impl Node {
         let failing = |k: &PublicKey| self.peers.get(k).is_some_and(|p| failing_peer(now, p));
         // Live members that are neither bootstrap peers nor failing.
         let mut set_aside: BTreeSet<PublicKey> = boot.clone();
+        #[allow(clippy::disallowed_methods)] // order-free: into a BTreeSet
         set_aside.extend(
             self.peers
                 .values()
@@ -612,6 +617,7 @@ impl Node {
             }
         }
         if chosen.len() < target {
+            #[allow(clippy::disallowed_methods)] // order-free: sorted before the draw
             let mut pool: Vec<PublicKey> = self
                 .members
                 .values()
@@ -654,6 +660,7 @@ impl Node {
     /// Every member, in API form.
     pub fn members(&self, now: Instant) -> Vec<mesh_api::MemberStatus> {
         let neighbours = self.gossip.neighbours(now);
+        #[allow(clippy::disallowed_methods)] // order-free: sorted by name and key below
         let mut out: Vec<mesh_api::MemberStatus> = self
             .members
             .values()
@@ -713,6 +720,7 @@ impl Node {
 
     /// Members known (not counting this node) and how many of them are alive.
     pub fn member_counts(&self) -> (usize, usize) {
+        #[allow(clippy::disallowed_methods)] // order-free: a count
         let alive = self.members.values().filter(|m| !m.dead && !m.left).count();
         (self.members.len(), alive)
     }
@@ -721,6 +729,8 @@ impl Node {
 /// The endpoint most peers say they see us at (ties: the lowest address).
 fn most_reported(observed: &HashMap<PublicKey, SocketAddr>) -> Option<SocketAddr> {
     let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
+    #[allow(clippy::disallowed_methods)]
+    // order-free: a count per address, ties broken by address below
     for a in observed.values() {
         *counts.entry(*a).or_default() += 1;
     }
@@ -821,6 +831,7 @@ impl Node {
     /// unanswered handshake. (Serf's reconnect to failed members does the same.)
     fn random_digest(&mut self, now: Instant) {
         let neighbours = self.gossip.neighbours(now);
+        #[allow(clippy::disallowed_methods)] // order-free: sorted before the draw
         let mut candidates: Vec<PublicKey> = self
             .members
             .values()
