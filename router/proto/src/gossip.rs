@@ -24,8 +24,10 @@
 //! does not get pushed from elsewhere soon after. Every message fits in [`MAX_GOSSIP_LEN`]
 //! bytes.
 //!
-//! Record bodies: [`MemberBody`] (kind [`KIND_MEMBER`]) and [`AdjacencyBody`] (kind
-//! [`KIND_ADJACENCY`]).
+//! Record kinds: [`KIND_MEMBER`] ([`MemberBody`]), [`KIND_ADJACENCY`] ([`AdjacencyBody`]),
+//! [`KIND_RING`] (address ring entries, encoded by `mesh_ipam`) and, from
+//! [`FIRST_APP_KIND`] up, application records the core carries without reading: so far
+//! [`KIND_DNS`] (encoded by `mesh_dns`).
 
 use crate::ParseError;
 use ipnet::Ipv4Net;
@@ -53,6 +55,15 @@ pub const DIGEST_LEN: usize = 6 + BUCKETS * 4;
 pub const KIND_MEMBER: u8 = 1;
 /// Kind of a node's adjacency record ([`AdjacencyBody`]).
 pub const KIND_ADJACENCY: u8 = 2;
+/// Kind of an address ring entry (automatic IPAM; the body is `mesh_ipam::ring::Entry`'s
+/// encoding).
+pub const KIND_RING: u8 = 3;
+/// Kinds from this one up are application records: the core gossips them without reading
+/// them, for the owner of the node (`mesh_core::Node::publish_record`).
+pub const FIRST_APP_KIND: u8 = 4;
+/// Kind of a DNS record (the first application kind; the body is `mesh_dns::to_gossip`'s
+/// encoding).
+pub const KIND_DNS: u8 = FIRST_APP_KIND;
 
 const OP_PUSH: u8 = 1;
 const OP_DIGEST: u8 = 2;
@@ -299,7 +310,7 @@ impl GossipMsg {
         }
     }
 
-    /// Bytes [`Self::emit`] writes.
+    /// Bytes [`Self::to_bytes`] returns.
     pub fn buffer_len(&self) -> usize {
         match self {
             Self::Push(records) => 4 + records.iter().map(WireRecord::wire_len).sum::<usize>(),

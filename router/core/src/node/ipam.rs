@@ -18,13 +18,12 @@ use ipnet::Ipv4Net;
 use mesh_crypto::PublicKey;
 use mesh_gossip::RecordKey;
 use mesh_ipam::ring::{Entry, MergeError, Ring, RingId, RingState, Want};
+use mesh_proto::block_request::BlockRequest;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// Gossip record kind of ring entries.
-pub const KIND_RING: u8 = 3;
-/// Control type of a request for a donation: `0x03, count (1 byte)`.
-pub const CONTROL_BLOCK_REQUEST: u8 = 0x03;
+pub use mesh_proto::block_request::CONTROL_BLOCK_REQUEST;
+pub use mesh_proto::gossip::KIND_RING;
 /// A node that needs a block asks again this often.
 const REQUEST_EVERY: Duration = Duration::from_secs(2);
 
@@ -295,7 +294,7 @@ impl Node {
             return;
         };
         tracing::debug!(donor = %donor.fingerprint(), "asking for a block");
-        let msg = [CONTROL_BLOCK_REQUEST, 1];
+        let msg = BlockRequest { count: 1 }.to_bytes();
         if !self.send_plaintext(now, donor, &msg) && self.ensure_peer(now, donor) {
             if let Some(p) = self.peers.get_mut(&donor) {
                 p.enqueue(&msg);
@@ -305,9 +304,9 @@ impl Node {
     }
 
     /// A member asked us for blocks: donate free ones (never an active one).
-    pub(super) fn on_block_request(&mut self, now: Instant, from: PublicKey, msg: &[u8]) {
+    pub(super) fn on_block_request(&mut self, now: Instant, from: PublicKey, req: BlockRequest) {
         let me = *self.keypair.public().as_bytes();
-        let count = u32::from(msg.get(1).copied().unwrap_or(1).clamp(1, 16));
+        let count = req.wanted();
         let Some(st) = self.ipam.as_mut() else {
             return;
         };
