@@ -15,6 +15,11 @@
 //! have     op=5  2..4:n  then n x (1:kind  8:id prefix  8:version)
 //! ```
 //!
+//! Byte order: little-endian (counts, versions, bucket hashes, body lengths, and in the
+//! record bodies below the endpoint's port and the round-trip times); addresses are their
+//! octets in network order. Bodies of [`KIND_RING`] and [`KIND_DNS`] are encoded by their own
+//! crates and say their own byte order (ring entries are big-endian).
+//!
 //! A record's bucket is the first byte of its id. A digest carries, per bucket, the XOR of
 //! [`entry_hash`] over the bucket's records: two nodes with the same records have the same
 //! digest, and one that differs names the buckets to compare. A listing says which records

@@ -28,8 +28,15 @@
 //! with 0x4_ or 0x6_): see [`inner::Inner::classify`].
 //!
 //! This crate does no I/O and no cryptography: it only says where the bytes are. Every
-//! parser checks lengths once, after which its accessors cannot panic. All integers on the
-//! wire are little-endian.
+//! parser checks lengths once, after which its accessors cannot panic.
+//!
+//! Byte order is stated per format, in each module's doc. Multi-byte integers are
+//! little-endian in [`datagram`], [`control`] and [`gossip`]; [`echo`]'s probe id is
+//! big-endian; [`relay`] and [`block_request`] have no multi-byte integers. IPv4 addresses
+//! are always their four octets in network order (`10.32.1.0` is `0a 20 01 00`). Record
+//! bodies that other crates encode say their own: `mesh_ipam`'s ring entries are
+//! big-endian (their gossip id starts with the block index, little-endian), `mesh_dns`'s
+//! records have no multi-byte integers.
 #![forbid(unsafe_code)]
 
 pub mod block_request;
