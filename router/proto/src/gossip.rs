@@ -78,6 +78,11 @@ const OP_HAVE: u8 = 5;
 const OP_DIGEST_ASIDE: u8 = 6;
 /// Most entries of one have message.
 pub const MAX_HAVE_ENTRIES: usize = (MAX_GOSSIP_LEN - 4) / LISTING_ENTRY_LEN;
+/// Bytes of one pull entry: kind and id prefix.
+pub const PULL_ENTRY_LEN: usize = 1 + 8;
+/// Most entries of one pull message: its 4-byte header and this many entries fit
+/// [`MAX_GOSSIP_LEN`], so a longer pull is sent in chunks of this many.
+pub const MAX_PULL_ENTRIES: usize = (MAX_GOSSIP_LEN - 4) / PULL_ENTRY_LEN;
 
 /// A record as it travels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,7 +326,7 @@ impl GossipMsg {
             Self::Push(records) => 4 + records.iter().map(WireRecord::wire_len).sum::<usize>(),
             Self::Digest { .. } => DIGEST_LEN,
             Self::Listing { entries, .. } => LISTING_HEADER_LEN + entries.len() * LISTING_ENTRY_LEN,
-            Self::Pull(keys) => 4 + keys.len() * 9,
+            Self::Pull(keys) => 4 + keys.len() * PULL_ENTRY_LEN,
             Self::Have(entries) => 4 + entries.len() * LISTING_ENTRY_LEN,
         }
     }
@@ -646,6 +651,14 @@ mod tests {
         );
         assert_eq!(
             GossipMsg::Have(vec![entry; MAX_HAVE_ENTRIES + 1]).to_bytes(),
+            None
+        );
+        let pull = GossipMsg::Pull(vec![(1, [0; 8]); MAX_PULL_ENTRIES]);
+        let bytes = pull.to_bytes().unwrap();
+        assert_eq!(bytes.len(), 4 + MAX_PULL_ENTRIES * PULL_ENTRY_LEN);
+        assert_eq!(GossipMsg::parse(&bytes).unwrap(), pull);
+        assert_eq!(
+            GossipMsg::Pull(vec![(1, [0; 8]); MAX_PULL_ENTRIES + 1]).to_bytes(),
             None
         );
         assert!(GossipMsg::parse(&[CONTROL_GOSSIP, OP_PUSH, 0, 0, 0].repeat(300)).is_err());
