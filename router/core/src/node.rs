@@ -13,7 +13,7 @@ mod ipam;
 mod membership;
 
 pub use echo::{MAX_ECHO_LEN, PingError};
-pub use ipam::{CONTROL_BLOCK_REQUEST, KIND_RING, RingConfig};
+pub use ipam::{CONTROL_BLOCK_REQUEST, KIND_RING, ReclaimError, RingConfig};
 pub use membership::FIRST_APP_KIND;
 
 use crate::drops::{DropCounters, DropReason};
