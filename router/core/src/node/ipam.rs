@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 pub use mesh_proto::block_request::CONTROL_BLOCK_REQUEST;
 pub use mesh_proto::gossip::KIND_RING;
+
 /// A node that needs a block asks again this often.
 const REQUEST_EVERY: Duration = Duration::from_secs(2);
 
