@@ -1,4 +1,5 @@
-//! The checks behind the `datagram`, `peer_info` and `inner` fuzz targets.
+//! The checks behind the `datagram`, `peer_info`, `inner`, `gossip`, `relay`, `echo` and
+//! `block_request` fuzz targets.
 //!
 //! One body per parser, shared by the fuzz targets (through this crate) and by the
 //! deterministic corpus test `router/proto/tests/fuzz_corpus.rs`, which includes this file
@@ -8,6 +9,9 @@
 //! that to make sure its inputs reach past the length checks).
 
 use mesh_proto::ParseError;
+use mesh_proto::block_request::{
+    BLOCK_REQUEST_LEN, BlockRequest, CONTROL_BLOCK_REQUEST, MAX_BLOCKS_PER_REQUEST,
+};
 use mesh_proto::control::{
     CONTROL_PEER_INFO, MAX_BLOCKS, MAX_NAME_LEN, MAX_PEER_INFO_LEN, PeerInfo,
 };
@@ -183,9 +187,9 @@ pub fn fuzz_peer_info_emit(data: &[u8]) -> bool {
 }
 
 /// `Inner::classify` never panics and agrees with the bytes: a keepalive is empty, IPv4
-/// addresses are where the header has them, a control message starts below 0x40. An echo
-/// goes on through [`fuzz_echo`]. A
-/// PeerInfo control message goes on through [`fuzz_peer_info`], as in the node.
+/// addresses are where the header has them, a control message starts below 0x40. A
+/// PeerInfo control message goes on through [`fuzz_peer_info`], an echo through
+/// [`fuzz_echo`], a block request through [`fuzz_block_request`], as in the node.
 pub fn fuzz_inner(data: &[u8]) -> bool {
     match Inner::classify(data) {
         Inner::Keepalive => {
@@ -215,6 +219,12 @@ pub fn fuzz_inner(data: &[u8]) -> bool {
             }
             if kind == CONTROL_ECHO_REQUEST || kind == CONTROL_ECHO_REPLY {
                 fuzz_echo(msg);
+            }
+            if kind == CONTROL_BLOCK_REQUEST {
+                assert!(
+                    fuzz_block_request(msg),
+                    "a control message of the block request type was refused"
+                );
             }
             true
         }
@@ -321,5 +331,37 @@ pub fn fuzz_echo(data: &[u8]) -> bool {
     assert_eq!(out[..ECHO_HEADER_LEN], data[..ECHO_HEADER_LEN]);
     assert!(out[ECHO_HEADER_LEN..].iter().all(|b| *b == 0));
     assert_eq!(Echo::parse(&out), Ok(echo));
+    true
+}
+
+/// Block request (automatic IPAM's ask for a donation): whatever parses starts with its type
+/// byte and keeps the count byte (1 when there is none); it emits to exactly the two bytes
+/// every node sends, which parse to the same value; the count a donor honours is within
+/// `1..=MAX_BLOCKS_PER_REQUEST`.
+pub fn fuzz_block_request(data: &[u8]) -> bool {
+    let req = match BlockRequest::parse(data) {
+        Ok(r) => r,
+        Err(e) => {
+            check_error(e, data.len());
+            assert!(
+                data.first() != Some(&CONTROL_BLOCK_REQUEST),
+                "a message of the block request type was refused: {e}"
+            );
+            return false;
+        }
+    };
+    assert_eq!(data[0], CONTROL_BLOCK_REQUEST);
+    assert_eq!(req.count, data.get(1).copied().unwrap_or(1));
+    assert!((1..=u32::from(MAX_BLOCKS_PER_REQUEST)).contains(&req.wanted()));
+    let mut out = [0xffu8; BLOCK_REQUEST_LEN + 1];
+    assert_eq!(req.emit(&mut out), Some(BLOCK_REQUEST_LEN));
+    assert_eq!(req.buffer_len(), BLOCK_REQUEST_LEN);
+    assert_eq!(out[..BLOCK_REQUEST_LEN], req.to_bytes());
+    assert_eq!(out[BLOCK_REQUEST_LEN], 0xff, "emit wrote past its length");
+    if data.len() >= BLOCK_REQUEST_LEN {
+        assert_eq!(out[..BLOCK_REQUEST_LEN], data[..BLOCK_REQUEST_LEN]);
+    }
+    assert_eq!(BlockRequest::parse(&out[..BLOCK_REQUEST_LEN]), Ok(req));
+    assert_eq!(req.emit(&mut out[..BLOCK_REQUEST_LEN - 1]), None);
     true
 }

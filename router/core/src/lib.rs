@@ -45,7 +45,7 @@ pub use drops::{DropCounters, DropReason};
 pub use mesh_gossip::GossipConfig;
 pub use node::{
     CONTROL_BLOCK_REQUEST, DEFAULT_DEAD_AFTER, Decap, Encap, Event, FIRST_APP_KIND, KIND_RING,
-    MAX_ECHO_LEN, Node, NodeConfig, PingError, RingConfig, Transmit,
+    MAX_ECHO_LEN, Node, NodeConfig, PingError, ReclaimError, RingConfig, Transmit,
 };
 pub use route::RouteTable;
 

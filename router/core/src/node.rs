@@ -13,7 +13,7 @@ mod ipam;
 mod membership;
 
 pub use echo::{MAX_ECHO_LEN, PingError};
-pub use ipam::{CONTROL_BLOCK_REQUEST, KIND_RING, RingConfig};
+pub use ipam::{CONTROL_BLOCK_REQUEST, KIND_RING, ReclaimError, RingConfig};
 pub use membership::FIRST_APP_KIND;
 
 use crate::drops::{DropCounters, DropReason};
@@ -33,6 +33,7 @@ use mesh_crypto::{
 };
 use mesh_gossip::{Gossip, GossipConfig};
 use mesh_proto::ParseError;
+use mesh_proto::block_request::BlockRequest;
 use mesh_proto::control::{CONTROL_PEER_INFO, MAX_PEER_INFO_LEN, PeerInfo};
 use mesh_proto::datagram::{
     DATA_HEADER_LEN, Datagram, HANDSHAKE_MACS_LEN, INIT_HEADER_LEN, Pattern, REPLY_HEADER_LEN,
@@ -1004,11 +1005,16 @@ impl Node {
                     Decap::Dropped(DropReason::BadControl)
                 }
             },
-            Inner::Control(CONTROL_BLOCK_REQUEST, msg) => {
-                let msg = msg.to_vec();
-                self.on_block_request(now, key, &msg);
-                Decap::Consumed
-            }
+            Inner::Control(CONTROL_BLOCK_REQUEST, msg) => match BlockRequest::parse(msg) {
+                Ok(req) => {
+                    self.on_block_request(now, key, req);
+                    Decap::Consumed
+                }
+                Err(_) => {
+                    peer.drops.add(DropReason::BadControl);
+                    Decap::Dropped(DropReason::BadControl)
+                }
+            },
             Inner::Control(CONTROL_ECHO_REQUEST | CONTROL_ECHO_REPLY, msg) => {
                 let msg = msg.to_vec();
                 if self.on_echo(now, key, &msg) {

@@ -762,6 +762,38 @@ fn a_ring_founded_at_run_time_gives_the_founder_a_block() {
 }
 
 #[test]
+fn a_refused_reclaim_says_who_is_to_blame() {
+    use mesh_core::ReclaimError;
+    let fixed = config(0, b"cluster secret one", vec![]);
+    let mut ringed = config(1, b"cluster secret one", vec![]);
+    ringed.ring = Some(mesh_core::RingConfig {
+        block_prefix: 24,
+        state: None,
+        active: Vec::new(),
+        found_nonce: None,
+    });
+    let mut sim = Sim::new(vec![fixed, ringed]);
+    let now = sim.now;
+    let (other, ringed_key) = (keypair(2).public(), keypair(1).public());
+    let err = sim.node(0).reclaim(now, other).unwrap_err();
+    assert_eq!(err, ReclaimError::FixedBlocks);
+    assert_eq!(
+        err.to_string(),
+        "this node runs with a fixed --block: there is no address ring to reclaim from"
+    );
+    assert_eq!(
+        sim.node(1).reclaim(now, other),
+        Err(ReclaimError::NotInRing)
+    );
+    assert!(sim.node(1).found_ring(now, [7; 16]));
+    assert_eq!(
+        sim.node(1).reclaim(now, ringed_key),
+        Err(ReclaimError::OwnNode)
+    );
+    assert_eq!(sim.node(1).reclaim(now, other), Ok(Vec::new()));
+}
+
+#[test]
 fn sessions_use_aes_256_gcm_only_where_both_ends_offer_it() {
     // config(): node 0 offers ChaCha20-Poly1305 only, nodes 1 and 2 AES-256-GCM too.
     let mut sim = Sim::new(vec![

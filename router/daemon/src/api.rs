@@ -340,9 +340,7 @@ fn remove_member(
             format!("member {who} has no valid public key ({key:?})"),
         )
     })?;
-    let blocks = node
-        .reclaim(now, dead)
-        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let blocks = node.reclaim(now, dead).map_err(|e| reclaim_refused(&e))?;
     let dns_records = names::remove_owner(shared, &mut node, now, &dead);
     shared.settle(&mut node);
     drop(node);
@@ -353,6 +351,19 @@ fn remove_member(
         reclaimed: blocks.iter().map(ToString::to_string).collect(),
         dns_removed: dns_records,
     })
+}
+
+/// A refused reclaim: 503 with the reason's text, whoever is to blame (the answer `meshctl
+/// rmpeer` has always had; a new reason must choose its status here).
+fn reclaim_refused(e: &mesh_core::ReclaimError) -> Refusal {
+    use mesh_core::ReclaimError;
+    let code = match e {
+        ReclaimError::FixedBlocks
+        | ReclaimError::NotInRing
+        | ReclaimError::OwnNode
+        | ReclaimError::Version(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, e.to_string())
 }
 
 fn member_state(state: mesh_api::MemberState) -> &'static str {
@@ -521,7 +532,7 @@ fn dns_add_record(
                     let shown = dns_entry(&e, s.store.is_alive(owner));
                     (e, shown)
                 })
-                .map_err(|e| DnsEditError::Store(e.to_string()))
+                .map_err(DnsEditError::Store)
         })
         .map_err(|e| bad_name(&e))?;
     names::publish(&mut shared.node(), std::time::Instant::now(), &[entry]);
@@ -569,13 +580,16 @@ fn dns_remove_records(
     Ok(mesh_api::DnsChanged { records })
 }
 
-/// Why a DNS edit was refused.
+/// Why a DNS edit was refused: a 400 with the reason's text, whichever it is.
 #[derive(Debug, thiserror::Error)]
 enum DnsEditError {
+    /// The name is not one of the zone. Blame: the caller.
     #[error(transparent)]
     Name(#[from] mesh_dns::NameError),
-    #[error("{0}")]
-    Store(String),
+    /// The store refused the record. Blame: the caller (or forged gossip that used up the
+    /// name's versions).
+    #[error(transparent)]
+    Store(#[from] mesh_dns::StoreError),
 }
 
 /// A JSON request body. A body that is not the JSON the endpoint takes is answered with a
@@ -671,5 +685,60 @@ mod tests {
         );
         assert_eq!(r[1].state, Some(PeerState::Established));
         assert_eq!((r[2].name.as_str(), r[2].state), ("", None));
+    }
+
+    /// A refused DNS edit is a 400 with the error's own text, as when the store's error was
+    /// turned into a string.
+    #[test]
+    fn a_refused_dns_edit_answers_400_with_its_reason() {
+        let store = DnsEditError::Store(mesh_dns::StoreError::NotFqdn("web".into()));
+        assert_eq!(
+            bad_name(&store),
+            (
+                StatusCode::BAD_REQUEST,
+                "name web is not fully qualified".to_owned()
+            )
+        );
+        let name = DnsEditError::Name(mesh_dns::NameError::OutsideZone {
+            name: "web.example.".into(),
+            zone: "mesh.local.".into(),
+        });
+        assert_eq!(
+            bad_name(&name),
+            (
+                StatusCode::BAD_REQUEST,
+                "web.example. is outside the zone mesh.local.".to_owned()
+            )
+        );
+    }
+
+    /// `meshctl rmpeer`'s answers to a refused reclaim, as they were when the core returned
+    /// strings: 503 and these texts.
+    #[test]
+    fn a_refused_reclaim_answers_503_with_its_reason() {
+        use mesh_core::ReclaimError;
+        for (e, text) in [
+            (
+                ReclaimError::FixedBlocks,
+                "this node runs with a fixed --block: there is no address ring to reclaim from",
+            ),
+            (
+                ReclaimError::NotInRing,
+                "this node belongs to no cluster ring yet",
+            ),
+            (
+                ReclaimError::OwnNode,
+                "a node cannot reclaim its own blocks",
+            ),
+            (
+                ReclaimError::Version(mesh_ipam::ring::VersionExhausted),
+                "the ownership version of these blocks cannot rise any further",
+            ),
+        ] {
+            assert_eq!(
+                reclaim_refused(&e),
+                (StatusCode::SERVICE_UNAVAILABLE, text.to_owned())
+            );
+        }
     }
 }

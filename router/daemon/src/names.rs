@@ -6,14 +6,13 @@
 
 use std::time::Instant;
 
-use mesh_core::{FIRST_APP_KIND, Node};
+use mesh_core::Node;
 use mesh_crypto::PublicKey;
 use mesh_dns::{Entry, Owner};
 
 use crate::run::Shared;
 
-/// Gossip kind of DNS records (the first application kind).
-pub(crate) const KIND_DNS: u8 = FIRST_APP_KIND;
+pub(crate) use mesh_proto::gossip::KIND_DNS;
 
 /// Gossips `entries` (edits of this node's store) to the cluster. Call with the node locked;
 /// the timers task sends what it queued.

@@ -51,7 +51,8 @@
 use crate::store::{Merge, Record, RecordKey, Store};
 use mesh_proto::ParseError;
 use mesh_proto::gossip::{
-    GossipMsg, ListingEntry, MAX_BODY_LEN, MAX_GOSSIP_LEN, MAX_HAVE_ENTRIES, ShortKey, WireRecord,
+    GossipMsg, ListingEntry, MAX_BODY_LEN, MAX_GOSSIP_LEN, MAX_HAVE_ENTRIES, MAX_PULL_ENTRIES,
+    ShortKey, WireRecord,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -450,7 +451,7 @@ impl Gossip {
                     }
                 }
                 self.pending.entry(from).or_default().extend(push);
-                for chunk in pull.chunks((MAX_GOSSIP_LEN - 4) / 9) {
+                for chunk in pull.chunks(MAX_PULL_ENTRIES) {
                     self.send(from, &GossipMsg::Pull(chunk.to_vec()));
                 }
             }
@@ -553,7 +554,7 @@ impl Gossip {
         });
         self.pull_at = next;
         for (to, keys) in pulls {
-            for chunk in keys.chunks((MAX_GOSSIP_LEN - 4) / 9) {
+            for chunk in keys.chunks(MAX_PULL_ENTRIES) {
                 self.send(to, &GossipMsg::Pull(chunk.to_vec()));
             }
         }

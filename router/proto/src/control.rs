@@ -11,6 +11,9 @@
 //!           [4:address  2:port]
 //! ```
 //!
+//! Byte order: little-endian (the versions and the observed endpoint's port); addresses are
+//! their octets in network order.
+//!
 //! The *observed endpoint* is the address and port the sender sees the receiver's datagrams
 //! come from: how a node learns the endpoint it announces to the cluster by gossip.
 //!

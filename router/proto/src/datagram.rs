@@ -11,6 +11,8 @@
 //!                    20..52:sealed cookie
 //! ```
 //!
+//! Byte order: little-endian (indices, timestamp, counter).
+//!
 //! Indices are random per-session numbers chosen by their owner, so a receiver finds its
 //! state with one lookup and an observer cannot link sessions to nodes. The counter of a
 //! data message is the AEAD nonce; the 16-byte header is authenticated as associated data.

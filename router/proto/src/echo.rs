@@ -6,6 +6,10 @@
 //!       10..:padding, zero, any length (a reply is as long as its request: a probe of the
 //!       overlay MTU checks that full-size packets pass both ways)
 //! ```
+//!
+//! Byte order: the probe id is **big-endian**, unlike the integers of the other formats in
+//! this crate. Only its requester reads it as a number: a reply carries the request's id
+//! bytes back unchanged.
 
 use crate::ParseError;
 

@@ -15,6 +15,11 @@
 //! have     op=5  2..4:n  then n x (1:kind  8:id prefix  8:version)
 //! ```
 //!
+//! Byte order: little-endian (counts, versions, bucket hashes, body lengths, and in the
+//! record bodies below the endpoint's port and the round-trip times); addresses are their
+//! octets in network order. Bodies of [`KIND_RING`] and [`KIND_DNS`] are encoded by their own
+//! crates and say their own byte order (ring entries are big-endian).
+//!
 //! A record's bucket is the first byte of its id. A digest carries, per bucket, the XOR of
 //! [`entry_hash`] over the bucket's records: two nodes with the same records have the same
 //! digest, and one that differs names the buckets to compare. A listing says which records
@@ -24,8 +29,10 @@
 //! does not get pushed from elsewhere soon after. Every message fits in [`MAX_GOSSIP_LEN`]
 //! bytes.
 //!
-//! Record bodies: [`MemberBody`] (kind [`KIND_MEMBER`]) and [`AdjacencyBody`] (kind
-//! [`KIND_ADJACENCY`]).
+//! Record kinds: [`KIND_MEMBER`] ([`MemberBody`]), [`KIND_ADJACENCY`] ([`AdjacencyBody`]),
+//! [`KIND_RING`] (address ring entries, encoded by `mesh_ipam`) and, from
+//! [`FIRST_APP_KIND`] up, application records the core carries without reading: so far
+//! [`KIND_DNS`] (encoded by `mesh_dns`).
 
 use crate::ParseError;
 use ipnet::Ipv4Net;
@@ -53,6 +60,15 @@ pub const DIGEST_LEN: usize = 6 + BUCKETS * 4;
 pub const KIND_MEMBER: u8 = 1;
 /// Kind of a node's adjacency record ([`AdjacencyBody`]).
 pub const KIND_ADJACENCY: u8 = 2;
+/// Kind of an address ring entry (automatic IPAM; the body is `mesh_ipam::ring::Entry`'s
+/// encoding).
+pub const KIND_RING: u8 = 3;
+/// Kinds from this one up are application records: the core gossips them without reading
+/// them, for the owner of the node (`mesh_core::Node::publish_record`).
+pub const FIRST_APP_KIND: u8 = 4;
+/// Kind of a DNS record (the first application kind; the body is `mesh_dns::to_gossip`'s
+/// encoding).
+pub const KIND_DNS: u8 = FIRST_APP_KIND;
 
 const OP_PUSH: u8 = 1;
 const OP_DIGEST: u8 = 2;
@@ -62,6 +78,11 @@ const OP_HAVE: u8 = 5;
 const OP_DIGEST_ASIDE: u8 = 6;
 /// Most entries of one have message.
 pub const MAX_HAVE_ENTRIES: usize = (MAX_GOSSIP_LEN - 4) / LISTING_ENTRY_LEN;
+/// Bytes of one pull entry: kind and id prefix.
+pub const PULL_ENTRY_LEN: usize = 1 + 8;
+/// Most entries of one pull message: its 4-byte header and this many entries fit
+/// [`MAX_GOSSIP_LEN`], so a longer pull is sent in chunks of this many.
+pub const MAX_PULL_ENTRIES: usize = (MAX_GOSSIP_LEN - 4) / PULL_ENTRY_LEN;
 
 /// A record as it travels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,13 +320,13 @@ impl GossipMsg {
         }
     }
 
-    /// Bytes [`Self::emit`] writes.
+    /// Bytes [`Self::to_bytes`] returns.
     pub fn buffer_len(&self) -> usize {
         match self {
             Self::Push(records) => 4 + records.iter().map(WireRecord::wire_len).sum::<usize>(),
             Self::Digest { .. } => DIGEST_LEN,
             Self::Listing { entries, .. } => LISTING_HEADER_LEN + entries.len() * LISTING_ENTRY_LEN,
-            Self::Pull(keys) => 4 + keys.len() * 9,
+            Self::Pull(keys) => 4 + keys.len() * PULL_ENTRY_LEN,
             Self::Have(entries) => 4 + entries.len() * LISTING_ENTRY_LEN,
         }
     }
@@ -630,6 +651,14 @@ mod tests {
         );
         assert_eq!(
             GossipMsg::Have(vec![entry; MAX_HAVE_ENTRIES + 1]).to_bytes(),
+            None
+        );
+        let pull = GossipMsg::Pull(vec![(1, [0; 8]); MAX_PULL_ENTRIES]);
+        let bytes = pull.to_bytes().unwrap();
+        assert_eq!(bytes.len(), 4 + MAX_PULL_ENTRIES * PULL_ENTRY_LEN);
+        assert_eq!(GossipMsg::parse(&bytes).unwrap(), pull);
+        assert_eq!(
+            GossipMsg::Pull(vec![(1, [0; 8]); MAX_PULL_ENTRIES + 1]).to_bytes(),
             None
         );
         assert!(GossipMsg::parse(&[CONTROL_GOSSIP, OP_PUSH, 0, 0, 0].repeat(300)).is_err());

@@ -1,4 +1,7 @@
 //! What a node reads of the packets it tunnels: only enough to route them.
+//!
+//! Byte order: an IP packet's own (network order, big-endian); only the IPv4 addresses are
+//! read, as octets.
 
 use std::net::Ipv4Addr;
 

@@ -6,6 +6,9 @@
 //! Relayed  0:type=6  1..4:0  4..12:source key prefix       12..:end-to-end datagram
 //! ```
 //!
+//! Byte order: none; the header has no multi-byte integers (the key prefix is the first 8
+//! bytes of the public key, as they are).
+//!
 //! The sender wraps its datagram for the destination (a handshake message or sealed data,
 //! exactly as it would send it directly) in a `Relay` header and sends it to the relay. The
 //! relay accepts it only from a member it has a session with, at that session's endpoint,

@@ -2,7 +2,7 @@
 //! same code paths and properties on every run without a fuzzer.
 //!
 //! The checks themselves live in `integration/fuzz/src/proto_checks.rs` (one body per
-//! parser, shared with the `datagram`, `peer_info` and `inner` fuzz targets). Inputs are
+//! parser, shared with the fuzz targets of the same names). Inputs are
 //! random bytes and mutations of valid messages, from a seeded xorshift: a failure names
 //! its case number and input, and reproduces on every run.
 
@@ -158,9 +158,15 @@ fn valid_peer_info(rng: &mut Rng) -> Vec<u8> {
     buf
 }
 
+fn valid_block_request(rng: &mut Rng) -> Vec<u8> {
+    use mesh_proto::block_request::BlockRequest;
+    BlockRequest { count: byte(rng) }.to_bytes().to_vec()
+}
+
 fn valid_inner(rng: &mut Rng) -> Vec<u8> {
-    match rng.below(5) {
+    match rng.below(6) {
         0 => Vec::new(),
+        5 => valid_block_request(rng),
         1 => valid_peer_info(rng),
         2 => {
             let n = 40 + rng.below(60);
@@ -357,4 +363,27 @@ fn gossip_parse_never_panics_and_round_trips() {
 fn relay_frames_parse_never_panics_and_rewrite_in_place() {
     let accepted = run("relay", 0x0004_e1a7, valid_relay, proto_checks::fuzz_relay);
     assert!(accepted > CASES / 4, "only {accepted} inputs parsed");
+}
+
+#[test]
+fn block_requests_and_their_mutations_go_through_the_block_request_check() {
+    let accepted = run(
+        "block_request",
+        0x0b10_c4e9,
+        valid_block_request,
+        proto_checks::fuzz_block_request,
+    );
+    assert!(
+        accepted > CASES / 3,
+        "only {accepted} block requests parsed"
+    );
+    let mut rng = Rng::new(11);
+    let req = valid_block_request(&mut rng);
+    assert!(fuzz_inner(&req), "a block request is a control message");
+    assert!(
+        proto_checks::fuzz_block_request(&req[..1]),
+        "the type byte alone asks for one block"
+    );
+    assert!(!proto_checks::fuzz_block_request(&[]));
+    assert!(!proto_checks::fuzz_block_request(&[0x04, 1]));
 }

@@ -17,16 +17,45 @@ use super::{Event, Node};
 use ipnet::Ipv4Net;
 use mesh_crypto::PublicKey;
 use mesh_gossip::RecordKey;
-use mesh_ipam::ring::{Entry, MergeError, Ring, RingId, RingState, Want};
+use mesh_ipam::ring::{Entry, MergeError, Ring, RingId, RingState, VersionExhausted, Want};
+use mesh_proto::block_request::BlockRequest;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-/// Gossip record kind of ring entries.
-pub const KIND_RING: u8 = 3;
-/// Control type of a request for a donation: `0x03, count (1 byte)`.
-pub const CONTROL_BLOCK_REQUEST: u8 = 0x03;
+pub use mesh_proto::block_request::CONTROL_BLOCK_REQUEST;
+pub use mesh_proto::gossip::KIND_RING;
+
 /// A node that needs a block asks again this often.
 const REQUEST_EVERY: Duration = Duration::from_secs(2);
+
+/// Why [`Node::reclaim`] refused. Nothing was taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReclaimError {
+    /// This node runs with fixed `--block`s. Blame: the caller; reclaiming is for automatic
+    /// IPAM.
+    #[error("this node runs with a fixed --block: there is no address ring to reclaim from")]
+    FixedBlocks,
+    /// This node has not founded or joined a cluster ring yet. Blame: nobody; try again once
+    /// it has.
+    #[error("this node belongs to no cluster ring yet")]
+    NotInRing,
+    /// The member named is this node. Blame: the caller; run it on another member.
+    #[error("a node cannot reclaim its own blocks")]
+    OwnNode,
+    /// The blocks' ownership version cannot rise any further (not reachable in practice).
+    #[error(transparent)]
+    Version(#[from] VersionExhausted),
+}
+
+impl From<mesh_ipam::ReclaimError> for ReclaimError {
+    fn from(e: mesh_ipam::ReclaimError) -> Self {
+        match e {
+            mesh_ipam::ReclaimError::NotInRing => Self::NotInRing,
+            mesh_ipam::ReclaimError::OwnNode => Self::OwnNode,
+            mesh_ipam::ReclaimError::Version(v) => Self::Version(v),
+        }
+    }
+}
 
 /// Automatic IPAM settings of a node.
 #[derive(Debug, Clone)]
@@ -295,7 +324,7 @@ impl Node {
             return;
         };
         tracing::debug!(donor = %donor.fingerprint(), "asking for a block");
-        let msg = [CONTROL_BLOCK_REQUEST, 1];
+        let msg = BlockRequest { count: 1 }.to_bytes();
         if !self.send_plaintext(now, donor, &msg) && self.ensure_peer(now, donor) {
             if let Some(p) = self.peers.get_mut(&donor) {
                 p.enqueue(&msg);
@@ -305,9 +334,9 @@ impl Node {
     }
 
     /// A member asked us for blocks: donate free ones (never an active one).
-    pub(super) fn on_block_request(&mut self, now: Instant, from: PublicKey, msg: &[u8]) {
+    pub(super) fn on_block_request(&mut self, now: Instant, from: PublicKey, req: BlockRequest) {
         let me = *self.keypair.public().as_bytes();
-        let count = u32::from(msg.get(1).copied().unwrap_or(1).clamp(1, 16));
+        let count = req.wanted();
         let Some(st) = self.ipam.as_mut() else {
             return;
         };
@@ -379,18 +408,12 @@ impl Node {
     }
 
     /// Takes over every block of `dead` (the operator declared it gone: `meshctl rmpeer`).
-    pub fn reclaim(&mut self, now: Instant, dead: PublicKey) -> Result<Vec<Ipv4Net>, String> {
+    pub fn reclaim(&mut self, now: Instant, dead: PublicKey) -> Result<Vec<Ipv4Net>, ReclaimError> {
         let me = *self.keypair.public().as_bytes();
         let Some(st) = self.ipam.as_mut() else {
-            return Err(
-                "this node runs with a fixed --block: there is no address ring to reclaim from"
-                    .into(),
-            );
+            return Err(ReclaimError::FixedBlocks);
         };
-        let blocks = st
-            .ring
-            .reclaim(me, *dead.as_bytes())
-            .map_err(|e| e.to_string())?;
+        let blocks = st.ring.reclaim(me, *dead.as_bytes())?;
         tracing::info!(dead = %dead.fingerprint(), ?blocks, "reclaimed the blocks of a removed member");
         self.flush_ring_writes(now, None);
         self.ipam_changed(now);

@@ -20,9 +20,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Record kinds from this one up are not read by the core: it gossips them for the owner
-/// of the node ([`Node::publish_record`], [`Event::RecordChanged`]). Kind 4 is DNS.
-pub const FIRST_APP_KIND: u8 = 4;
+pub use mesh_proto::gossip::FIRST_APP_KIND;
 
 /// A session that brought something this recently shows its peer alive.
 pub(super) const LIVE_WINDOW: Duration = Duration::from_secs(30);

@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    mesh_fuzz::proto_checks::fuzz_block_request(data);
+});
