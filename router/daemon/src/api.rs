@@ -535,7 +535,7 @@ fn dns_add_record(
                 .map_err(DnsEditError::Store)
         })
         .map_err(|e| bad_name(&e))?;
-    names::publish(&mut shared.node(), std::time::Instant::now(), &[entry]);
+    shared.update(|node, now| names::publish(node, now, &[entry]));
     tracing::info!(name = %record.name, address = %record.address, "dns record added");
     Ok(mesh_api::DnsChanged {
         records: vec![record],
@@ -563,7 +563,7 @@ fn dns_remove_records(
             Ok::<_, DnsEditError>((name, gone))
         })
         .map_err(|e| bad_name(&e))?;
-    names::publish(&mut shared.node(), std::time::Instant::now(), &gone);
+    shared.update(|node, now| names::publish(node, now, &gone));
     let records: Vec<mesh_api::DnsRecord> = gone.iter().map(|e| dns_entry(e, false)).collect();
     if records.is_empty() {
         return Err((

@@ -382,21 +382,22 @@ impl Kube {
             return;
         }
         self.given.retain(|(ep, _)| current.contains(ep));
-        let now = Instant::now();
-        let mut node = self.shared.node();
-        for ep in stale {
-            if !self.shared.config.peers.contains(&ep) && node.forget_bootstrap(ep) {
-                tracing::info!(endpoint = %ep, "no Node has this address any more: not contacting it");
+        let peers = &self.shared.config.peers;
+        self.shared.update(|node, now| {
+            for ep in stale {
+                if !peers.contains(&ep) && node.forget_bootstrap(ep) {
+                    tracing::info!(endpoint = %ep, "no Node has this address any more: not contacting it");
+                }
             }
-        }
-        for (name, ep, key) in new {
-            if let Some(k) = key {
-                node.add_known_peer(now, k, ep);
+            for (name, ep, key) in new {
+                if let Some(k) = key {
+                    node.add_known_peer(now, k, ep);
+                }
+                if node.add_bootstrap(now, ep) {
+                    tracing::info!(node = %name, endpoint = %ep, ik = key.is_some(), "peer from a Kubernetes Node");
+                }
             }
-            if node.add_bootstrap(now, ep) {
-                tracing::info!(node = %name, endpoint = %ep, ik = key.is_some(), "peer from a Kubernetes Node");
-            }
-        }
+        });
     }
 
     /// Founds the ring (automatic IPAM, no `--peer`) when this is the oldest Node and no Node

@@ -127,13 +127,7 @@ pub(crate) async fn ping(shared: &Shared, req: &PingRequest) -> Result<PingResul
         let id = base + u64::from(i);
         let len = if i == req.count { mtu } else { SMALL_PROBE };
         answers.push(shared.await_echo(id));
-        let ok = {
-            let mut node = shared.node();
-            let ok = node.ping(Instant::now(), key, id, len).is_ok();
-            shared.settle(&mut node);
-            ok
-        };
-        shared.kick();
+        let ok = shared.update(|node, now| node.ping(now, key, id, len).is_ok());
         sent.push((id, ok));
         if i < req.count {
             tokio::time::sleep(interval).await;

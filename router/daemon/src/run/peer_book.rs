@@ -12,11 +12,8 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&addr);
-        let (added, reached) = {
-            let mut node = self.node();
-            let now = Instant::now();
+        let (added, reached) = self.update(|node, now| {
             let added = node.add_bootstrap(now, addr);
-            self.settle(&mut node);
             let reached: Vec<PublicKey> = node
                 .peer_status(now)
                 .iter()
@@ -26,8 +23,7 @@ impl Shared {
                 .filter_map(|p| p.public_key.parse().ok())
                 .collect();
             (added, reached)
-        };
-        self.kick();
+        });
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let mut changed = false;
         for k in reached {

@@ -92,6 +92,22 @@ impl Shared {
         self.node.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Changes the node under its lock, then settles it ([`Shared::settle`]: events handed
+    /// on, the ring persisted) and wakes the timers task, which sends what the change queued
+    /// at once rather than at its next tick. Every control-plane change should go through
+    /// here: a handler that locks the node itself can forget either step (DNS edits and
+    /// kube's peers did: their gossip and handshakes waited up to 50 ms).
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Node, Instant) -> R) -> R {
+        let r = {
+            let mut node = self.node();
+            let r = f(&mut node, Instant::now());
+            self.settle(&mut node);
+            r
+        };
+        self.kick();
+        r
+    }
+
     /// A receiver of probe `id`'s round trip, which [`Shared::settle`] sends when the node
     /// reports the answer. Register before sending the probe.
     pub(crate) fn await_echo(&self, id: u64) -> tokio::sync::oneshot::Receiver<Duration> {
