@@ -153,10 +153,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<mesh_api::Status> {
 /// The node's route table, with each owner's name, endpoint and state.
 async fn routes(State(shared): State<Arc<Shared>>) -> Json<mesh_api::Routes> {
     let status = shared.status();
-    let (table, own) = {
-        let node = shared.node();
-        (node.routes(), node.public_key())
-    };
+    let (table, own) = shared.read(|node, _| (node.routes(), node.public_key()));
     Json(routes_answer(&table, own, &status.node.name, &status.peers))
 }
 
@@ -229,9 +226,7 @@ fn need_block(shared: &Shared, e: &mesh_ipam::AllocateError) -> IpamError {
         ),
         mesh_ipam::AllocateError::Exhausted { blocks, capacity } => {
             if shared.ipam.should_ask_for_block() {
-                let mut node = shared.node();
-                node.need_block(std::time::Instant::now());
-                shared.settle(&mut node);
+                shared.update(|node, now| node.need_block(now));
             }
             let blocks: Vec<String> = blocks.iter().map(ToString::to_string).collect();
             IpamError::Waiting(format!(
@@ -266,84 +261,84 @@ fn remove_member(
         ));
     }
     let wanted = req.member.trim();
-    let now = std::time::Instant::now();
-    let mut node = shared.node();
-    let members = node.members(now);
-    let by_key: Vec<&mesh_api::MemberStatus> =
-        members.iter().filter(|m| m.public_key == wanted).collect();
-    let matches: Vec<&mesh_api::MemberStatus> = if by_key.is_empty() {
-        members.iter().filter(|m| m.name == wanted).collect()
-    } else {
-        by_key
-    };
-    let (name, key, state) = match matches.as_slice() {
-        [m] => (m.name.clone(), m.public_key.clone(), Some(m.state)),
-        [] => match wanted.parse::<mesh_crypto::PublicKey>() {
-            // A key gossip does not know (any more): its blocks may still be in the ring.
-            Ok(k) => (String::new(), k.to_string(), None),
-            Err(_) => {
+    // Looked up, decided and reclaimed under one hold of the node lock.
+    let (name, key, who, blocks, dns_records) = shared.update(|node, now| {
+        let members = node.members(now);
+        let by_key: Vec<&mesh_api::MemberStatus> =
+            members.iter().filter(|m| m.public_key == wanted).collect();
+        let matches: Vec<&mesh_api::MemberStatus> = if by_key.is_empty() {
+            members.iter().filter(|m| m.name == wanted).collect()
+        } else {
+            by_key
+        };
+        let (name, key, state) = match matches.as_slice() {
+            [m] => (m.name.clone(), m.public_key.clone(), Some(m.state)),
+            [] => match wanted.parse::<mesh_crypto::PublicKey>() {
+                // A key gossip does not know (any more): its blocks may still be in the ring.
+                Ok(k) => (String::new(), k.to_string(), None),
+                Err(_) => {
+                    return Err((
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "no member is called {wanted:?}: give a name or public key from \
+                             `meshctl members`"
+                        ),
+                    ));
+                }
+            },
+            several => {
+                let keys: Vec<String> = several
+                    .iter()
+                    .map(|m| format!("{} ({})", m.public_key, member_state(m.state)))
+                    .collect();
                 return Err((
-                    StatusCode::NOT_FOUND,
+                    StatusCode::BAD_REQUEST,
                     format!(
-                        "no member is called {wanted:?}: give a name or public key from \
-                         `meshctl members`"
+                        "{} members are called {wanted:?}: give the public key of the one to remove: {}",
+                        several.len(),
+                        keys.join(", ")
                     ),
                 ));
             }
-        },
-        several => {
-            let keys: Vec<String> = several
-                .iter()
-                .map(|m| format!("{} ({})", m.public_key, member_state(m.state)))
-                .collect();
-            return Err((
+        };
+        let who = if name.is_empty() {
+            mesh_api::key_fingerprint(&key)
+        } else {
+            name.clone()
+        };
+        match state {
+            Some(mesh_api::MemberState::Local) => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{who} is this node: run `meshctl rmpeer` on another member (after stopping \
+                         this one for good)"
+                    ),
+                ));
+            }
+            Some(mesh_api::MemberState::Alive) if !req.force => {
+                return Err((
+                    StatusCode::CONFLICT,
+                    format!(
+                        "member {who} is alive: removing it hands its address blocks to this node \
+                         while it may still give addresses out of them. Stop it for good first \
+                         (and `meshd reset` it before it ever joins again), wait until `meshctl \
+                         members` shows it dead, then run rmpeer again; --force removes it anyway"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let dead = key.parse::<mesh_crypto::PublicKey>().map_err(|_| {
+            (
                 StatusCode::BAD_REQUEST,
-                format!(
-                    "{} members are called {wanted:?}: give the public key of the one to remove: {}",
-                    several.len(),
-                    keys.join(", ")
-                ),
-            ));
-        }
-    };
-    let who = if name.is_empty() {
-        mesh_api::key_fingerprint(&key)
-    } else {
-        name.clone()
-    };
-    match state {
-        Some(mesh_api::MemberState::Local) => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{who} is this node: run `meshctl rmpeer` on another member (after stopping \
-                     this one for good)"
-                ),
-            ));
-        }
-        Some(mesh_api::MemberState::Alive) if !req.force => {
-            return Err((
-                StatusCode::CONFLICT,
-                format!(
-                    "member {who} is alive: removing it hands its address blocks to this node \
-                     while it may still give addresses out of them. Stop it for good first \
-                     (and `meshd reset` it before it ever joins again), wait until `meshctl \
-                     members` shows it dead, then run rmpeer again; --force removes it anyway"
-                ),
-            ));
-        }
-        _ => {}
-    }
-    let dead = key.parse::<mesh_crypto::PublicKey>().map_err(|_| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("member {who} has no valid public key ({key:?})"),
-        )
+                format!("member {who} has no valid public key ({key:?})"),
+            )
+        })?;
+        let blocks = node.reclaim(now, dead).map_err(|e| reclaim_refused(&e))?;
+        let dns_records = names::remove_owner(shared, node, now, &dead);
+        Ok::<_, Refusal>((name, key, who, blocks, dns_records))
     })?;
-    let blocks = node.reclaim(now, dead).map_err(|e| reclaim_refused(&e))?;
-    let dns_records = names::remove_owner(shared, &mut node, now, &dead);
-    shared.settle(&mut node);
-    drop(node);
     tracing::warn!(member = %who, key = %key, ?blocks, dns_records, force = req.force, "member removed: its blocks are this node's now, its DNS records are removed");
     Ok(mesh_api::MemberRemoved {
         name,

@@ -419,17 +419,25 @@ impl Kube {
             return;
         }
         let since = *self.published_since.get_or_insert(now);
-        let mut node = self.shared.node();
-        if node.ring_id().is_some() || now.saturating_duration_since(since) < FOUND_SETTLE {
+        if now.saturating_duration_since(since) < FOUND_SETTLE {
             return;
         }
-        if founds_ring(&self.nodes, &self.own, |k| node.is_alive(k)) {
+        let (nodes, own) = (&self.nodes, &self.own);
+        // Decided and founded under one hold of the node lock.
+        let founded = self.shared.update(|node, now| {
+            if node.ring_id().is_some() {
+                return None;
+            }
+            if !founds_ring(nodes, own, |k| node.is_alive(k)) {
+                return Some(false);
+            }
             let mut nonce = [0u8; 16];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
-            tracing::info!(node = %self.own, "the oldest Node running meshd, and none names an address ring: founding it");
+            tracing::info!(node = %own, "the oldest Node running meshd, and none names an address ring: founding it");
             node.found_ring(now, nonce);
-            self.shared.settle(&mut node);
-        } else if !self.waiting_founder {
+            Some(true)
+        });
+        if founded == Some(false) && !self.waiting_founder {
             self.waiting_founder = true;
             tracing::info!(
                 "joining the address ring of the oldest Node's meshd (or of a Node that names one)"
@@ -460,53 +468,55 @@ impl Kube {
         {
             return;
         }
-        let mut node = self.shared.node();
-        let own = node.public_key();
-        let alive: Vec<PublicKey> = node
-            .members(now)
-            .into_iter()
-            .filter(|m| m.state == mesh_api::MemberState::Alive)
-            .filter_map(|m| m.public_key.parse().ok())
-            .collect();
-        let me_reclaims = reclaimer(own, alive) == own;
-        let mut changed = false;
-        for (k, name) in gone {
-            let Ok(key) = k.parse::<PublicKey>() else {
-                self.seen.remove(&k);
-                changed = true;
-                continue;
-            };
-            if key == own || node.is_alive(&key) {
-                // Its meshd still runs (the Node went first): wait until gossip sees it dead.
-                continue;
-            }
-            if !node.member_gone(&key) && !node.owns_blocks(&key) {
-                // Nothing of it in the ring and gossip does not know it: done.
-                self.seen.remove(&k);
-                changed = true;
-                continue;
-            }
-            if !me_reclaims {
-                if !node.owns_blocks(&key) {
-                    self.seen.remove(&k);
+        let (shared, seen) = (&self.shared, &mut self.seen);
+        // Decided and reclaimed under one hold of the node lock.
+        let changed = shared.update(|node, now| {
+            let own = node.public_key();
+            let alive: Vec<PublicKey> = node
+                .members(now)
+                .into_iter()
+                .filter(|m| m.state == mesh_api::MemberState::Alive)
+                .filter_map(|m| m.public_key.parse().ok())
+                .collect();
+            let me_reclaims = reclaimer(own, alive) == own;
+            let mut changed = false;
+            for (k, name) in gone {
+                let Ok(key) = k.parse::<PublicKey>() else {
+                    seen.remove(&k);
                     changed = true;
+                    continue;
+                };
+                if key == own || node.is_alive(&key) {
+                    // Its meshd still runs (the Node went first): wait until gossip sees it dead.
+                    continue;
                 }
-                continue;
+                if !node.member_gone(&key) && !node.owns_blocks(&key) {
+                    // Nothing of it in the ring and gossip does not know it: done.
+                    seen.remove(&k);
+                    changed = true;
+                    continue;
+                }
+                if !me_reclaims {
+                    if !node.owns_blocks(&key) {
+                        seen.remove(&k);
+                        changed = true;
+                    }
+                    continue;
+                }
+                let blocks = match node.reclaim(now, key) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::debug!(node = %name, error = %e, "nothing to reclaim");
+                        Vec::new()
+                    }
+                };
+                let dns = names::remove_owner(shared, node, now, &key);
+                tracing::warn!(node = %name, key = %key, ?blocks, dns_records = dns, "Node deleted and its member dead: its blocks are this node's now, its DNS records are removed");
+                seen.remove(&k);
+                changed = true;
             }
-            let blocks = match node.reclaim(now, key) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::debug!(node = %name, error = %e, "nothing to reclaim");
-                    Vec::new()
-                }
-            };
-            let dns = names::remove_owner(&self.shared, &mut node, now, &key);
-            self.shared.settle(&mut node);
-            tracing::warn!(node = %name, key = %key, ?blocks, dns_records = dns, "Node deleted and its member dead: its blocks are this node's now, its DNS records are removed");
-            self.seen.remove(&k);
-            changed = true;
-        }
-        drop(node);
+            changed
+        });
         if changed {
             save_seen(&self.shared.config.state_dir, &self.seen);
         }
@@ -532,7 +542,7 @@ impl Kube {
             .advertise
             .or_else(|| (!c.listen.ip().is_unspecified()).then_some(c.listen))
             .or_else(|| endpoint_of_internal(own, self.port));
-        let ring = self.shared.node().ring_id();
+        let ring = self.shared.read(|node, _| node.ring_id());
         // A ring annotation without a ring here is left from an earlier run: remove it.
         let stale_ring = ring.is_none() && annotation(own, ANN_RING).is_some();
         let want = own_annotations(&self.shared.public_key, endpoint, ring);

@@ -35,21 +35,21 @@ pub(crate) fn record_changed(shared: &Shared, id: &[u8; 32]) {
     let Some(dns) = shared.dns.as_deref() else {
         return;
     };
-    let (entry, gone) = {
-        let node = shared.node();
-        let Some((version, body)) = node.record(KIND_DNS, id) else {
-            return;
-        };
+    let parsed = shared.read(|node, _| {
+        let (version, body) = node.record(KIND_DNS, id)?;
         match mesh_dns::from_gossip(id, version, body) {
             Ok(e) => {
                 let gone = node.member_gone(&PublicKey::from_bytes(e.owner.0));
-                (e, gone)
+                Some((e, gone))
             }
             Err(err) => {
                 tracing::debug!(error = %err, "gossiped dns record refused");
-                return;
+                None
             }
         }
+    });
+    let Some((entry, gone)) = parsed else {
+        return;
     };
     dns.update(|s| {
         if s.store.merge(&entry) {

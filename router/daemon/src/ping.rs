@@ -11,7 +11,7 @@ use mesh_api::{MemberStatus, PathKind, PingRequest, PingResult};
 use mesh_crypto::PublicKey;
 use rand_core::{OsRng, RngCore};
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Length of an ordinary probe (the echo header and a few bytes).
 const SMALL_PROBE: usize = 16;
@@ -113,11 +113,10 @@ pub(crate) async fn ping(shared: &Shared, req: &PingRequest) -> Result<PingResul
         ));
     }
     let interval = Duration::from_millis(req.interval_ms.clamp(10, 1000));
-    let key = {
-        let node = shared.node();
-        let members = node.members(Instant::now());
-        resolve(&req.target, &members, &node.routes(), node.public_key())?
-    };
+    let key = shared.read(|node, now| {
+        let members = node.members(now);
+        resolve(&req.target, &members, &node.routes(), node.public_key())
+    })?;
     let mtu = shared.config.mtu as usize;
     let base = OsRng.next_u64() >> 1;
     // Probe ids: base..base+count, then the MTU probe.
@@ -143,10 +142,8 @@ pub(crate) async fn ping(shared: &Shared, req: &PingRequest) -> Result<PingResul
         }
         shared.forget_echo(*id);
     }
-    let now = Instant::now();
     let node_key = key.to_string();
-    let (peer, members) = {
-        let mut node = shared.node();
+    let (peer, members) = shared.update(|node, now| {
         for (id, _) in &sent {
             node.forget_ping(*id);
         }
@@ -155,7 +152,7 @@ pub(crate) async fn ping(shared: &Shared, req: &PingRequest) -> Result<PingResul
             .into_iter()
             .find(|p| p.public_key == node_key);
         (peer, node.members(now))
-    };
+    });
     let name_of = |k: &str| {
         members
             .iter()

@@ -86,17 +86,24 @@ impl Shared {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn node(&self) -> MutexGuard<'_, Node> {
+    /// The node, locked: for the packet loops and the status in `run/`, which drain or only
+    /// read. Everything else goes through [`Shared::read`] or [`Shared::update`].
+    pub(super) fn node(&self) -> MutexGuard<'_, Node> {
         // A panic while holding the lock already ended the process (panic = abort is not
         // set, but every task is joined and a panic propagates); recover the data anyway.
         self.node.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Reads the node under its lock (nothing is queued or persisted by a read).
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&Node, Instant) -> R) -> R {
+        f(&self.node(), Instant::now())
+    }
+
     /// Changes the node under its lock, then settles it ([`Shared::settle`]: events handed
     /// on, the ring persisted) and wakes the timers task, which sends what the change queued
-    /// at once rather than at its next tick. Every control-plane change should go through
-    /// here: a handler that locks the node itself can forget either step (DNS edits and
-    /// kube's peers did: their gossip and handshakes waited up to 50 ms).
+    /// at once rather than at its next tick. Outside `run/` this and [`Shared::read`] are the
+    /// only ways to the node, so no handler can forget either step (DNS edits and kube's
+    /// peers did: their gossip and handshakes waited up to 50 ms).
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Node, Instant) -> R) -> R {
         let r = {
             let mut node = self.node();
@@ -135,7 +142,7 @@ impl Shared {
     /// Hands the node's events on and persists its address ring if it changed; `false` when
     /// that failed (then nothing the node queued may leave). Call with the node locked, before
     /// taking any datagram out of it ([`Shared::drain`] does).
-    pub(crate) fn settle(&self, node: &mut Node) -> bool {
+    pub(super) fn settle(&self, node: &mut Node) -> bool {
         let mut ring_changed = self.ring_unsaved.load(Ordering::Relaxed);
         let mut held = self.held_events.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(ev) = node.poll_event() {
@@ -200,7 +207,7 @@ impl Shared {
     }
 
     /// Wakes the timers task to send what the node queued now.
-    pub(crate) fn kick(&self) {
+    pub(super) fn kick(&self) {
         self.kick.notify_one();
     }
 
