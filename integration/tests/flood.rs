@@ -59,6 +59,30 @@ fn flood(topo: &Topology, from: &Host, args: &[&str]) -> String {
     text(&out.stdout)
 }
 
+/// Restarts `a`'s meshd while `attacker` floods `b`: `a` gets its session with `b` back and
+/// pods reach each other both ways, with the flood still running; returns `b`'s status
+/// then, and stops the flood.
+fn restart_under_flood(
+    topo: &mut Topology,
+    a: &Host,
+    b: &Host,
+    pods: &[mesh_integration::Pod],
+    attacker: &mut mesh_integration::Proc,
+) -> Status {
+    topo.restart_meshd(a).expect("restart meshd on a");
+    let restarted = Instant::now();
+    wait_established(topo, a, b, BOUND);
+    wait_ping(&pods[0], &pods[1], restarted + BOUND).expect("pod traffic after the restart");
+    wait_ping(&pods[1], &pods[0], restarted + BOUND).expect("and back");
+    let during = topo.status(b).expect("status of b");
+    assert!(
+        attacker.is_running(),
+        "the flood ended before the peer was back: the test proves nothing"
+    );
+    attacker.terminate(Duration::from_secs(5));
+    during
+}
+
 #[test]
 fn a_spoofed_flood_does_not_stop_a_real_peers_handshake() {
     let (mut topo, hosts, pods, started) =
@@ -87,17 +111,7 @@ fn a_spoofed_flood_does_not_stop_a_real_peers_handshake() {
         ])
         .expect("start mesh-flood");
     std::thread::sleep(Duration::from_secs(2));
-    topo.restart_meshd(a).expect("restart meshd on a");
-    let restarted = Instant::now();
-    wait_established(&topo, a, b, BOUND);
-    wait_ping(&pods[0], &pods[1], restarted + BOUND).expect("pod traffic after the restart");
-    wait_ping(&pods[1], &pods[0], restarted + BOUND).expect("and back");
-    let during = topo.status(b).expect("status of b");
-    assert!(
-        attacker.is_running(),
-        "the flood ended before the peer was back: the test proves nothing"
-    );
-    attacker.terminate(Duration::from_secs(5));
+    let during = restart_under_flood(&mut topo, a, b, &pods, &mut attacker);
 
     let junk = drops(&during, "handshake_mac") - drops(&before, "handshake_mac");
     assert!(
@@ -279,16 +293,7 @@ fn a_members_spoofed_flood_gets_cookies_and_a_real_peer_still_gets_in() {
         "status says so: {:?}",
         loaded.warnings
     );
-    topo.restart_meshd(a).expect("restart meshd on a");
-    let restarted = Instant::now();
-    wait_established(&topo, a, b, BOUND);
-    wait_ping(&pods[0], &pods[1], restarted + BOUND).expect("pod traffic after the restart");
-    let during = topo.status(b).expect("status of b");
-    assert!(
-        attacker.is_running(),
-        "the flood ended before the peer was back: the test proves nothing"
-    );
-    attacker.terminate(Duration::from_secs(5));
+    let during = restart_under_flood(&mut topo, a, b, &pods, &mut attacker);
     let cookies = drops(&during, "handshake_cookie") - drops(&before, "handshake_cookie");
     assert!(
         cookies > 100,
