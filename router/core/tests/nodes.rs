@@ -783,12 +783,12 @@ fn a_refused_reclaim_says_who_is_to_blame() {
     );
     assert_eq!(
         sim.node(1).reclaim(now, other),
-        Err(ReclaimError::NotInRing)
+        Err(ReclaimError::Ring(mesh_ipam::ReclaimError::NotInRing))
     );
     assert!(sim.node(1).found_ring(now, [7; 16]));
     assert_eq!(
         sim.node(1).reclaim(now, ringed_key),
-        Err(ReclaimError::OwnNode)
+        Err(ReclaimError::Ring(mesh_ipam::ReclaimError::OwnNode))
     );
     assert_eq!(sim.node(1).reclaim(now, other), Ok(Vec::new()));
 }

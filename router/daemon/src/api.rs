@@ -353,10 +353,7 @@ fn remove_member(
 fn reclaim_refused(e: &mesh_core::ReclaimError) -> Refusal {
     use mesh_core::ReclaimError;
     let code = match e {
-        ReclaimError::FixedBlocks
-        | ReclaimError::NotInRing
-        | ReclaimError::OwnNode
-        | ReclaimError::Version(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ReclaimError::FixedBlocks | ReclaimError::Ring(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     (code, e.to_string())
 }
@@ -718,15 +715,17 @@ mod tests {
                 "this node runs with a fixed --block: there is no address ring to reclaim from",
             ),
             (
-                ReclaimError::NotInRing,
+                ReclaimError::Ring(mesh_ipam::ReclaimError::NotInRing),
                 "this node belongs to no cluster ring yet",
             ),
             (
-                ReclaimError::OwnNode,
+                ReclaimError::Ring(mesh_ipam::ReclaimError::OwnNode),
                 "a node cannot reclaim its own blocks",
             ),
             (
-                ReclaimError::Version(mesh_ipam::ring::VersionExhausted),
+                ReclaimError::Ring(mesh_ipam::ReclaimError::Version(
+                    mesh_ipam::ring::VersionExhausted,
+                )),
                 "the ownership version of these blocks cannot rise any further",
             ),
         ] {

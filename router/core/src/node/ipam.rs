@@ -17,7 +17,7 @@ use super::{Event, Node};
 use ipnet::Ipv4Net;
 use mesh_crypto::PublicKey;
 use mesh_gossip::RecordKey;
-use mesh_ipam::ring::{Entry, MergeError, Ring, RingId, RingState, VersionExhausted, Want};
+use mesh_ipam::ring::{Entry, MergeError, Ring, RingId, RingState, Want};
 use mesh_proto::block_request::BlockRequest;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -35,26 +35,10 @@ pub enum ReclaimError {
     /// IPAM.
     #[error("this node runs with a fixed --block: there is no address ring to reclaim from")]
     FixedBlocks,
-    /// This node has not founded or joined a cluster ring yet. Blame: nobody; try again once
-    /// it has.
-    #[error("this node belongs to no cluster ring yet")]
-    NotInRing,
-    /// The member named is this node. Blame: the caller; run it on another member.
-    #[error("a node cannot reclaim its own blocks")]
-    OwnNode,
-    /// The blocks' ownership version cannot rise any further (not reachable in practice).
+    /// The address ring refused (no ring yet, this node itself, version exhausted): see
+    /// [`mesh_ipam::ReclaimError`], which says who is to blame.
     #[error(transparent)]
-    Version(#[from] VersionExhausted),
-}
-
-impl From<mesh_ipam::ReclaimError> for ReclaimError {
-    fn from(e: mesh_ipam::ReclaimError) -> Self {
-        match e {
-            mesh_ipam::ReclaimError::NotInRing => Self::NotInRing,
-            mesh_ipam::ReclaimError::OwnNode => Self::OwnNode,
-            mesh_ipam::ReclaimError::Version(v) => Self::Version(v),
-        }
-    }
+    Ring(#[from] mesh_ipam::ReclaimError),
 }
 
 /// Automatic IPAM settings of a node.
