@@ -126,7 +126,12 @@ pub struct DropCounters([u64; DropReason::ALL.len()]);
 impl DropCounters {
     /// Counts one drop.
     pub fn add(&mut self, reason: DropReason) {
-        self.0[reason.slot()] += 1;
+        self.add_n(reason, 1);
+    }
+
+    /// Counts `n` drops.
+    pub fn add_n(&mut self, reason: DropReason, n: u64) {
+        self.0[reason.slot()] += n;
     }
 
     /// The count for `reason`.

@@ -113,6 +113,11 @@ struct ReplayCache {
 }
 
 impl ReplayCache {
+    /// Whether the initiation was seen, or is at or below the floor (then it may have been).
+    fn seen(&self, timestamp: u64, mac1: &[u8; MAC_LEN]) -> bool {
+        self.floor.is_some_and(|f| timestamp <= f) || self.seen.contains(&(timestamp, *mac1))
+    }
+
     /// Records the initiation; false if it was seen (or is at or below the floor).
     fn insert(&mut self, timestamp: u64, mac1: [u8; MAC_LEN], oldest_kept: u64) -> bool {
         if self.floor.is_some_and(|f| timestamp <= f) {
@@ -203,6 +208,17 @@ impl HandshakeGate {
             .verify(&datagram[..n], &datagram[n..n + MAC_LEN])
     }
 
+    /// Opens the cookie of a reply to our initiation whose mac1 was `mac1` (the responder
+    /// sealed it with the cluster's cookie key, which this gate also seals with).
+    pub(crate) fn open_cookie(
+        &self,
+        sealed: &[u8; SEALED_COOKIE_LEN],
+        mac1: &[u8; MAC_LEN],
+        nonce: [u8; COOKIE_NONCE_LEN],
+    ) -> Result<[u8; mesh_crypto::COOKIE_LEN], mesh_crypto::CookieError> {
+        self.cookie_key.open(sealed, mac1, nonce)
+    }
+
     /// Whether the node is under load now.
     pub(crate) fn under_load(&self, now: Instant) -> bool {
         self.loaded_until.is_some_and(|t| now < t)
@@ -239,9 +255,7 @@ impl HandshakeGate {
         let n = datagram.len() - MACS_LEN;
         let mut mac1 = [0u8; MAC_LEN];
         mac1.copy_from_slice(&datagram[n..n + MAC_LEN]);
-        if self.replay.seen.contains(&(timestamp, mac1))
-            || self.replay.floor.is_some_and(|f| timestamp <= f)
-        {
+        if self.replay.seen(timestamp, &mac1) {
             return Verdict::Drop(Refusal::Replay);
         }
         if self.jar.due(now) {

@@ -354,8 +354,6 @@ pub struct Node {
     conflicts: std::collections::HashSet<(PublicKey, Ipv4Net)>,
     /// The cheap checks in front of every initiation (MACs, replay, load, cookies).
     gate: HandshakeGate,
-    /// Seals and opens cookie replies.
-    cookie_key: CookieKey,
     /// Cookies responders under load gave us, by their address, with when they came.
     cookies: HashMap<SocketAddr, ([u8; COOKIE_LEN], Instant)>,
     /// The wall clock (ms since the Unix epoch) at an instant (see `sync_clock`).
@@ -397,7 +395,6 @@ impl Node {
             now,
             gate_seed,
         );
-        let cookie_key = CookieKey::new(&config.psk);
         let clock = (now, config.unix_time.as_millis() as u64);
         let mut node = Self {
             name: config.name,
@@ -433,7 +430,6 @@ impl Node {
             routes: RouteTable::new(),
             conflicts: std::collections::HashSet::new(),
             gate,
-            cookie_key,
             cookies: HashMap::new(),
             clock,
             responded: 0,
@@ -2069,11 +2065,9 @@ impl Node {
         };
         peer.gave_up = true;
         peer.round_started = None;
-        let queued = peer.queue.len() as u64;
+        peer.drops
+            .add_n(DropReason::NoRoute, peer.queue.len() as u64);
         peer.queue.clear();
-        for _ in 0..queued {
-            peer.drops.add(DropReason::NoRoute);
-        }
         let pending = peer.handshake.take();
         tracing::debug!(peer = %key.fingerprint(), "no handshake answer for 90 s; retries stop until the peer is needed again");
         if let Some(h) = pending {
@@ -2113,7 +2107,7 @@ impl Node {
             return self.drop_node(DropReason::UnknownSession);
         };
         let (mac1, target, with_cookie) = (*mac1, *target, *with_cookie);
-        let Ok(cookie) = self.cookie_key.open(&sealed, &mac1, nonce) else {
+        let Ok(cookie) = self.gate.open_cookie(&sealed, &mac1, nonce) else {
             return self.drop_node(DropReason::HandshakeMac);
         };
         self.cookies_received += 1;
