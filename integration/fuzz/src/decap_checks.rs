@@ -29,7 +29,8 @@ use mesh_proto::datagram::DATA_HEADER_LEN;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-const SECRET: &[u8] = b"fuzzing cluster secret";
+/// The cluster secret of the fuzzed nodes (also `handshake_checks`').
+pub const SECRET: &[u8] = b"fuzzing cluster secret";
 /// Bound on datagrams moved while the two nodes shake hands.
 const SETTLE_STEPS: usize = 64;
 
@@ -37,7 +38,9 @@ fn addr(i: u8) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::new(198, 18, 0, i + 1), 6788))
 }
 
-fn config(i: u8, bootstrap: Vec<SocketAddr>) -> NodeConfig {
+/// Node `i`'s configuration (key `[i + 1; 32]`, block 10.32.(i+1).0/24), bootstrapping to
+/// `bootstrap` (also used by `handshake_checks`).
+pub fn config(i: u8, bootstrap: Vec<SocketAddr>) -> NodeConfig {
     let block = match ipnet::Ipv4Net::new(Ipv4Addr::new(10, 32, i + 1, 0), 24) {
         Ok(b) => b,
         Err(e) => panic!("block: {e}"),

@@ -23,7 +23,8 @@
 //! an initiation it already took, and never for a datagram whose MACs were not sealed with
 //! the cluster secret.
 
-use mesh_core::{Decap, DropReason, Node, NodeConfig};
+use crate::decap_checks::{SECRET, config};
+use mesh_core::{Decap, DropReason, Node};
 use mesh_crypto::{ClusterPsk, Mac1Key, StaticKeypair, seal_macs};
 use mesh_proto::datagram::{
     COOKIE_REPLY_LEN, HANDSHAKE_MACS_LEN, INIT_HEADER_LEN, Pattern, REPLY_HEADER_LEN,
@@ -32,28 +33,12 @@ use mesh_proto::datagram::{
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-const SECRET: &[u8] = b"fuzzing cluster secret";
-/// The node's wall clock at the start, ms since the Unix epoch.
+/// The node's wall clock at the start, ms since the Unix epoch (`decap_checks::config`'s).
 const START_MS: u64 = 1_800_000_000_000;
 
+/// The node under test: `decap_checks`' node 1, with no bootstrap address.
 fn node() -> Node {
-    let config = NodeConfig {
-        name: "b".into(),
-        keypair: StaticKeypair::generate([2; 32]),
-        psk: ClusterPsk::derive(SECRET),
-        blocks: vec![ipnet::Ipv4Net::new(Ipv4Addr::new(10, 32, 2, 0), 24).unwrap_or_default()],
-        range: ipnet::Ipv4Net::new(Ipv4Addr::new(10, 32, 0, 0), 16).unwrap_or_default(),
-        bootstrap: Vec::new(),
-        known_peers: Vec::new(),
-        generation: 1,
-        advertise: None,
-        dead_after: mesh_core::DEFAULT_DEAD_AFTER,
-        gossip: mesh_core::GossipConfig::default(),
-        ring: None,
-        ciphers: mesh_crypto::CipherSet::with_aes(true),
-        unix_time: Duration::from_millis(START_MS),
-    };
-    Node::new(config, Instant::now(), [0x42; 32])
+    Node::new(config(1, Vec::new()), Instant::now(), [0x42; 32])
 }
 
 /// What the node answered to one input's datagrams.

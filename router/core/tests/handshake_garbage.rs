@@ -11,6 +11,11 @@
 #[path = "../../../integration/fuzz/src/handshake_checks.rs"]
 mod handshake_checks;
 
+// handshake_checks builds its node with decap_checks' configuration.
+#[allow(unreachable_pub, dead_code, clippy::disallowed_methods)]
+#[path = "../../../integration/fuzz/src/decap_checks.rs"]
+mod decap_checks;
+
 #[allow(unreachable_pub, dead_code)]
 #[path = "../../../integration/fuzz/src/corpus.rs"]
 mod corpus;
