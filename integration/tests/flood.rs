@@ -43,12 +43,25 @@ fn spoof_range(host: &Host) -> String {
     format!("{}/25", Ipv4Addr::new(a, b, c, 128))
 }
 
+/// `mesh-flood ARGS` as an argv.
+fn flood_argv(topo: &Topology, args: &[&str]) -> Vec<String> {
+    let bin = topo.bin_dir().join("mesh-flood");
+    let mut argv = vec![bin.to_str().expect("utf-8 path").to_owned()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    argv
+}
+
+/// Starts `mesh-flood ARGS` in `from`'s namespace, in the background.
+fn spawn_flood(topo: &Topology, from: &Host, args: &[&str]) -> mesh_integration::Proc {
+    let argv = flood_argv(topo, args);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    from.spawn(&argv).expect("start mesh-flood")
+}
+
 /// Runs `mesh-flood ARGS` in `from`'s namespace and waits for it.
 fn flood(topo: &Topology, from: &Host, args: &[&str]) -> String {
-    let bin = topo.bin_dir().join("mesh-flood");
-    let bin = bin.to_str().expect("utf-8 path");
-    let mut argv = vec![bin];
-    argv.extend_from_slice(args);
+    let argv = flood_argv(topo, args);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let out = from.exec(&argv).expect("run mesh-flood");
     assert!(
         out.status.success(),
@@ -57,6 +70,25 @@ fn flood(topo: &Topology, from: &Host, args: &[&str]) -> String {
         text(&out.stderr)
     );
     text(&out.stdout)
+}
+
+/// Hosts `a` and `b` with meshd and a pod each, in touch, and `x`, the attacker; `b`'s
+/// status before the attack.
+fn two_nodes_and_an_attacker(
+    test: &str,
+) -> (
+    Topology,
+    Vec<Host>,
+    Vec<mesh_integration::Pod>,
+    Host,
+    Status,
+) {
+    let (mut topo, hosts, pods, started) = full_mesh(test, 2);
+    wait_established(&topo, &hosts[0], &hosts[1], BOUND);
+    wait_ping(&pods[0], &pods[1], started + BOUND).expect("pods reach each other");
+    let x = topo.add_host("x").expect("attacker host");
+    let before = topo.status(&hosts[1]).expect("status of b");
+    (topo, hosts, pods, x, before)
 }
 
 /// Restarts `a`'s meshd while `attacker` floods `b`: `a` gets its session with `b` back and
@@ -85,21 +117,15 @@ fn restart_under_flood(
 
 #[test]
 fn a_spoofed_flood_does_not_stop_a_real_peers_handshake() {
-    let (mut topo, hosts, pods, started) =
-        full_mesh("a_spoofed_flood_does_not_stop_a_real_peers_handshake", 2);
+    let (mut topo, hosts, pods, x, before) =
+        two_nodes_and_an_attacker("a_spoofed_flood_does_not_stop_a_real_peers_handshake");
     let (a, b) = (&hosts[0], &hosts[1]);
-    wait_established(&topo, a, b, BOUND);
-    wait_ping(&pods[0], &pods[1], started + BOUND).expect("pods reach each other");
-    let x = topo.add_host("x").expect("attacker host");
-    let before = topo.status(b).expect("status of b");
-
     // The flood runs in the background for the whole restart.
-    let bin = topo.bin_dir().join("mesh-flood");
-    let target = b.peer_addr();
-    let spoof = spoof_range(b);
-    let mut attacker = x
-        .spawn(&[
-            bin.to_str().expect("utf-8 path"),
+    let (target, spoof) = (b.peer_addr(), spoof_range(b));
+    let mut attacker = spawn_flood(
+        &topo,
+        &x,
+        &[
             "--target",
             &target,
             "--spoof",
@@ -108,8 +134,8 @@ fn a_spoofed_flood_does_not_stop_a_real_peers_handshake() {
             "5000",
             "--seconds",
             "25",
-        ])
-        .expect("start mesh-flood");
+        ],
+    );
     std::thread::sleep(Duration::from_secs(2));
     let during = restart_under_flood(&mut topo, a, b, &pods, &mut attacker);
 
@@ -241,22 +267,17 @@ fn a_replayed_initiation_costs_no_public_key_operation() {
 /// pods reach each other.
 #[test]
 fn a_members_spoofed_flood_gets_cookies_and_a_real_peer_still_gets_in() {
-    let (mut topo, hosts, pods, started) = full_mesh(
+    let (mut topo, hosts, pods, x, before) = two_nodes_and_an_attacker(
         "a_members_spoofed_flood_gets_cookies_and_a_real_peer_still_gets_in",
-        2,
     );
     let (a, b) = (&hosts[0], &hosts[1]);
-    wait_established(&topo, a, b, BOUND);
-    wait_ping(&pods[0], &pods[1], started + BOUND).expect("pods reach each other");
-    let x = topo.add_host("x").expect("attacker host");
-    let before = topo.status(b).expect("status of b");
-    let bin = topo.bin_dir().join("mesh-flood");
     let secret = topo.secret_file();
     let target = b.peer_addr();
     let flood_started = Instant::now();
-    let mut attacker = x
-        .spawn(&[
-            bin.to_str().expect("utf-8 path"),
+    let mut attacker = spawn_flood(
+        &topo,
+        &x,
+        &[
             "--target",
             &target,
             "--spoof",
@@ -269,8 +290,8 @@ fn a_members_spoofed_flood_gets_cookies_and_a_real_peer_still_gets_in() {
             "2000",
             "--seconds",
             "40",
-        ])
-        .expect("start mesh-flood");
+        ],
+    );
     let loaded = mesh_integration::wait_until(
         "b to be under handshake load",
         Duration::from_secs(15),
