@@ -164,8 +164,10 @@ pub(super) async fn udp_to_tun(
             }
         };
         shared.count(&shared.counters.udp_recvs, 1);
-        // Whether anything of this receive was delivered or used by the node.
+        // Whether anything of this receive was delivered or used by the node, and the clock
+        // of its last round.
         let mut useful = false;
+        let mut clock = last_useful;
         // Where the next round starts: (buffer, byte offset in it).
         let mut at = (0, 0);
         while at.0 < n {
@@ -178,6 +180,7 @@ pub(super) async fn udp_to_tun(
             {
                 let mut node = shared.node();
                 let now = Instant::now();
+                clock = now;
                 'fill: while at.0 < n {
                     let m = &meta[at.0];
                     let from = canonical(m.addr);
@@ -230,10 +233,9 @@ pub(super) async fn udp_to_tun(
                 tokio::task::yield_now().await;
             }
         }
-        let now = Instant::now();
         if useful {
-            last_useful = now;
-        } else if now.saturating_duration_since(last_useful) >= JUNK_QUIET {
+            last_useful = clock;
+        } else if clock.saturating_duration_since(last_useful) >= JUNK_QUIET {
             // Only dropped datagrams (junk: a flood) for a while, and this receive too: wait a
             // little so the next receive takes what came meanwhile in one call. At a high
             // flood rate that turns a system call per datagram into one per millisecond. While
@@ -316,5 +318,27 @@ pub(super) async fn timers(shared: Arc<Shared>, udp: Arc<BatchUdp>) -> Result<()
             shared.drain(&mut node, &mut pending);
         }
         send_all(&shared, &udp, &mut pending).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_handshake;
+
+    /// What counts towards the bound of handshake messages per lock hold: the four handshake
+    /// types, directly or inside either relay frame; not data, junk or empty datagrams.
+    #[test]
+    fn handshakes_are_told_from_data_also_inside_relay_frames() {
+        for t in [1u8, 2, 3, 7] {
+            assert!(is_handshake(&[t, 0, 2, 0]), "type {t}");
+            for relay in [5u8, 6] {
+                let mut framed = vec![relay; 12];
+                framed.push(t);
+                assert!(is_handshake(&framed), "type {t} in relay frame {relay}");
+            }
+        }
+        for other in [&[4u8, 0, 0, 0][..], &[9], &[], &[5; 12], &[6; 13]] {
+            assert!(!is_handshake(other), "{other:?}");
+        }
     }
 }
