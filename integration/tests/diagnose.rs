@@ -8,10 +8,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use common::{BLOCKS, POLL, full_mesh, wait_established, wait_ping};
+use common::{BLOCKS, POLL, full_mesh, meshctl, wait_established, wait_ping};
 use mesh_api::{DebugReport, EndpointChanged, PathKind, PingResult, Severity};
 use mesh_integration::topology::BRIDGE;
 use mesh_integration::{Host, MeshdOpts, Topology, require_root, text, wait_until};
@@ -20,16 +20,6 @@ use mesh_integration::{Host, MeshdOpts, Topology, require_root, text, wait_until
 const PING_BOUND: Duration = Duration::from_secs(15);
 /// Bound of a session to be established.
 const SESSION_BOUND: Duration = Duration::from_secs(15);
-
-/// `meshctl --socket … ARGS` for `host`: whatever it did (exit status, stdout, stderr).
-fn meshctl(topo: &Topology, host: &Host, args: &[&str]) -> Output {
-    Command::new(topo.bin_dir().join("meshctl"))
-        .arg("--socket")
-        .arg(host.api_socket())
-        .args(args)
-        .output()
-        .expect("run meshctl")
-}
 
 fn json<T: serde::de::DeserializeOwned>(out: &Output, what: &str) -> T {
     serde_json::from_slice(&out.stdout)

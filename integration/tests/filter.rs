@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{POLL, full_mesh, wait_established, wait_ping};
+use common::{POLL, full_mesh, meshctl, wait_established, wait_ping};
 use mesh_api::{DebugReport, FilterState};
 use mesh_integration::{Host, Pod, Proc, Topology, describe, text, wait_until};
 
@@ -26,15 +26,6 @@ const TCP_PORT: &str = "8080";
 const UDP_PORT: &str = "7000";
 /// An address of node a's block (10.32.1.0/24) that the attacker claims as its source.
 const SPOOFED: &str = "10.32.1.99";
-
-fn meshctl(topo: &Topology, host: &Host, args: &[&str]) -> Output {
-    Command::new(topo.bin_dir().join("meshctl"))
-        .arg("--socket")
-        .arg(host.api_socket())
-        .args(args)
-        .output()
-        .expect("run meshctl")
-}
 
 fn debug(topo: &Topology, host: &Host) -> (Option<i32>, DebugReport) {
     let out = meshctl(topo, host, &["debug", "-o", "json"]);

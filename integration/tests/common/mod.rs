@@ -170,3 +170,13 @@ pub(crate) fn dns_records(host: &Host, served_only: bool) -> Vec<(String, String
         .map(|r| (r.name, r.address))
         .collect()
 }
+
+/// `meshctl --socket … ARGS` for `host`: whatever it did (exit status, stdout, stderr).
+pub(crate) fn meshctl(topo: &Topology, host: &Host, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(topo.bin_dir().join("meshctl"))
+        .arg("--socket")
+        .arg(host.api_socket())
+        .args(args)
+        .output()
+        .expect("run meshctl")
+}
