@@ -40,15 +40,20 @@ impl Drop for Running {
 }
 
 async fn start(upstreams: Vec<SocketAddr>) -> Running {
+    start_with(ForwarderConfig {
+        upstreams,
+        ..ForwarderConfig::default()
+    })
+    .await
+}
+
+async fn start_with(forwarder: ForwarderConfig) -> Running {
     let udp = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
     let tcp = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
     let state = Arc::new(DnsState::new(
         ZoneConfig::default(),
-        ForwarderConfig {
-            upstreams,
-            ..ForwarderConfig::default()
-        },
+        forwarder,
         Some(Owner([1; 32])),
         12345,
     ));
@@ -412,30 +417,14 @@ async fn until_seen(s: &Running, n: u64) -> bool {
 async fn spoofed_answer_is_ignored() {
     let upstream = Arc::new(UdpSocket::bind((LOOPBACK, 0)).await.unwrap());
     let up_addr = upstream.local_addr().unwrap();
-    let s = {
-        let udp = UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
-        let tcp = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
-        let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
-        let state = Arc::new(DnsState::new(
-            ZoneConfig::default(),
-            ForwarderConfig {
-                upstreams: vec![up_addr],
-                // One send, and time for the whole flood before SERVFAIL.
-                rounds: 1,
-                final_wait: Duration::from_secs(120),
-                ..ForwarderConfig::default()
-            },
-            Some(Owner([1; 32])),
-            12345,
-        ));
-        let task = tokio::spawn(serve(udp, tcp, state.clone()));
-        Running {
-            udp: udp_addr,
-            tcp: tcp_addr,
-            state,
-            task,
-        }
-    };
+    let s = start_with(ForwarderConfig {
+        upstreams: vec![up_addr],
+        // One send, and time for the whole flood before SERVFAIL.
+        rounds: 1,
+        final_wait: Duration::from_secs(120),
+        ..ForwarderConfig::default()
+    })
+    .await;
     let client = {
         let server = s.udp;
         tokio::spawn(async move {
